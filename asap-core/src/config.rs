@@ -1,0 +1,192 @@
+//! What the application decides before a node starts: cluster, model layout, wait
+//! policy, timers, neighbours, and the memory it lends the node.
+
+use crate::error::ConfigError;
+use crate::time::Duration;
+use crate::wire::{self, Integrity, NodeId};
+
+/// When a started round may finish, i.e. which in-neighbours' updates it waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// NOTIFY-ACK's consistent reduce: the update of every live in-neighbour.
+    All,
+    /// At least this many in-neighbours' updates (fewer if fewer are alive).
+    AtLeast(u16),
+    /// Asynchronous: finish at once with whatever has arrived; late chunks count toward
+    /// the next round.
+    None,
+    /// Bulk-synchronous, for comparison: as `All`, and also every member of the peer
+    /// table must have reached this round (a global barrier when the table lists the
+    /// whole cluster).
+    Barrier,
+}
+
+/// One entry of the peer table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeerSpec {
+    /// The peer.
+    pub id: NodeId,
+    /// `Some(w)`: an out-neighbour, sent this node's replica with mixing weight `w`.
+    pub send_weight: Option<f32>,
+    /// `true`: an in-neighbour, whose updates this node waits for and mixes in.
+    pub receive: bool,
+}
+
+impl PeerSpec {
+    /// A neighbour in both directions with the same weight (undirected graphs).
+    pub const fn both(id: NodeId, weight: f32) -> Self {
+        PeerSpec {
+            id,
+            send_weight: Some(weight),
+            receive: true,
+        }
+    }
+
+    /// A member that is not a neighbour (only heartbeats and barriers).
+    pub const fn member(id: NodeId) -> Self {
+        PeerSpec {
+            id,
+            send_weight: None,
+            receive: false,
+        }
+    }
+}
+
+/// Everything a node needs besides its peers and its memory. Build with
+/// [`Config::new`], adjust fields, then hand it to `Node::new`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// Cluster identifier; frames of other clusters are refused.
+    pub cluster: u32,
+    /// This node.
+    pub id: NodeId,
+    /// Changes on every (re)start so peers can tell a restart from a delayed frame.
+    pub incarnation: u32,
+    /// Number of model values (`f32`).
+    pub model_len: usize,
+    /// Largest frame this node sends, `MIN_FRAME_LEN..=MAX_FRAME_LEN` bytes. Every member
+    /// must use the same value (it fixes the chunk layout). Default 1,400 (an Ethernet
+    /// MTU minus IP and UDP headers, with room to spare).
+    pub max_frame: usize,
+    /// Which updates a round waits for. Default [`Wait::All`].
+    pub wait: Wait,
+    /// Local steps between two rounds (see `Node::record_local_step`). Default 5, as in
+    /// the reference implementation.
+    pub period: u32,
+    /// Never start a round more than this many rounds ahead of a live in-neighbour.
+    /// Default `None` (unbounded; `Wait::All` keeps neighbours in lockstep anyway).
+    pub staleness: Option<u32>,
+    /// First retransmission timeout of an unacknowledged NOTIFY. Default 20 ms.
+    pub retransmit_initial: Duration,
+    /// Cap of the exponential retransmission backoff. Default 1 s.
+    pub retransmit_max: Duration,
+    /// Send a heartbeat to a peer after this long without sending it anything.
+    /// Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// Declare a peer down after this long without hearing from it. Default 2 s.
+    pub peer_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with the defaults documented on each field.
+    pub const fn new(cluster: u32, id: NodeId, model_len: usize) -> Self {
+        Config {
+            cluster,
+            id,
+            incarnation: 0,
+            model_len,
+            max_frame: 1_400,
+            wait: Wait::All,
+            period: 5,
+            staleness: None,
+            retransmit_initial: Duration::from_millis(20),
+            retransmit_max: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_millis(100),
+            peer_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The integrity scheme frames use (authentication schemes are added here).
+    pub const fn integrity(&self) -> Integrity {
+        Integrity::Crc32
+    }
+
+    /// Model values per update chunk.
+    pub const fn chunk_len(&self) -> usize {
+        wire::chunk_len_for_frame(self.max_frame, self.integrity())
+    }
+
+    /// Sizes of the buffers a node with `peers` table entries needs.
+    pub fn layout(&self, peers: usize) -> Result<Layout, ConfigError> {
+        if !(wire::MIN_FRAME_LEN..=wire::MAX_FRAME_LEN).contains(&self.max_frame) {
+            return Err(ConfigError::FrameSize(self.max_frame));
+        }
+        if self.model_len == 0 {
+            return Err(ConfigError::EmptyModel);
+        }
+        let chunks = self.model_len.div_ceil(self.chunk_len());
+        if u32::try_from(chunks).is_err() || u32::try_from(self.model_len).is_err() {
+            return Err(ConfigError::ModelTooLarge);
+        }
+        let words_per_peer = chunks.div_ceil(32);
+        Ok(Layout {
+            model_len: self.model_len,
+            chunks,
+            words_per_peer,
+            bitmap_words: words_per_peer * peers,
+        })
+    }
+}
+
+/// How much memory a node borrows, from [`Config::layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Length of `Buffers::snapshot` and `Buffers::accumulator`.
+    pub model_len: usize,
+    /// Chunks in an update; the length of `Buffers::chunk_weights`.
+    pub chunks: usize,
+    /// Bitmap words each peer's receive state takes.
+    pub words_per_peer: usize,
+    /// Length of `Buffers::chunk_bits`.
+    pub bitmap_words: usize,
+}
+
+impl Layout {
+    /// Bytes of all the buffers together.
+    pub const fn bytes(&self) -> usize {
+        4 * (2 * self.model_len + self.chunks + self.bitmap_words)
+    }
+}
+
+/// Memory the application lends a node for its whole life. The model (the application's
+/// parameters) is not here: it is passed to `start_round` / `finish_round`.
+///
+/// Memory is `O(model)` whatever the degree: one accumulator receives every
+/// neighbour's update, chunk by chunk, as it arrives.
+#[derive(Debug)]
+pub struct Buffers<'a> {
+    /// The replica as sent this round (kept until every out-neighbour acknowledged it).
+    pub snapshot: &'a mut [f32],
+    /// The weighted sum of in-neighbours' updates received since the last mix.
+    pub accumulator: &'a mut [f32],
+    /// Per chunk, the total weight folded into the accumulator.
+    pub chunk_weights: &'a mut [f32],
+    /// Per peer, which chunks of its current update arrived.
+    pub chunk_bits: &'a mut [u32],
+}
+
+impl Buffers<'_> {
+    pub(crate) fn check(&self, layout: &Layout) -> Result<(), ConfigError> {
+        let check = |which, needed, got| {
+            if needed == got {
+                Ok(())
+            } else {
+                Err(ConfigError::Buffer { which, needed, got })
+            }
+        };
+        check("snapshot", layout.model_len, self.snapshot.len())?;
+        check("accumulator", layout.model_len, self.accumulator.len())?;
+        check("chunk_weights", layout.chunks, self.chunk_weights.len())?;
+        check("chunk_bits", layout.bitmap_words, self.chunk_bits.len())
+    }
+}

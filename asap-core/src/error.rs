@@ -1,0 +1,216 @@
+//! Error families, kept apart as in rustls: bytes that are not a frame ([`DecodeError`],
+//! in `wire`), frames that are legal bytes but break a protocol rule ([`Violation`]),
+//! frames that are not for this node ([`FrameError`]), and misuse of the API by the
+//! application ([`RoundError`], [`ConfigError`]). All are small `Copy` enums.
+
+use core::fmt;
+
+use crate::wire::{DecodeError, NodeId};
+
+/// A rule of the protocol that a peer's (well-formed) frame broke. The frame is dropped
+/// and counted; the replica is never touched by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The update's chunk count differs from this node's model layout.
+    ChunkCount,
+    /// The chunk index is past the last chunk.
+    ChunkIndex,
+    /// The chunk carries a different number of values than the layout says.
+    ChunkLength,
+    /// The mixing weight is not finite or not in `(0, 1]`.
+    Weight,
+    /// The weight changed between chunks of one update.
+    WeightChanged,
+    /// Folding the chunk would give neighbours more than the whole weight of a value.
+    WeightOverflow,
+    /// The update holds a NaN or infinity: the rest of it is dropped.
+    NonFinite,
+    /// The payload encoding is not one this node accepts.
+    Encoding,
+    /// The sender is not configured as an in-neighbour, so its updates are not mixed.
+    NotInNeighbour,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Violation::ChunkCount => "update chunk count does not match the model layout",
+            Violation::ChunkIndex => "update chunk index out of range",
+            Violation::ChunkLength => "update chunk length does not match the model layout",
+            Violation::Weight => "mixing weight not finite or outside (0, 1]",
+            Violation::WeightChanged => "mixing weight changed within one update",
+            Violation::WeightOverflow => "in-neighbour weights would exceed 1",
+            Violation::NonFinite => "update holds a non-finite value",
+            Violation::Encoding => "payload encoding not accepted",
+            Violation::NotInNeighbour => "update from a peer that is not an in-neighbour",
+        })
+    }
+}
+
+/// Why `Node::handle_frame` refused a frame. Every refusal is also counted in `Stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The bytes are not a frame.
+    Decode(DecodeError),
+    /// The frame belongs to another cluster.
+    WrongCluster(u32),
+    /// The frame is addressed to another node.
+    Misaddressed(NodeId),
+    /// The sender is not one of this node's peers.
+    UnknownPeer(NodeId),
+    /// The frame uses an integrity scheme this node is not configured for.
+    Integrity,
+    /// The sender's model layout (from its Hello) differs from ours; its frames are ignored.
+    Incompatible(NodeId),
+    /// The sender broke a protocol rule.
+    Violation(NodeId, Violation),
+}
+
+impl From<DecodeError> for FrameError {
+    fn from(e: DecodeError) -> Self {
+        FrameError::Decode(e)
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Decode(e) => e.fmt(f),
+            FrameError::WrongCluster(c) => write!(f, "frame for cluster {c}"),
+            FrameError::Misaddressed(to) => write!(f, "frame addressed to {to}"),
+            FrameError::UnknownPeer(p) => write!(f, "frame from {p}, which is not a peer"),
+            FrameError::Integrity => {
+                f.write_str("frame uses an integrity scheme this node does not accept")
+            }
+            FrameError::Incompatible(p) => write!(f, "{p} announced a different model layout"),
+            FrameError::Violation(p, v) => write!(f, "{p}: {v}"),
+        }
+    }
+}
+
+impl core::error::Error for FrameError {}
+
+/// Why a round cannot be started or finished now (the application's call, not the
+/// network, is at fault or early).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoundError {
+    /// `start_round` called twice without `finish_round`.
+    AlreadyStarted,
+    /// `finish_round` called without `start_round`.
+    NotStarted,
+    /// The parameter slice has the wrong length.
+    ParamsLength {
+        /// The model length.
+        expected: usize,
+        /// The slice's length.
+        got: usize,
+    },
+    /// The parameters hold a NaN or infinity; nothing was sent.
+    NonFiniteParams,
+    /// An out-neighbour has not acknowledged the previous update yet (NOTIFY-ACK flow
+    /// control): wait for `Event::SendComplete` or a later `can_start_round`.
+    SendWindowClosed,
+    /// Starting would put this node more than the staleness bound ahead of this peer.
+    Staleness(NodeId),
+    /// The wait policy is not satisfied yet: wait for `Event::RoundReady`.
+    NotReady,
+}
+
+impl fmt::Display for RoundError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoundError::AlreadyStarted => f.write_str("round already started"),
+            RoundError::NotStarted => f.write_str("no round started"),
+            RoundError::ParamsLength { expected, got } => {
+                write!(f, "parameters have {got} values, the model has {expected}")
+            }
+            RoundError::NonFiniteParams => f.write_str("parameters hold a non-finite value"),
+            RoundError::SendWindowClosed => {
+                f.write_str("an out-neighbour has not acknowledged the previous update")
+            }
+            RoundError::Staleness(p) => {
+                write!(f, "starting would exceed the staleness bound with {p}")
+            }
+            RoundError::NotReady => f.write_str("the round's wait policy is not satisfied yet"),
+        }
+    }
+}
+
+impl core::error::Error for RoundError {}
+
+/// Why a node cannot be built from a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_frame` is outside `MIN_FRAME_LEN..=MAX_FRAME_LEN`.
+    FrameSize(usize),
+    /// The model has no values.
+    EmptyModel,
+    /// The model needs more chunks than a frame can index.
+    ModelTooLarge,
+    /// More peers than the node's capacity.
+    TooManyPeers {
+        /// The capacity (the `P` of `Node<P>`).
+        capacity: usize,
+    },
+    /// A peer is listed twice.
+    DuplicatePeer(NodeId),
+    /// The node lists itself as a peer.
+    SelfAsPeer,
+    /// A send weight is not finite or not in `(0, 1]`.
+    SendWeight(NodeId),
+    /// The send weights add up to more than 1 (mass would be created).
+    SendWeightsExceedOne,
+    /// A caller-provided buffer has the wrong length.
+    Buffer {
+        /// Which buffer.
+        which: &'static str,
+        /// The length it needs.
+        needed: usize,
+        /// The length it has.
+        got: usize,
+    },
+    /// `period` is zero.
+    ZeroPeriod,
+    /// `Wait::AtLeast(k)` with `k` larger than the number of in-neighbours.
+    WaitExceedsInDegree,
+    /// A timer is zero or the retransmission cap is below its start.
+    Timers,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::FrameSize(n) => write!(
+                f,
+                "max_frame {n} outside {}..={}",
+                crate::wire::MIN_FRAME_LEN,
+                crate::wire::MAX_FRAME_LEN
+            ),
+            ConfigError::EmptyModel => f.write_str("model length is zero"),
+            ConfigError::ModelTooLarge => {
+                f.write_str("model needs more chunks than a frame can index")
+            }
+            ConfigError::TooManyPeers { capacity } => write!(f, "more than {capacity} peers"),
+            ConfigError::DuplicatePeer(p) => write!(f, "{p} listed twice"),
+            ConfigError::SelfAsPeer => f.write_str("a node cannot be its own peer"),
+            ConfigError::SendWeight(p) => write!(f, "send weight for {p} not in (0, 1]"),
+            ConfigError::SendWeightsExceedOne => f.write_str("send weights add up to more than 1"),
+            ConfigError::Buffer { which, needed, got } => {
+                write!(f, "buffer `{which}` has {got} elements, needs {needed}")
+            }
+            ConfigError::ZeroPeriod => f.write_str("communication period must be at least 1"),
+            ConfigError::WaitExceedsInDegree => {
+                f.write_str("wait count exceeds the number of in-neighbours")
+            }
+            ConfigError::Timers => {
+                f.write_str("timers must be non-zero and the retransmission cap at least its start")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+mod flow;
+pub mod node;
+pub mod reduce;
+pub mod time;
+pub mod wire;
+
+pub use config::{Buffers, Config, Layout, PeerSpec, Wait};
+pub use error::{ConfigError, FrameError, RoundError, Violation};
+pub use node::{Event, Finished, Node, PeerStatus, Stats, Transmit};
+pub use time::{Duration, Instant};
+pub use wire::{BufferTooSmall, DecodeError, NodeId};

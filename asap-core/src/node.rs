@@ -1,0 +1,1057 @@
+//! The sans-IO facade: one [`Node`] per worker, tying wire, flow control and reduce
+//! together. See the type's documentation for the call order.
+
+use heapless::{Deque, Vec};
+
+use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
+use crate::error::{ConfigError, FrameError, RoundError, Violation};
+use crate::flow::{bits, AckOutcome, Emit, InEdge, OutEdge, Place};
+use crate::reduce::{self, FoldError};
+use crate::time::Instant;
+use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
+
+/// Capacity of the event queue; events past it are dropped and counted.
+pub const EVENT_CAPACITY: usize = 32;
+
+/// A frame [`Node::poll_transmit`] wrote into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "the frame in the buffer must be sent"]
+pub struct Transmit {
+    /// The peer to send it to.
+    pub to: NodeId,
+    /// Bytes of the buffer the frame takes.
+    pub len: usize,
+}
+
+/// Something the application may want to act on. Drain with [`Node::poll_event`] after
+/// every `handle_*` call and every application command.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The started round's wait policy is satisfied: `finish_round` will succeed.
+    /// Edge-triggered, once a round ([`Node::is_ready`] is the level).
+    RoundReady {
+        /// The round.
+        round: u32,
+    },
+    /// Every live out-neighbour acknowledged this round's update: the next round may
+    /// start. Edge-triggered, once a round.
+    SendComplete {
+        /// The round.
+        round: u32,
+    },
+    /// The peer was silent past `peer_timeout` (or left): it is neither waited for nor
+    /// sent to until it speaks again.
+    PeerDown(NodeId),
+    /// A peer that was down spoke again.
+    PeerUp(NodeId),
+    /// A peer announced a new incarnation (it restarted and lost its state).
+    PeerRestarted(NodeId),
+    /// A peer announced a model layout different from ours; its frames are ignored.
+    PeerIncompatible(NodeId),
+    /// An update broke a rule (e.g. a non-finite value); its remaining chunks are dropped.
+    UpdateRejected {
+        /// The sender.
+        peer: NodeId,
+        /// The update's round.
+        round: u32,
+        /// The rule it broke.
+        reason: Violation,
+    },
+}
+
+/// Counters, for logs and tests. All monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames written by `poll_transmit`.
+    pub frames_sent: u64,
+    /// Bytes written by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Frames accepted by `handle_frame`.
+    pub frames_received: u64,
+    /// Bytes of accepted frames.
+    pub bytes_received: u64,
+    /// Update chunks sent (first transmissions).
+    pub chunks_sent: u64,
+    /// Update chunks sent again because the receiver reported them missing.
+    pub chunks_resent: u64,
+    /// NOTIFYs sent again after a timeout or a resend.
+    pub notifies_resent: u64,
+    /// Retransmission timers that fired.
+    pub retransmit_timeouts: u64,
+    /// Chunks folded into the accumulator.
+    pub chunks_folded: u64,
+    /// Frames that repeated something already received (ignored).
+    pub duplicates: u64,
+    /// Frames about a round already superseded (ignored).
+    pub stale: u64,
+    /// Updates whose sender moved on before they were complete.
+    pub updates_abandoned: u64,
+    /// Updates rejected for breaking a rule (non-finite values, bad weights, ...).
+    pub updates_rejected: u64,
+    /// Frames refused because their bytes were not a valid frame.
+    pub decode_errors: u64,
+    /// Valid frames refused (other cluster, not for us, unknown peer, incompatible).
+    pub frames_refused: u64,
+    /// Times a peer was declared down.
+    pub peers_down: u64,
+    /// Rounds finished.
+    pub rounds: u64,
+    /// Events dropped because the queue was full.
+    pub events_dropped: u64,
+}
+
+/// What [`Node::finish_round`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// The round that finished.
+    pub round: u32,
+    /// Complete in-neighbour updates mixed in (and acknowledged).
+    pub updates: usize,
+}
+
+/// A peer's state as seen from this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Heard from within `peer_timeout` and not left.
+    pub up: bool,
+    /// Rounds the peer announced it started.
+    pub rounds_started: u32,
+    /// No update of ours in flight to it.
+    pub send_idle: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    spec: PeerSpec,
+    out: OutEdge,
+    inn: InEdge,
+    up: bool,
+    left: bool,
+    incompatible: bool,
+    last_heard: Instant,
+    last_sent: Instant,
+    /// Rounds the peer started, as far as its frames told us.
+    rounds_started: u32,
+    incarnation: Option<u32>,
+    hello_heard: bool,
+    hello_at: Instant,
+    hello_due: bool,
+    hello_reply_due: bool,
+    heartbeat_due: bool,
+    barrier_due: bool,
+    ack_due: Option<u32>,
+    missing_due: Option<u32>,
+}
+
+impl Peer {
+    fn live(&self) -> bool {
+        self.up && !self.left && !self.incompatible
+    }
+}
+
+/// One worker of an ASAP cluster, as a sans-IO state machine.
+///
+/// The node owns no socket, clock or heap. It borrows its working memory ([`Buffers`])
+/// for its whole life and the application's parameters only for the calls that read or
+/// mix them. `P` is the capacity of the peer table.
+///
+/// # Call order
+///
+/// * inputs: [`handle_frame`](Self::handle_frame) for every datagram received,
+///   [`handle_timeout`](Self::handle_timeout) when the deadline from
+///   [`poll_timeout`](Self::poll_timeout) passed (extra calls are harmless);
+/// * application: [`start_round`](Self::start_round) snapshots the parameters and
+///   starts sending them; after [`Event::RoundReady`],
+///   [`finish_round`](Self::finish_round) mixes the neighbours' updates into them and
+///   acknowledges those updates;
+/// * outputs, after every input and command: [`poll_transmit`](Self::poll_transmit)
+///   until `None`, [`poll_event`](Self::poll_event) until `None`, then
+///   [`poll_timeout`](Self::poll_timeout) for the next deadline.
+///
+/// # Run loop
+///
+/// ```no_run
+/// use asap_core::{Buffers, Config, Event, Instant, Node, NodeId, PeerSpec};
+/// # fn now() -> Instant { Instant::ZERO }
+/// # fn send(_to: NodeId, _frame: &[u8]) {}
+/// # fn recv(_buf: &mut [u8], _until: Option<Instant>) -> Option<usize> { None }
+/// # fn local_sgd_step(_params: &mut [f32]) {}
+/// let config = Config::new(7, NodeId(0), 1_000);
+/// let peers = [PeerSpec::both(NodeId(1), 1.0 / 3.0), PeerSpec::both(NodeId(2), 1.0 / 3.0)];
+/// let layout = config.layout(peers.len()).unwrap();
+/// let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.model_len]);
+/// let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
+/// let buffers = Buffers {
+///     snapshot: &mut snapshot,
+///     accumulator: &mut acc,
+///     chunk_weights: &mut weights,
+///     chunk_bits: &mut bits,
+/// };
+/// let mut node = Node::<4>::new(config, &peers, buffers, now()).unwrap();
+/// let mut params = vec![0.0f32; 1_000];
+/// let mut buf = vec![0u8; config.max_frame];
+/// loop {
+///     if node.is_started() {
+///         if node.is_ready() {
+///             node.finish_round(now(), &mut params).unwrap();
+///         }
+///     } else if node.can_start_round().is_ok() {
+///         local_sgd_step(&mut params);
+///         if node.record_local_step() {
+///             node.start_round(now(), &params).unwrap();
+///         }
+///     }
+///     while let Some(t) = node.poll_transmit(now(), &mut buf).unwrap() {
+///         send(t.to, &buf[..t.len]);
+///     }
+///     while let Some(event) = node.poll_event() {
+///         if let Event::PeerDown(peer) = event {
+///             eprintln!("{peer} is down");
+///         }
+///     }
+///     match recv(&mut buf, node.poll_timeout()) {
+///         Some(len) => {
+///             let _ = node.handle_frame(now(), &buf[..len]);
+///         }
+///         None => node.handle_timeout(now()),
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Node<'a, const P: usize> {
+    config: Config,
+    layout: Layout,
+    chunks: u32,
+    peers: Vec<Peer, P>,
+    buffers: Buffers<'a>,
+    round: u32,
+    started: bool,
+    ready_reported: bool,
+    /// Round whose snapshot is still being delivered.
+    sending: Option<u32>,
+    local_steps: u32,
+    tx_seq: u32,
+    cursor: usize,
+    events: Deque<Event, EVENT_CAPACITY>,
+    stats: Stats,
+}
+
+/// Tolerance on in-neighbour weights adding up to 1 (float rounding of e.g. 3 × 1/3).
+const WEIGHT_SLACK: f32 = 1e-4;
+
+impl<'a, const P: usize> Node<'a, P> {
+    /// Builds a node. Checks the configuration, the peer table and the buffers' sizes
+    /// (see [`Config::layout`]).
+    pub fn new(
+        config: Config,
+        peers: &[PeerSpec],
+        buffers: Buffers<'a>,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let layout = config.layout(peers.len())?;
+        buffers.check(&layout)?;
+        if config.period == 0 {
+            return Err(ConfigError::ZeroPeriod);
+        }
+        if config.staleness == Some(0)
+            || config.retransmit_initial.total_micros() == 0
+            || config.retransmit_max < config.retransmit_initial
+            || config.heartbeat_interval.total_micros() == 0
+            || config.peer_timeout.total_micros() == 0
+        {
+            return Err(ConfigError::Timers);
+        }
+        if peers.len() > P {
+            return Err(ConfigError::TooManyPeers { capacity: P });
+        }
+        let mut total_weight = 0.0f32;
+        let mut table = Vec::new();
+        for (i, spec) in peers.iter().enumerate() {
+            if spec.id == config.id {
+                return Err(ConfigError::SelfAsPeer);
+            }
+            if peers[..i].iter().any(|p| p.id == spec.id) {
+                return Err(ConfigError::DuplicatePeer(spec.id));
+            }
+            if let Some(w) = spec.send_weight {
+                if !(w.is_finite() && w > 0.0 && w <= 1.0) {
+                    return Err(ConfigError::SendWeight(spec.id));
+                }
+                total_weight += w;
+            }
+            let peer = Peer {
+                spec: *spec,
+                out: OutEdge::new(config.retransmit_initial),
+                inn: InEdge::default(),
+                up: true,
+                left: false,
+                incompatible: false,
+                last_heard: now,
+                last_sent: now,
+                rounds_started: 0,
+                incarnation: None,
+                hello_heard: false,
+                hello_at: now + config.heartbeat_interval,
+                hello_due: true,
+                hello_reply_due: false,
+                heartbeat_due: false,
+                barrier_due: false,
+                ack_due: None,
+                missing_due: None,
+            };
+            // Cannot fail: the length was checked against P above.
+            let _ = table.push(peer);
+        }
+        if total_weight > 1.0 + WEIGHT_SLACK {
+            return Err(ConfigError::SendWeightsExceedOne);
+        }
+        if let Wait::AtLeast(k) = config.wait {
+            if usize::from(k) > peers.iter().filter(|p| p.receive).count() {
+                return Err(ConfigError::WaitExceedsInDegree);
+            }
+        }
+        buffers.accumulator.fill(0.0);
+        buffers.chunk_weights.fill(0.0);
+        buffers.chunk_bits.fill(0);
+        Ok(Node {
+            config,
+            layout,
+            chunks: layout.chunks as u32,
+            peers: table,
+            buffers,
+            round: 0,
+            started: false,
+            ready_reported: false,
+            sending: None,
+            local_steps: 0,
+            tx_seq: 0,
+            cursor: 0,
+            events: Deque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Its memory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The current round: started and not finished, or the next to start.
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// A round was started and not finished yet.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A peer's state, if it is in the table.
+    pub fn peer(&self, id: NodeId) -> Option<PeerStatus> {
+        self.peers
+            .iter()
+            .find(|p| p.spec.id == id)
+            .map(|p| PeerStatus {
+                up: p.live(),
+                rounds_started: p.rounds_started,
+                send_idle: p.out.is_idle(),
+            })
+    }
+
+    /// `true` when `bytes` look like a frame for this node (version, cluster and
+    /// receiver), so one socket can serve several nodes. Checks nothing else.
+    pub fn accepts(&self, bytes: &[u8]) -> bool {
+        wire::peek(bytes)
+            .is_ok_and(|(h, _)| h.cluster == self.config.cluster && h.to == self.config.id)
+    }
+
+    /// Whether [`start_round`](Self::start_round) would succeed now (apart from the
+    /// parameters themselves).
+    pub fn can_start_round(&self) -> Result<(), RoundError> {
+        if self.started {
+            return Err(RoundError::AlreadyStarted);
+        }
+        if self.peers.iter().any(|p| p.live() && !p.out.is_idle()) {
+            return Err(RoundError::SendWindowClosed);
+        }
+        if let Some(s) = self.config.staleness {
+            let behind = self.peers.iter().find(|p| {
+                // Our new round minus the peer's latest started round, which is
+                // `rounds_started - 1`.
+                p.live()
+                    && p.spec.receive
+                    && u64::from(self.round) + 1 > u64::from(p.rounds_started) + u64::from(s)
+            });
+            if let Some(p) = behind {
+                return Err(RoundError::Staleness(p.spec.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the started round's wait policy is satisfied (the level behind
+    /// [`Event::RoundReady`]).
+    pub fn is_ready(&self) -> bool {
+        if !self.started {
+            return false;
+        }
+        let chunks = self.chunks;
+        let arrived = |p: &Peer| p.inn.incoming.is_some_and(|i| i.finished(chunks));
+        let mut waiting = self.peers.iter().filter(|p| p.spec.receive && p.live());
+        match self.config.wait {
+            Wait::All => waiting.all(arrived),
+            Wait::AtLeast(k) => {
+                let (live, done) =
+                    waiting.fold((0u16, 0u16), |(l, d), p| (l + 1, d + u16::from(arrived(p))));
+                done >= k.min(live)
+            }
+            Wait::None => true,
+            Wait::Barrier => {
+                waiting.all(arrived)
+                    && self
+                        .peers
+                        .iter()
+                        .all(|p| !p.live() || p.rounds_started > self.round)
+            }
+        }
+    }
+
+    // ----- application commands -----
+
+    /// Counts one local step; `true` when `period` steps have passed since the last
+    /// `true`, i.e. when the application should start a round.
+    pub fn record_local_step(&mut self) -> bool {
+        self.local_steps += 1;
+        if self.local_steps >= self.config.period {
+            self.local_steps = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Starts the current round: snapshots `params` and begins sending them to every
+    /// live out-neighbour.
+    pub fn start_round(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
+        self.can_start_round()?;
+        if params.len() != self.layout.model_len {
+            return Err(RoundError::ParamsLength {
+                expected: self.layout.model_len,
+                got: params.len(),
+            });
+        }
+        if !reduce::all_finite(params) {
+            return Err(RoundError::NonFiniteParams);
+        }
+        self.buffers.snapshot.copy_from_slice(params);
+        let rto = self.config.retransmit_initial;
+        let barrier = self.config.wait == Wait::Barrier;
+        for p in self.peers.iter_mut().filter(|p| !p.left) {
+            if p.spec.send_weight.is_some() && p.live() {
+                p.out.begin(self.round, rto);
+            }
+            p.barrier_due |= barrier;
+        }
+        self.started = true;
+        self.sending = Some(self.round);
+        self.check_progress(now);
+        Ok(())
+    }
+
+    /// Finishes the started round: mixes the in-neighbours' updates into `params`
+    /// (`x ← x + Σ_j w_j·x_j − (Σ_j w_j)·snapshot`, per chunk over what arrived), clears
+    /// the accumulator and acknowledges every update consumed.
+    pub fn finish_round(
+        &mut self,
+        now: Instant,
+        params: &mut [f32],
+    ) -> Result<Finished, RoundError> {
+        if !self.started {
+            return Err(RoundError::NotStarted);
+        }
+        if params.len() != self.layout.model_len {
+            return Err(RoundError::ParamsLength {
+                expected: self.layout.model_len,
+                got: params.len(),
+            });
+        }
+        if !self.is_ready() {
+            return Err(RoundError::NotReady);
+        }
+        let chunk_len = self.config.chunk_len();
+        let Buffers {
+            snapshot,
+            accumulator,
+            chunk_weights,
+            ..
+        } = &mut self.buffers;
+        let parts = params
+            .chunks_mut(chunk_len)
+            .zip(snapshot.chunks(chunk_len))
+            .zip(accumulator.chunks_mut(chunk_len))
+            .zip(chunk_weights.iter_mut());
+        for (((p, s), a), w) in parts {
+            reduce::mix_chunk(p, s, a, *w);
+            *w = 0.0;
+        }
+        let mut updates = 0;
+        for p in self.peers.iter_mut() {
+            if let Some(inc) = p.inn.incoming.filter(|i| i.finished(self.chunks)) {
+                p.inn.consumed = Some(inc.round);
+                p.inn.incoming = None;
+                p.ack_due = Some(inc.round);
+                updates += 1;
+            }
+        }
+        let round = self.round;
+        self.round = self.round.wrapping_add(1);
+        self.started = false;
+        self.ready_reported = false;
+        self.stats.rounds += 1;
+        self.check_progress(now);
+        Ok(Finished { round, updates })
+    }
+
+    // ----- inputs -----
+
+    /// Handles one received datagram (or one frame cut from a stream). Returns the
+    /// sender, so a transport can learn its address. Refused frames are counted and
+    /// never touch the replica.
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+        let (frame, _) = wire::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
+        let result = self.handle_decoded(now, frame.header, frame.payload);
+        match result {
+            Ok(()) => {
+                self.stats.frames_received += 1;
+                self.stats.bytes_received += bytes.len() as u64;
+            }
+            Err(FrameError::Violation(..)) => {}
+            Err(_) => self.stats.frames_refused += 1,
+        }
+        self.check_progress(now);
+        result.map(|()| frame.header.from)
+    }
+
+    /// Handles timers: retransmissions, heartbeats, Hello retries, peers going down.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let cfg = self.config;
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if p.left {
+                continue;
+            }
+            if p.out.on_timeout(now, cfg.retransmit_max) {
+                self.stats.retransmit_timeouts += 1;
+            }
+            if p.up && now >= p.last_heard + cfg.peer_timeout {
+                p.up = false;
+                p.out.abandon(cfg.retransmit_initial);
+                self.stats.peers_down += 1;
+                let id = p.spec.id;
+                self.push_event(Event::PeerDown(id));
+            }
+            let p = &mut self.peers[i];
+            if now >= p.last_sent + cfg.heartbeat_interval {
+                p.heartbeat_due = true;
+            }
+            if !p.hello_heard && now >= p.hello_at {
+                p.hello_due = true;
+                p.hello_at = now + cfg.heartbeat_interval;
+            }
+        }
+        self.check_progress(now);
+    }
+
+    // ----- outputs -----
+
+    /// Writes the next frame to send into `buf` (which must hold `max_frame` bytes).
+    /// Call until it returns `Ok(None)`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
+        if buf.len() < self.config.max_frame {
+            return Err(BufferTooSmall {
+                needed: self.config.max_frame,
+            });
+        }
+        let n = self.peers.len();
+        // Control frames first: they are small and unblock other nodes.
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            if let Some((kind, round)) = self.take_control(i) {
+                return self.emit(now, i, kind, round, 0..0, buf).map(Some);
+            }
+        }
+        // Then update data, one frame per edge in turn.
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            let p = &mut self.peers[i];
+            if !p.live() {
+                continue;
+            }
+            let Some((what, again)) = p.out.next(self.chunks, now) else {
+                continue;
+            };
+            let round = p.out.round;
+            self.cursor = (i + 1) % n;
+            return match what {
+                Emit::Chunk(c) => {
+                    if again {
+                        self.stats.chunks_resent += 1;
+                    } else {
+                        self.stats.chunks_sent += 1;
+                    }
+                    let weight = p.spec.send_weight.unwrap_or(0.0);
+                    let kind = Kind::Update {
+                        chunk: c,
+                        chunks: self.chunks,
+                        weight,
+                        encoding: Encoding::F32Le,
+                    };
+                    let range = self.chunk_range(c);
+                    self.emit(now, i, kind, round, range, buf).map(Some)
+                }
+                Emit::Notify => {
+                    if again {
+                        self.stats.notifies_resent += 1;
+                    }
+                    self.emit(
+                        now,
+                        i,
+                        Kind::Notify {
+                            chunks: self.chunks,
+                        },
+                        round,
+                        0..0,
+                        buf,
+                    )
+                    .map(Some)
+                }
+            };
+        }
+        Ok(None)
+    }
+
+    /// The next deadline at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let cfg = &self.config;
+        self.peers
+            .iter()
+            .filter(|p| !p.left)
+            .flat_map(|p| {
+                [
+                    p.out.deadline(),
+                    p.up.then(|| p.last_heard + cfg.peer_timeout),
+                    (!p.heartbeat_due).then(|| p.last_sent + cfg.heartbeat_interval),
+                    (!p.hello_heard && !p.hello_due).then_some(p.hello_at),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn chunk_range(&self, chunk: u32) -> core::ops::Range<usize> {
+        let len = self.config.chunk_len();
+        let start = (chunk as usize)
+            .saturating_mul(len)
+            .min(self.layout.model_len);
+        start..(start + len).min(self.layout.model_len)
+    }
+
+    fn bitmap(&mut self, peer: usize) -> &mut [u32] {
+        let w = self.layout.words_per_peer;
+        &mut self.buffers.chunk_bits[peer * w..(peer + 1) * w]
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.push_back(event).is_err() {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    /// Emits the edge-triggered progress events.
+    fn check_progress(&mut self, _now: Instant) {
+        if self.started && !self.ready_reported && self.is_ready() {
+            self.ready_reported = true;
+            self.push_event(Event::RoundReady { round: self.round });
+        }
+        if let Some(round) = self.sending {
+            if self.peers.iter().all(|p| !p.live() || p.out.is_idle()) {
+                self.sending = None;
+                self.push_event(Event::SendComplete { round });
+            }
+        }
+    }
+
+    /// The most urgent control frame owed to peer `i`, with its round.
+    fn take_control(&mut self, i: usize) -> Option<(Kind, u32)> {
+        let started_rounds = self.round + u32::from(self.started);
+        let (incarnation, model_len, chunk_len) = (
+            self.config.incarnation,
+            self.layout.model_len as u32,
+            self.config.chunk_len() as u32,
+        );
+        let chunks = self.chunks;
+        let p = &mut self.peers[i];
+        if p.left {
+            return None;
+        }
+        if p.hello_due || p.hello_reply_due {
+            let reply = !p.hello_due;
+            p.hello_due = false;
+            p.hello_reply_due = false;
+            return Some((
+                Kind::Hello {
+                    incarnation,
+                    model_len,
+                    chunk_len,
+                    reply,
+                },
+                self.round,
+            ));
+        }
+        if let Some(round) = p.ack_due.take() {
+            return Some((Kind::Ack, round));
+        }
+        if let Some(round) = p.missing_due.take() {
+            let finished = p
+                .inn
+                .incoming
+                .is_some_and(|inc| inc.round == round && inc.finished(chunks));
+            let (base, mask) = if finished {
+                (0, 0)
+            } else {
+                bits::missing(self.bitmap(i), chunks)
+            };
+            return Some((Kind::Missing { base, mask }, round));
+        }
+        if p.barrier_due || p.heartbeat_due {
+            let kind = if p.barrier_due {
+                Kind::Barrier
+            } else {
+                Kind::Heartbeat
+            };
+            p.barrier_due = false;
+            p.heartbeat_due = false;
+            return Some((kind, started_rounds));
+        }
+        None
+    }
+
+    fn header_for(config: &Config, seq: &mut u32, to: NodeId, round: u32, kind: Kind) -> Header {
+        *seq = seq.wrapping_add(1);
+        Header {
+            version: wire::VERSION,
+            integrity: config.integrity(),
+            cluster: config.cluster,
+            from: config.id,
+            to,
+            round,
+            seq: *seq,
+            kind,
+            payload_len: 0,
+        }
+    }
+
+    /// Encodes a frame to peer `i` carrying `values` of the snapshot (empty for control).
+    fn emit(
+        &mut self,
+        now: Instant,
+        i: usize,
+        kind: Kind,
+        round: u32,
+        values: core::ops::Range<usize>,
+        buf: &mut [u8],
+    ) -> Result<Transmit, BufferTooSmall> {
+        let to = self.peers[i].spec.id;
+        let header = Self::header_for(&self.config, &mut self.tx_seq, to, round, kind);
+        let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
+        let len = wire::encode(header, values, buf)?;
+        let p = &mut self.peers[i];
+        p.last_sent = now;
+        p.heartbeat_due = false;
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        Ok(Transmit { to, len })
+    }
+
+    fn handle_decoded(
+        &mut self,
+        now: Instant,
+        h: Header,
+        payload: &[u8],
+    ) -> Result<(), FrameError> {
+        if h.integrity != self.config.integrity() {
+            return Err(FrameError::Integrity);
+        }
+        if h.cluster != self.config.cluster {
+            return Err(FrameError::WrongCluster(h.cluster));
+        }
+        if h.to != self.config.id {
+            return Err(FrameError::Misaddressed(h.to));
+        }
+        let i = self
+            .peers
+            .iter()
+            .position(|p| p.spec.id == h.from)
+            .ok_or(FrameError::UnknownPeer(h.from))?;
+        if let Kind::Hello {
+            incarnation,
+            model_len,
+            chunk_len,
+            reply,
+        } = h.kind
+        {
+            self.handle_hello(i, incarnation, model_len, chunk_len, reply)?;
+        } else if self.peers[i].incompatible {
+            return Err(FrameError::Incompatible(h.from));
+        }
+        let p = &mut self.peers[i];
+        p.last_heard = now;
+        if !p.up || p.left {
+            p.up = true;
+            p.left = false;
+            self.push_event(Event::PeerUp(h.from));
+        }
+        let p = &mut self.peers[i];
+        match h.kind {
+            Kind::Hello { .. } => Ok(()),
+            Kind::Update {
+                chunk,
+                chunks,
+                weight,
+                encoding,
+            } => {
+                p.rounds_started = p.rounds_started.max(h.round.saturating_add(1));
+                self.handle_update(i, h.round, chunk, chunks, weight, encoding, payload)
+            }
+            Kind::Notify { chunks } => {
+                p.rounds_started = p.rounds_started.max(h.round.saturating_add(1));
+                self.handle_notify(i, h.round, chunks)
+            }
+            Kind::Ack => {
+                match p.out.on_ack(h.round, self.config.retransmit_initial) {
+                    AckOutcome::Stale => self.stats.stale += 1,
+                    AckOutcome::Acked | AckOutcome::Progress => {}
+                }
+                Ok(())
+            }
+            Kind::Missing { base, mask } => {
+                if p.out.on_missing(h.round, base, mask, self.chunks) == AckOutcome::Stale {
+                    self.stats.stale += 1;
+                }
+                Ok(())
+            }
+            Kind::Heartbeat | Kind::Barrier => {
+                p.rounds_started = p.rounds_started.max(h.round);
+                Ok(())
+            }
+            Kind::Leave => {
+                p.left = true;
+                p.up = false;
+                p.out.abandon(self.config.retransmit_initial);
+                self.stats.peers_down += 1;
+                self.push_event(Event::PeerDown(h.from));
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_hello(
+        &mut self,
+        i: usize,
+        incarnation: u32,
+        model_len: u32,
+        chunk_len: u32,
+        reply: bool,
+    ) -> Result<(), FrameError> {
+        let ours = (self.layout.model_len as u32, self.config.chunk_len() as u32);
+        let p = &mut self.peers[i];
+        let id = p.spec.id;
+        if (model_len, chunk_len) != ours {
+            let first = !p.incompatible;
+            p.incompatible = true;
+            if first {
+                self.push_event(Event::PeerIncompatible(id));
+            }
+            return Err(FrameError::Incompatible(id));
+        }
+        p.incompatible = false;
+        p.hello_heard = true;
+        p.hello_reply_due |= !reply;
+        if p.incarnation.is_some_and(|known| known != incarnation) {
+            // The peer lost its state: forget what we consumed from it, so its rounds
+            // (which start again) are accepted.
+            p.inn = InEdge::default();
+            p.rounds_started = 0;
+            self.push_event(Event::PeerRestarted(id));
+        }
+        self.peers[i].incarnation = Some(incarnation);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_update(
+        &mut self,
+        i: usize,
+        round: u32,
+        chunk: u32,
+        chunks: u32,
+        weight: f32,
+        encoding: Encoding,
+        payload: &[u8],
+    ) -> Result<(), FrameError> {
+        let id = self.peers[i].spec.id;
+        let violation = |v| Err(FrameError::Violation(id, v));
+        if !self.peers[i].spec.receive {
+            return violation(Violation::NotInNeighbour);
+        }
+        let Encoding::F32Le = encoding;
+        if chunks != self.chunks {
+            return violation(Violation::ChunkCount);
+        }
+        if chunk >= chunks {
+            return violation(Violation::ChunkIndex);
+        }
+        let range = self.chunk_range(chunk);
+        let values = match F32Le::new(payload) {
+            Some(v) if v.len() == range.len() => v,
+            _ => return violation(Violation::ChunkLength),
+        };
+        if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
+            return violation(Violation::Weight);
+        }
+        let inn = &mut self.peers[i].inn;
+        match inn.place(round) {
+            Place::Consumed => {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            Place::Stale => {
+                self.stats.stale += 1;
+                return Ok(());
+            }
+            Place::Newer => {
+                if inn.incoming.is_some() {
+                    self.stats.updates_abandoned += 1;
+                }
+                inn.begin(round, weight);
+                self.bitmap(i).fill(0);
+            }
+            Place::Current => {}
+        }
+        let Some(inc) = self.peers[i].inn.incoming else {
+            return Ok(());
+        };
+        if inc.rejected {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if bits::get(self.bitmap(i), chunk) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let c = chunk as usize;
+        let reason = if inc.received > 0 && weight.to_bits() != inc.weight.to_bits() {
+            Some(Violation::WeightChanged)
+        } else if self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
+            Some(Violation::WeightOverflow)
+        } else {
+            match reduce::fold_le(&mut self.buffers.accumulator[range], weight, values.raw()) {
+                Ok(()) => None,
+                Err(FoldError::NonFinite) => Some(Violation::NonFinite),
+                Err(_) => Some(Violation::ChunkLength),
+            }
+        };
+        if let Some(reason) = reason {
+            return self.reject(i, round, reason);
+        }
+        self.buffers.chunk_weights[c] += weight;
+        bits::set(self.bitmap(i), chunk);
+        self.stats.chunks_folded += 1;
+        if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
+            if inc.received == 0 {
+                inc.weight = weight;
+            }
+            inc.received += 1;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, i: usize, round: u32, reason: Violation) -> Result<(), FrameError> {
+        let id = self.peers[i].spec.id;
+        if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
+            inc.rejected = true;
+        }
+        self.stats.updates_rejected += 1;
+        self.push_event(Event::UpdateRejected {
+            peer: id,
+            round,
+            reason,
+        });
+        Err(FrameError::Violation(id, reason))
+    }
+
+    fn handle_notify(&mut self, i: usize, round: u32, chunks: u32) -> Result<(), FrameError> {
+        let id = self.peers[i].spec.id;
+        if !self.peers[i].spec.receive {
+            return Err(FrameError::Violation(id, Violation::NotInNeighbour));
+        }
+        if chunks != self.chunks {
+            return Err(FrameError::Violation(id, Violation::ChunkCount));
+        }
+        let p = &mut self.peers[i];
+        match p.inn.place(round) {
+            Place::Consumed => {
+                // Our ACK was lost: repeat it (only for the last round consumed).
+                if p.inn.consumed == Some(round) {
+                    p.ack_due = Some(round);
+                }
+                self.stats.duplicates += 1;
+            }
+            Place::Stale => self.stats.stale += 1,
+            Place::Newer => {
+                if p.inn.incoming.is_some() {
+                    self.stats.updates_abandoned += 1;
+                }
+                p.inn.begin(round, 0.0).notified = true;
+                p.missing_due = Some(round);
+                self.bitmap(i).fill(0);
+            }
+            Place::Current => {
+                if let Some(inc) = p.inn.incoming.as_mut() {
+                    inc.notified = true;
+                }
+                p.missing_due = Some(round);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,513 @@
+//! The frame format: a postcard-encoded header, a raw payload, an integrity trailer.
+//!
+//! ```text
+//! +---------------------------+-----------------------------+-----------------+
+//! | Header (postcard, <= 48B) | payload (payload_len bytes) | trailer (CRC32) |
+//! +---------------------------+-----------------------------+-----------------+
+//! ```
+//!
+//! * The header's first byte is the protocol [`VERSION`], so a node can refuse a frame of
+//!   another version before it parses anything else.
+//! * The header names its [`Integrity`] scheme, which fixes the trailer's length: today a
+//!   CRC-32 (IEEE) over header and payload; the security work adds authentication tags
+//!   as new variants without changing the layout.
+//! * Updates name their payload [`Encoding`]: today raw little-endian `f32`, borrowed
+//!   zero-copy on decode (never one varint per float); compressed encodings are new
+//!   variants.
+//! * `payload_len` makes a frame self-delimiting, so a byte stream (TCP) can carry frames
+//!   back to back and a datagram may carry trailing garbage without confusing the parser.
+//!
+//! Only the header is parsed into a struct; the payload stays a checked byte view
+//! ([`F32Le`]) whose accessors cannot panic once its length was checked.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version carried in the first byte of every frame.
+pub const VERSION: u8 = 1;
+
+/// Smallest frame a node can be configured for (small boards, smoltcp over UDP).
+pub const MIN_FRAME_LEN: usize = 512;
+
+/// Largest frame a node can be configured for.
+pub const MAX_FRAME_LEN: usize = 65_536;
+
+/// Upper bound of an encoded [`Header`] of any kind (every varint at its widest).
+pub const MAX_HEADER_LEN: usize = 48;
+
+/// Upper bound of an encoded header of an [`Kind::Update`] frame.
+pub const MAX_UPDATE_HEADER_LEN: usize = 42;
+
+/// Length of the CRC-32 trailer.
+pub const CRC_LEN: usize = 4;
+
+/// Identifies a node within a cluster; frames name their sender and receiver by it,
+/// never by network address (NATs and QEMU's slirp rewrite ports).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u16);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}", self.0)
+    }
+}
+
+/// How the trailer protects the frame. New schemes (authentication tags) are appended
+/// as variants; a node accepts only the scheme it is configured for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Integrity {
+    /// CRC-32 (IEEE 802.3) over header and payload, little-endian.
+    Crc32,
+}
+
+impl Integrity {
+    /// Bytes the trailer takes.
+    pub const fn trailer_len(self) -> usize {
+        match self {
+            Integrity::Crc32 => CRC_LEN,
+        }
+    }
+}
+
+/// How an update's payload encodes model values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// Raw IEEE-754 binary32, little-endian, 4 bytes a value.
+    F32Le,
+}
+
+/// What a frame says. The round it refers to is in the [`Header`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Join handshake: the sender's parameters. Sent at start and answered (with
+    /// `reply = true`); a new `incarnation` tells the receiver the sender restarted.
+    Hello {
+        /// Changes every time the sender starts afresh.
+        incarnation: u32,
+        /// Number of model values.
+        model_len: u32,
+        /// Values per update chunk; every member must agree.
+        chunk_len: u32,
+        /// `true` when this Hello answers one.
+        reply: bool,
+    },
+    /// One chunk of the sender's replica for the header's round.
+    Update {
+        /// Chunk index, `0..chunks`.
+        chunk: u32,
+        /// Chunks in the whole update.
+        chunks: u32,
+        /// Mixing weight the receiver applies to these values.
+        weight: f32,
+        /// How the payload encodes the values.
+        encoding: Encoding,
+    },
+    /// The sender finished sending the round's update; the receiver answers with
+    /// [`Kind::Ack`] once it consumed it, or [`Kind::Missing`] before that.
+    Notify {
+        /// Chunks in the whole update.
+        chunks: u32,
+    },
+    /// The receiver consumed (mixed in) the round's update: the sender may send anew.
+    Ack,
+    /// The receiver has not consumed the round's update yet; `mask` bit `i` set means
+    /// chunk `base + i` is missing. `mask == 0` means all chunks arrived.
+    Missing {
+        /// First chunk the mask describes.
+        base: u32,
+        /// Missing chunks from `base`.
+        mask: u64,
+    },
+    /// Liveness while there is nothing else to say; the round is the sender's current one.
+    Heartbeat,
+    /// Bulk-synchronous mode: the sender reached the header's round.
+    Barrier,
+    /// The sender leaves the cluster for good.
+    Leave,
+}
+
+/// The parsed header of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Protocol version; always [`VERSION`] when encoded by this crate.
+    pub version: u8,
+    /// Trailer scheme.
+    pub integrity: Integrity,
+    /// Cluster the frame belongs to; frames of other clusters are refused.
+    pub cluster: u32,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Round the frame refers to.
+    pub round: u32,
+    /// Per-sender frame counter, strictly increasing (replay protection uses it).
+    pub seq: u32,
+    /// What the frame says.
+    pub kind: Kind,
+    /// Bytes of payload after the header.
+    pub payload_len: u16,
+}
+
+/// A decoded frame: its header and a view of its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The header.
+    pub header: Header,
+    /// The payload bytes (already length-checked against the header's kind).
+    pub payload: &'a [u8],
+}
+
+/// Why bytes are not a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than the header announces.
+    Truncated,
+    /// The first byte names a protocol version this build does not speak.
+    UnsupportedVersion(u8),
+    /// The header does not parse.
+    Malformed,
+    /// The integrity trailer does not match.
+    BadChecksum,
+    /// The payload length does not fit the frame kind.
+    PayloadLength,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("frame truncated"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "unsupported protocol version {v} (this build speaks {VERSION})"
+                )
+            }
+            DecodeError::Malformed => f.write_str("malformed frame header"),
+            DecodeError::BadChecksum => f.write_str("frame checksum mismatch"),
+            DecodeError::PayloadLength => f.write_str("payload length does not fit the frame kind"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// The caller's buffer cannot hold the frame; `needed` bytes would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferTooSmall {
+    /// Bytes the buffer needs.
+    pub needed: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "buffer too small: {} bytes needed", self.needed)
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+/// Encodes `header` followed by `payload` (as little-endian `f32`) and the trailer into
+/// `buf`; returns the frame's length. `header.payload_len` is set from `payload`.
+pub fn encode(
+    mut header: Header,
+    payload: &[f32],
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let payload_bytes = payload.len() * 4;
+    let trailer = header.integrity.trailer_len();
+    let too_small = BufferTooSmall {
+        needed: MAX_HEADER_LEN + payload_bytes + trailer,
+    };
+    header.payload_len = u16::try_from(payload_bytes).map_err(|_| too_small)?;
+    let header_len = postcard::to_slice(&header, buf)
+        .map_err(|_| too_small)?
+        .len();
+    let end = header_len + payload_bytes;
+    let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
+    crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
+    let crc = crc32fast::hash(&frame[..end]);
+    frame[end..].copy_from_slice(&crc.to_le_bytes());
+    Ok(end + trailer)
+}
+
+/// Parses the header only, without checking the trailer: enough to route a frame
+/// (see `Node::accepts`), never enough to trust it.
+pub fn peek(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
+    let version = *bytes.first().ok_or(DecodeError::Truncated)?;
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let (header, rest) = postcard::take_from_bytes::<Header>(bytes).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        _ => DecodeError::Malformed,
+    })?;
+    Ok((header, bytes.len() - rest.len()))
+}
+
+/// Decodes one frame from the front of `bytes`; returns it and the bytes it took.
+/// Checks the version, the header, the payload length for the kind and the trailer.
+pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
+    let (header, header_len) = peek(bytes)?;
+    let payload_len = usize::from(header.payload_len);
+    let payload_ok = match header.kind {
+        Kind::Update {
+            encoding: Encoding::F32Le,
+            ..
+        } => payload_len > 0 && payload_len % 4 == 0,
+        _ => payload_len == 0,
+    };
+    if !payload_ok {
+        return Err(DecodeError::PayloadLength);
+    }
+    let end = header_len + payload_len;
+    let total = end + header.integrity.trailer_len();
+    let frame = bytes.get(..total).ok_or(DecodeError::Truncated)?;
+    let (body, trailer) = frame.split_at(end);
+    let Integrity::Crc32 = header.integrity;
+    if trailer != crc32fast::hash(body).to_le_bytes() {
+        return Err(DecodeError::BadChecksum);
+    }
+    Ok((
+        Frame {
+            header,
+            payload: &body[header_len..],
+        },
+        total,
+    ))
+}
+
+/// A checked view of little-endian `f32` values in a byte slice. Never casts the bytes
+/// (they need not be aligned); reads them four at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct F32Le<'a>(&'a [[u8; 4]]);
+
+impl<'a> F32Le<'a> {
+    /// A view of `bytes`, or `None` when the length is not a multiple of 4.
+    pub fn new(bytes: &'a [u8]) -> Option<Self> {
+        let (values, rest) = bytes.as_chunks::<4>();
+        rest.is_empty().then_some(F32Le(values))
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `true` when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value at `index`, if any.
+    pub fn get(&self, index: usize) -> Option<f32> {
+        self.0.get(index).map(|b| f32::from_le_bytes(*b))
+    }
+
+    /// The values in order.
+    pub fn iter(&self) -> impl Iterator<Item = f32> + 'a {
+        self.0.iter().map(|b| f32::from_le_bytes(*b))
+    }
+
+    /// The raw 4-byte groups, for kernels.
+    pub fn raw(&self) -> &'a [[u8; 4]] {
+        self.0
+    }
+}
+
+/// Values of model data one update frame carries when frames are at most `max_frame`
+/// bytes (the largest update header and the trailer subtracted).
+pub const fn chunk_len_for_frame(max_frame: usize, integrity: Integrity) -> usize {
+    max_frame.saturating_sub(MAX_UPDATE_HEADER_LEN + integrity.trailer_len()) / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: Kind) -> Header {
+        Header {
+            version: VERSION,
+            integrity: Integrity::Crc32,
+            cluster: 7,
+            from: NodeId(1),
+            to: NodeId(2),
+            round: 3,
+            seq: 4,
+            kind,
+            payload_len: 0,
+        }
+    }
+
+    fn widest(kind: Kind) -> Header {
+        Header {
+            cluster: u32::MAX,
+            from: NodeId(u16::MAX),
+            to: NodeId(u16::MAX),
+            round: u32::MAX,
+            seq: u32::MAX,
+            payload_len: u16::MAX,
+            ..header(kind)
+        }
+    }
+
+    /// Fixture: an ACK from node 1 to node 2 in cluster 7, round 3, seq 4.
+    static ACK_BYTES: [u8; 14] = [
+        0x01, // version
+        0x00, // integrity: Crc32
+        0x07, // cluster
+        0x01, // from
+        0x02, // to
+        0x03, // round
+        0x04, // seq
+        0x03, // kind: Ack (variant 3)
+        0x00, // payload_len
+        0x57, 0xea, 0xd8, 0xbb, // CRC-32 of the 9 bytes above (zlib.crc32), little-endian
+        0xee, // trailing byte that is not part of the frame
+    ];
+
+    #[test]
+    fn deconstruct_ack_fixture() {
+        let (frame, used) = decode(&ACK_BYTES).unwrap();
+        assert_eq!(used, 13);
+        assert_eq!(frame.header, header(Kind::Ack));
+        assert!(frame.payload.is_empty());
+    }
+
+    #[test]
+    fn construct_ack_fixture() {
+        let mut buf = [0xa5u8; 64];
+        let len = encode(header(Kind::Ack), &[], &mut buf).unwrap();
+        assert_eq!(&buf[..len], &ACK_BYTES[..13]);
+        assert!(
+            buf[len..].iter().all(|&b| b == 0xa5),
+            "wrote past the frame"
+        );
+    }
+
+    #[test]
+    fn update_round_trips_payload_zero_copy() {
+        let values = [1.0f32, -2.5, 3.25e-7, f32::MAX];
+        let kind = Kind::Update {
+            chunk: 1,
+            chunks: 9,
+            weight: 0.25,
+            encoding: Encoding::F32Le,
+        };
+        let mut buf = [0xa5u8; 128];
+        let len = encode(header(kind), &values, &mut buf).unwrap();
+        let (frame, used) = decode(&buf[..len]).unwrap();
+        assert_eq!(used, len);
+        assert_eq!(frame.header.kind, kind);
+        assert_eq!(frame.header.payload_len, 16);
+        let view = F32Le::new(frame.payload).unwrap();
+        assert!(view.iter().eq(values.iter().copied()));
+        assert_eq!(view.get(4), None);
+    }
+
+    #[test]
+    fn widest_headers_fit_the_bounds() {
+        let mut buf = [0u8; 128];
+        let kinds = [
+            Kind::Hello {
+                incarnation: u32::MAX,
+                model_len: u32::MAX,
+                chunk_len: u32::MAX,
+                reply: true,
+            },
+            Kind::Update {
+                chunk: u32::MAX,
+                chunks: u32::MAX,
+                weight: 1.0,
+                encoding: Encoding::F32Le,
+            },
+            Kind::Notify { chunks: u32::MAX },
+            Kind::Ack,
+            Kind::Missing {
+                base: u32::MAX,
+                mask: u64::MAX,
+            },
+            Kind::Heartbeat,
+            Kind::Barrier,
+            Kind::Leave,
+        ];
+        for kind in kinds {
+            let len = postcard::to_slice(&widest(kind), &mut buf).unwrap().len();
+            assert!(len <= MAX_HEADER_LEN, "{kind:?}: {len}");
+            if matches!(kind, Kind::Update { .. }) {
+                assert_eq!(len, MAX_UPDATE_HEADER_LEN);
+            }
+        }
+    }
+
+    #[test]
+    fn frames_never_exceed_the_configured_size() {
+        for max_frame in [MIN_FRAME_LEN, 1_400, MAX_FRAME_LEN - 1] {
+            let n = chunk_len_for_frame(max_frame, Integrity::Crc32);
+            let values = [0.5f32; MAX_FRAME_LEN / 4];
+            let kind = Kind::Update {
+                chunk: u32::MAX,
+                chunks: u32::MAX,
+                weight: 1.0,
+                encoding: Encoding::F32Le,
+            };
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let len = encode(widest(kind), &values[..n], &mut buf).unwrap();
+            assert!(len <= max_frame, "{max_frame}: {len}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_typed_errors() {
+        assert_eq!(decode(&[]).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(
+            decode(&[2, 0]).unwrap_err(),
+            DecodeError::UnsupportedVersion(2)
+        );
+        assert_eq!(decode(&ACK_BYTES[..5]).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(
+            decode(&ACK_BYTES[..12]).unwrap_err(),
+            DecodeError::Truncated
+        );
+        let mut flipped = ACK_BYTES;
+        flipped[5] ^= 0x10;
+        assert_eq!(decode(&flipped).unwrap_err(), DecodeError::BadChecksum);
+        let mut bad_kind = ACK_BYTES;
+        bad_kind[7] = 0x55;
+        assert_eq!(decode(&bad_kind).unwrap_err(), DecodeError::Malformed);
+        let mut ack_with_payload = ACK_BYTES;
+        ack_with_payload[8] = 4;
+        assert_eq!(
+            decode(&ack_with_payload).unwrap_err(),
+            DecodeError::PayloadLength
+        );
+    }
+
+    #[test]
+    fn small_buffer_reports_the_size_needed() {
+        let mut buf = [0u8; 8];
+        let err = encode(header(Kind::Ack), &[], &mut buf).unwrap_err();
+        assert!(err.needed > 8);
+        let mut buf = [0u8; 20];
+        let kind = Kind::Update {
+            chunk: 0,
+            chunks: 1,
+            weight: 1.0,
+            encoding: Encoding::F32Le,
+        };
+        let err = encode(header(kind), &[1.0; 4], &mut buf).unwrap_err();
+        assert_eq!(err.needed, MAX_HEADER_LEN + 16 + CRC_LEN);
+    }
+
+    #[test]
+    fn f32_view_checks_length() {
+        assert!(F32Le::new(&[0; 7]).is_none());
+        let view = F32Le::new(&[0, 0, 0x80, 0x3f]).unwrap();
+        assert_eq!(view.get(0), Some(1.0));
+        assert_eq!(view.len(), 1);
+    }
+}
