@@ -518,6 +518,8 @@ impl<'a, const P: usize> Node<'a, P> {
                 p.inn.consumed = Some(inc.round);
                 p.inn.incoming = None;
                 p.ack_due = Some(inc.round);
+                // The ACK answers any progress request for this round.
+                p.missing_due = p.missing_due.filter(|&r| r != inc.round);
                 updates += 1;
             }
         }
