@@ -81,9 +81,7 @@ impl fmt::Display for FrameError {
             FrameError::WrongCluster(c) => write!(f, "frame for cluster {c}"),
             FrameError::Misaddressed(to) => write!(f, "frame addressed to {to}"),
             FrameError::UnknownPeer(p) => write!(f, "frame from {p}, which is not a peer"),
-            FrameError::Integrity => {
-                f.write_str("frame uses an integrity scheme this node does not accept")
-            }
+            FrameError::Integrity => f.write_str("frame uses an integrity scheme this node does not accept"),
             FrameError::Incompatible(p) => write!(f, "{p} announced a different model layout"),
             FrameError::Violation(p, v) => write!(f, "{p}: {v}"),
         }
@@ -128,9 +126,7 @@ impl fmt::Display for RoundError {
                 write!(f, "parameters have {got} values, the model has {expected}")
             }
             RoundError::NonFiniteParams => f.write_str("parameters hold a non-finite value"),
-            RoundError::SendWindowClosed => {
-                f.write_str("an out-neighbour has not acknowledged the previous update")
-            }
+            RoundError::SendWindowClosed => f.write_str("an out-neighbour has not acknowledged the previous update"),
             RoundError::Staleness(p) => {
                 write!(f, "starting would exceed the staleness bound with {p}")
             }
@@ -191,9 +187,7 @@ impl fmt::Display for ConfigError {
                 crate::wire::MAX_FRAME_LEN
             ),
             ConfigError::EmptyModel => f.write_str("model length is zero"),
-            ConfigError::ModelTooLarge => {
-                f.write_str("model needs more chunks than a frame can index")
-            }
+            ConfigError::ModelTooLarge => f.write_str("model needs more chunks than a frame can index"),
             ConfigError::TooManyPeers { capacity } => write!(f, "more than {capacity} peers"),
             ConfigError::DuplicatePeer(p) => write!(f, "{p} listed twice"),
             ConfigError::SelfAsPeer => f.write_str("a node cannot be its own peer"),
@@ -203,12 +197,8 @@ impl fmt::Display for ConfigError {
                 write!(f, "buffer `{which}` has {got} elements, needs {needed}")
             }
             ConfigError::ZeroPeriod => f.write_str("communication period must be at least 1"),
-            ConfigError::WaitExceedsInDegree => {
-                f.write_str("wait count exceeds the number of in-neighbours")
-            }
-            ConfigError::Timers => {
-                f.write_str("timers must be non-zero and the retransmission cap at least its start")
-            }
+            ConfigError::WaitExceedsInDegree => f.write_str("wait count exceeds the number of in-neighbours"),
+            ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission cap at least its start"),
         }
     }
 }

@@ -144,17 +144,13 @@ impl OutEdge {
     }
 
     /// The receiver has `round` in progress and misses the chunks in `mask` from `base`.
-    /// Chunks past `chunks` are ignored.
-    pub(crate) fn on_missing(
-        &mut self,
-        round: u32,
-        base: u32,
-        mask: u64,
-        chunks: u32,
-    ) -> AckOutcome {
+    /// Chunks past `chunks` are ignored. The receiver answered, so the path works: the
+    /// backoff restarts from `rto` (a lost ACK later costs one short timeout, not the cap).
+    pub(crate) fn on_missing(&mut self, round: u32, base: u32, mask: u64, chunks: u32, rto: Duration) -> AckOutcome {
         if self.state != SendState::AwaitAck || round != self.round {
             return AckOutcome::Stale;
         }
+        self.rto = rto;
         let valid = match chunks.saturating_sub(base) {
             0 => 0,
             n if n >= 64 => u64::MAX,
@@ -257,9 +253,7 @@ impl InEdge {
 /// Chunk bitmaps live in one caller-provided slice, `words_per_peer` words each.
 pub(crate) mod bits {
     pub(crate) fn get(words: &[u32], i: u32) -> bool {
-        words
-            .get((i / 32) as usize)
-            .is_some_and(|w| w & (1 << (i % 32)) != 0)
+        words.get((i / 32) as usize).is_some_and(|w| w & (1 << (i % 32)) != 0)
     }
 
     pub(crate) fn set(words: &mut [u32], i: u32) {
@@ -329,11 +323,7 @@ mod tests {
         let mut e = awaiting_ack();
         assert!(!e.on_timeout(T0 + Duration::from_millis(9), CAP));
         assert!(e.on_timeout(T0 + RTO, CAP));
-        assert_eq!(
-            e.deadline(),
-            None,
-            "timer disarmed until the NOTIFY goes out"
-        );
+        assert_eq!(e.deadline(), None, "timer disarmed until the NOTIFY goes out");
         let t1 = T0 + RTO;
         assert_eq!(e.next(3, t1), Some((Emit::Notify, true)));
         assert_eq!(e.deadline(), Some(t1 + Duration::from_millis(20)));
@@ -349,9 +339,9 @@ mod tests {
     #[test]
     fn missing_chunks_are_resent_then_notify() {
         let mut e = awaiting_ack();
-        assert_eq!(e.on_missing(6, 0, 0b1, 3), AckOutcome::Stale);
+        assert_eq!(e.on_missing(6, 0, 0b1, 3, RTO), AckOutcome::Stale);
         // Bits past the last chunk (bit 5 = chunk 6) are ignored.
-        assert_eq!(e.on_missing(7, 1, 0b10_0011, 3), AckOutcome::Progress);
+        assert_eq!(e.on_missing(7, 1, 0b10_0011, 3, RTO), AckOutcome::Progress);
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(1), true)));
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(2), true)));
         assert_eq!(e.next(3, T0), Some((Emit::Notify, true)));
@@ -361,13 +351,9 @@ mod tests {
     #[test]
     fn missing_with_empty_mask_only_waits() {
         let mut e = awaiting_ack();
-        assert_eq!(e.on_missing(7, 0, 0, 3), AckOutcome::Progress);
+        assert_eq!(e.on_missing(7, 0, 0, 3, RTO), AckOutcome::Progress);
         assert_eq!(e.next(3, T0), None);
-        assert_eq!(
-            e.deadline(),
-            Some(T0 + RTO),
-            "keeps polling with NOTIFY on the timer"
-        );
+        assert_eq!(e.deadline(), Some(T0 + RTO), "keeps polling with NOTIFY on the timer");
     }
 
     #[test]

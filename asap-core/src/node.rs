@@ -243,12 +243,7 @@ const WEIGHT_SLACK: f32 = 1e-4;
 impl<'a, const P: usize> Node<'a, P> {
     /// Builds a node. Checks the configuration, the peer table and the buffers' sizes
     /// (see [`Config::layout`]).
-    pub fn new(
-        config: Config,
-        peers: &[PeerSpec],
-        buffers: Buffers<'a>,
-        now: Instant,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, peers: &[PeerSpec], buffers: Buffers<'a>, now: Instant) -> Result<Self, ConfigError> {
         let layout = config.layout(peers.len())?;
         buffers.check(&layout)?;
         if config.period == 0 {
@@ -366,21 +361,17 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// A peer's state, if it is in the table.
     pub fn peer(&self, id: NodeId) -> Option<PeerStatus> {
-        self.peers
-            .iter()
-            .find(|p| p.spec.id == id)
-            .map(|p| PeerStatus {
-                up: p.live(),
-                rounds_started: p.rounds_started,
-                send_idle: p.out.is_idle(),
-            })
+        self.peers.iter().find(|p| p.spec.id == id).map(|p| PeerStatus {
+            up: p.live(),
+            rounds_started: p.rounds_started,
+            send_idle: p.out.is_idle(),
+        })
     }
 
     /// `true` when `bytes` look like a frame for this node (version, cluster and
     /// receiver), so one socket can serve several nodes. Checks nothing else.
     pub fn accepts(&self, bytes: &[u8]) -> bool {
-        wire::peek(bytes)
-            .is_ok_and(|(h, _)| h.cluster == self.config.cluster && h.to == self.config.id)
+        wire::peek(bytes).is_ok_and(|(h, _)| h.cluster == self.config.cluster && h.to == self.config.id)
     }
 
     /// Whether [`start_round`](Self::start_round) would succeed now (apart from the
@@ -396,9 +387,7 @@ impl<'a, const P: usize> Node<'a, P> {
             let behind = self.peers.iter().find(|p| {
                 // Our new round minus the peer's latest started round, which is
                 // `rounds_started - 1`.
-                p.live()
-                    && p.spec.receive
-                    && u64::from(self.round) + 1 > u64::from(p.rounds_started) + u64::from(s)
+                p.live() && p.spec.receive && u64::from(self.round) + 1 > u64::from(p.rounds_started) + u64::from(s)
             });
             if let Some(p) = behind {
                 return Err(RoundError::Staleness(p.spec.id));
@@ -419,17 +408,12 @@ impl<'a, const P: usize> Node<'a, P> {
         match self.config.wait {
             Wait::All => waiting.all(arrived),
             Wait::AtLeast(k) => {
-                let (live, done) =
-                    waiting.fold((0u16, 0u16), |(l, d), p| (l + 1, d + u16::from(arrived(p))));
+                let (live, done) = waiting.fold((0u16, 0u16), |(l, d), p| (l + 1, d + u16::from(arrived(p))));
                 done >= k.min(live)
             }
             Wait::None => true,
             Wait::Barrier => {
-                waiting.all(arrived)
-                    && self
-                        .peers
-                        .iter()
-                        .all(|p| !p.live() || p.rounds_started > self.round)
+                waiting.all(arrived) && self.peers.iter().all(|p| !p.live() || p.rounds_started > self.round)
             }
         }
     }
@@ -479,11 +463,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Finishes the started round: mixes the in-neighbours' updates into `params`
     /// (`x ← x + Σ_j w_j·x_j − (Σ_j w_j)·snapshot`, per chunk over what arrived), clears
     /// the accumulator and acknowledges every update consumed.
-    pub fn finish_round(
-        &mut self,
-        now: Instant,
-        params: &mut [f32],
-    ) -> Result<Finished, RoundError> {
+    pub fn finish_round(&mut self, now: Instant, params: &mut [f32]) -> Result<Finished, RoundError> {
         if !self.started {
             return Err(RoundError::NotStarted);
         }
@@ -586,11 +566,7 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// Writes the next frame to send into `buf` (which must hold `max_frame` bytes).
     /// Call until it returns `Ok(None)`.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit>, BufferTooSmall> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         if buf.len() < self.config.max_frame {
             return Err(BufferTooSmall {
                 needed: self.config.max_frame,
@@ -637,17 +613,8 @@ impl<'a, const P: usize> Node<'a, P> {
                     if again {
                         self.stats.notifies_resent += 1;
                     }
-                    self.emit(
-                        now,
-                        i,
-                        Kind::Notify {
-                            chunks: self.chunks,
-                        },
-                        round,
-                        0..0,
-                        buf,
-                    )
-                    .map(Some)
+                    self.emit(now, i, Kind::Notify { chunks: self.chunks }, round, 0..0, buf)
+                        .map(Some)
                 }
             };
         }
@@ -681,9 +648,7 @@ impl<'a, const P: usize> Node<'a, P> {
 
     fn chunk_range(&self, chunk: u32) -> core::ops::Range<usize> {
         let len = self.config.chunk_len();
-        let start = (chunk as usize)
-            .saturating_mul(len)
-            .min(self.layout.model_len);
+        let start = (chunk as usize).saturating_mul(len).min(self.layout.model_len);
         start..(start + len).min(self.layout.model_len)
     }
 
@@ -755,11 +720,7 @@ impl<'a, const P: usize> Node<'a, P> {
             return Some((Kind::Missing { base, mask }, round));
         }
         if p.barrier_due || p.heartbeat_due {
-            let kind = if p.barrier_due {
-                Kind::Barrier
-            } else {
-                Kind::Heartbeat
-            };
+            let kind = if p.barrier_due { Kind::Barrier } else { Kind::Heartbeat };
             p.barrier_due = false;
             p.heartbeat_due = false;
             return Some((kind, started_rounds));
@@ -804,12 +765,7 @@ impl<'a, const P: usize> Node<'a, P> {
         Ok(Transmit { to, len })
     }
 
-    fn handle_decoded(
-        &mut self,
-        now: Instant,
-        h: Header,
-        payload: &[u8],
-    ) -> Result<(), FrameError> {
+    fn handle_decoded(&mut self, now: Instant, h: Header, payload: &[u8]) -> Result<(), FrameError> {
         if h.integrity != self.config.integrity() {
             return Err(FrameError::Integrity);
         }
@@ -866,7 +822,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 Ok(())
             }
             Kind::Missing { base, mask } => {
-                if p.out.on_missing(h.round, base, mask, self.chunks) == AckOutcome::Stale {
+                if p.out
+                    .on_missing(h.round, base, mask, self.chunks, self.config.retransmit_initial)
+                    == AckOutcome::Stale
+                {
                     self.stats.stale += 1;
                 }
                 Ok(())

@@ -24,9 +24,7 @@ impl fmt::Display for FoldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FoldError::NonFinite => f.write_str("update holds a non-finite value"),
-            FoldError::LengthMismatch => {
-                f.write_str("update chunk length does not match the model")
-            }
+            FoldError::LengthMismatch => f.write_str("update chunk length does not match the model"),
         }
     }
 }
@@ -48,9 +46,9 @@ pub fn all_finite_le(values: &[[u8; 4]]) -> bool {
 
 /// `true` when every value is finite.
 pub fn all_finite(values: &[f32]) -> bool {
-    let carry = values.iter().fold(0u32, |acc, x| {
-        acc | (x.to_bits() & EXPONENT).wrapping_add(0x0080_0000)
-    });
+    let carry = values
+        .iter()
+        .fold(0u32, |acc, x| acc | (x.to_bits() & EXPONENT).wrapping_add(0x0080_0000));
     carry & 0x8000_0000 == 0
 }
 
@@ -149,10 +147,7 @@ mod tests {
             Err(FoldError::NonFinite)
         );
         assert_eq!(acc, [1.0; 3]);
-        assert_eq!(
-            fold_le(&mut acc, 0.5, &le(&[1.0])),
-            Err(FoldError::LengthMismatch)
-        );
+        assert_eq!(fold_le(&mut acc, 0.5, &le(&[1.0])), Err(FoldError::LengthMismatch));
     }
 
     #[test]

@@ -44,9 +44,7 @@ pub const CRC_LEN: usize = 4;
 
 /// Identifies a node within a cluster; frames name their sender and receiver by it,
 /// never by network address (NATs and QEMU's slirp rewrite ports).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u16);
 
 impl fmt::Display for NodeId {
@@ -182,10 +180,7 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Truncated => f.write_str("frame truncated"),
             DecodeError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "unsupported protocol version {v} (this build speaks {VERSION})"
-                )
+                write!(f, "unsupported protocol version {v} (this build speaks {VERSION})")
             }
             DecodeError::Malformed => f.write_str("malformed frame header"),
             DecodeError::BadChecksum => f.write_str("frame checksum mismatch"),
@@ -213,20 +208,14 @@ impl core::error::Error for BufferTooSmall {}
 
 /// Encodes `header` followed by `payload` (as little-endian `f32`) and the trailer into
 /// `buf`; returns the frame's length. `header.payload_len` is set from `payload`.
-pub fn encode(
-    mut header: Header,
-    payload: &[f32],
-    buf: &mut [u8],
-) -> Result<usize, BufferTooSmall> {
+pub fn encode(mut header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
     let payload_bytes = payload.len() * 4;
     let trailer = header.integrity.trailer_len();
     let too_small = BufferTooSmall {
         needed: MAX_HEADER_LEN + payload_bytes + trailer,
     };
     header.payload_len = u16::try_from(payload_bytes).map_err(|_| too_small)?;
-    let header_len = postcard::to_slice(&header, buf)
-        .map_err(|_| too_small)?
-        .len();
+    let header_len = postcard::to_slice(&header, buf).map_err(|_| too_small)?.len();
     let end = header_len + payload_bytes;
     let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
     crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
@@ -383,10 +372,7 @@ mod tests {
         let mut buf = [0xa5u8; 64];
         let len = encode(header(Kind::Ack), &[], &mut buf).unwrap();
         assert_eq!(&buf[..len], &ACK_BYTES[..13]);
-        assert!(
-            buf[len..].iter().all(|&b| b == 0xa5),
-            "wrote past the frame"
-        );
+        assert!(buf[len..].iter().all(|&b| b == 0xa5), "wrote past the frame");
     }
 
     #[test]
@@ -464,15 +450,9 @@ mod tests {
     #[test]
     fn rejects_bad_input_with_typed_errors() {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(
-            decode(&[2, 0]).unwrap_err(),
-            DecodeError::UnsupportedVersion(2)
-        );
+        assert_eq!(decode(&[2, 0]).unwrap_err(), DecodeError::UnsupportedVersion(2));
         assert_eq!(decode(&ACK_BYTES[..5]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(
-            decode(&ACK_BYTES[..12]).unwrap_err(),
-            DecodeError::Truncated
-        );
+        assert_eq!(decode(&ACK_BYTES[..12]).unwrap_err(), DecodeError::Truncated);
         let mut flipped = ACK_BYTES;
         flipped[5] ^= 0x10;
         assert_eq!(decode(&flipped).unwrap_err(), DecodeError::BadChecksum);
@@ -481,10 +461,7 @@ mod tests {
         assert_eq!(decode(&bad_kind).unwrap_err(), DecodeError::Malformed);
         let mut ack_with_payload = ACK_BYTES;
         ack_with_payload[8] = 4;
-        assert_eq!(
-            decode(&ack_with_payload).unwrap_err(),
-            DecodeError::PayloadLength
-        );
+        assert_eq!(decode(&ack_with_payload).unwrap_err(), DecodeError::PayloadLength);
     }
 
     #[test]

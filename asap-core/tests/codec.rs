@@ -1,9 +1,7 @@
 //! Property tests of the frame codec: every kind round-trips; no byte string makes the
 //! decoder panic or read past its input; corrupted frames are refused.
 
-use asap_core::wire::{
-    self, Encoding, Header, Integrity, Kind, NodeId, MAX_FRAME_LEN, MAX_HEADER_LEN,
-};
+use asap_core::wire::{self, Encoding, Header, Integrity, Kind, NodeId, MAX_FRAME_LEN, MAX_HEADER_LEN};
 use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -59,11 +57,9 @@ fn header() -> impl Strategy<Value = Header> {
 
 /// A header and a payload that fits its kind (values only for updates).
 fn frame() -> impl Strategy<Value = (Header, Vec<f32>)> {
-    (header(), proptest::collection::vec(any::<f32>(), 1..400)).prop_map(|(h, values)| {
-        match h.kind {
-            Kind::Update { .. } => (h, values),
-            _ => (h, Vec::new()),
-        }
+    (header(), proptest::collection::vec(any::<f32>(), 1..400)).prop_map(|(h, values)| match h.kind {
+        Kind::Update { .. } => (h, values),
+        _ => (h, Vec::new()),
     })
 }
 

@@ -6,8 +6,8 @@
 
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
 use asap_core::{
-    Buffers, Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec,
-    RoundError, Violation, Wait,
+    Buffers, Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec, RoundError, Violation,
+    Wait,
 };
 
 const MODEL: usize = 300;
@@ -153,12 +153,7 @@ fn update_goes_out_as_chunks_then_notify_then_nothing_until_ack() {
     let sent = drain(&mut a, T0);
     assert_eq!(
         kinds(&sent),
-        [
-            update(0),
-            update(1),
-            update(2),
-            Kind::Notify { chunks: CHUNKS }
-        ]
+        [update(0), update(1), update(2), Kind::Notify { chunks: CHUNKS }]
     );
     assert!(sent.iter().all(|f| f.0.round == 0 && f.0.to == B));
     let values: Vec<f32> = sent.iter().flat_map(|f| f.1.clone()).collect();
@@ -182,10 +177,7 @@ fn receiver_folds_chunks_and_acks_only_once_consumed() {
     let from_a = drain(&mut a, T0);
     deliver(&mut b, T0, &from_a);
     // b has everything but has not started its round: it reports "all here", no ACK.
-    assert_eq!(
-        kinds(&drain(&mut b, T0)),
-        [Kind::Missing { base: 0, mask: 0 }]
-    );
+    assert_eq!(kinds(&drain(&mut b, T0)), [Kind::Missing { base: 0, mask: 0 }]);
     assert!(!b.is_ready());
 
     b.start_round(T0, &pb).unwrap();
@@ -201,12 +193,7 @@ fn receiver_folds_chunks_and_acks_only_once_consumed() {
     // Then b's own update to a.
     assert_eq!(
         kinds(&from_b[1..]),
-        [
-            update(0),
-            update(1),
-            update(2),
-            Kind::Notify { chunks: CHUNKS }
-        ]
+        [update(0), update(1), update(2), Kind::Notify { chunks: CHUNKS }]
     );
 
     deliver(&mut a, T0, &from_b);
@@ -327,9 +314,7 @@ fn duplicated_reordered_and_stale_frames_change_nothing() {
         Kind::Ack,
         "the ACK answers the pending progress request too"
     );
-    assert!(!kinds(&after)
-        .iter()
-        .any(|k| matches!(k, Kind::Missing { .. })));
+    assert!(!kinds(&after).iter().any(|k| matches!(k, Kind::Missing { .. })));
 
     // Replays of the consumed round are ignored: the next mix sees only new data.
     deliver(&mut b, T0, &from_a[..3]);
@@ -360,21 +345,13 @@ fn non_finite_update_is_rejected_and_never_reaches_the_replica() {
     b.handle_frame(T0, &frame(A, B, 0, Kind::Notify { chunks: CHUNKS }, &[]))
         .unwrap();
     assert_eq!(b.stats().updates_rejected, 1);
-    assert!(events(&mut b).iter().any(|e| matches!(
-        e,
-        Event::UpdateRejected {
-            peer: A,
-            round: 0,
-            ..
-        }
-    )));
+    assert!(events(&mut b)
+        .iter()
+        .any(|e| matches!(e, Event::UpdateRejected { peer: A, round: 0, .. })));
 
     let mut pb = vec![3.0f32; MODEL];
     b.start_round(T0, &pb).unwrap();
-    assert!(
-        b.is_ready(),
-        "a rejected, announced update does not block the round"
-    );
+    assert!(b.is_ready(), "a rejected, announced update does not block the round");
     b.finish_round(T0, &mut pb).unwrap();
     assert!(pb.iter().all(|x| x.is_finite()));
     // Chunk 0 (finite, folded before the bad one) mixed; chunks 1 and 2 kept the replica.
@@ -414,10 +391,7 @@ fn frames_not_for_this_node_are_refused_and_counted() {
         buf
     };
     assert!(!b.accepts(&other_cluster));
-    assert_eq!(
-        b.handle_frame(T0, &other_cluster),
-        Err(FrameError::WrongCluster(10))
-    );
+    assert_eq!(b.handle_frame(T0, &other_cluster), Err(FrameError::WrongCluster(10)));
     assert_eq!(
         b.handle_frame(T0, &frame(A, NodeId(5), 0, Kind::Heartbeat, &[])),
         Err(FrameError::Misaddressed(NodeId(5)))
@@ -428,10 +402,7 @@ fn frames_not_for_this_node_are_refused_and_counted() {
     );
     let mut flipped = ok.clone();
     flipped[4] ^= 1;
-    assert!(matches!(
-        b.handle_frame(T0, &flipped),
-        Err(FrameError::Decode(_))
-    ));
+    assert!(matches!(b.handle_frame(T0, &flipped), Err(FrameError::Decode(_))));
     assert_eq!(b.stats().frames_refused, 3);
     assert_eq!(b.stats().decode_errors, 1);
 
@@ -511,15 +482,8 @@ fn silent_peer_goes_down_is_not_waited_for_and_comes_back() {
     assert!(!a.peer(B).unwrap().up);
     assert!(a.is_ready(), "a down in-neighbour is not waited for");
     a.finish_round(T0 + timeout, &mut pa).unwrap();
-    assert!(
-        pa.iter().all(|&x| x == 1.0),
-        "nothing arrived: the replica is kept"
-    );
-    assert_eq!(
-        a.can_start_round(),
-        Ok(()),
-        "the update to a down peer was abandoned"
-    );
+    assert!(pa.iter().all(|&x| x == 1.0), "nothing arrived: the replica is kept");
+    assert_eq!(a.can_start_round(), Ok(()), "the update to a down peer was abandoned");
 
     a.handle_frame(T0 + timeout, &frame(B, A, 0, Kind::Heartbeat, &[]))
         .unwrap();
@@ -553,11 +517,7 @@ fn restarted_peer_is_accepted_from_round_zero() {
     assert!(events(&mut b).contains(&Event::PeerRestarted(A)));
     b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 1.0)))
         .unwrap();
-    assert_eq!(
-        b.stats().chunks_folded,
-        4,
-        "the new incarnation's round 0 is new"
-    );
+    assert_eq!(b.stats().chunks_folded, 4, "the new incarnation's round 0 is new");
     // b owes a Hello of its own and two replies: they coalesce into one frame.
     let hellos = drain(&mut b, T0)
         .into_iter()
@@ -650,8 +610,7 @@ fn barrier_waits_for_every_member() {
         "announced to both"
     );
     assert!(!a.is_ready(), "node 2 has not reached round 0");
-    a.handle_frame(T0, &frame(NodeId(2), A, 1, Kind::Barrier, &[]))
-        .unwrap();
+    a.handle_frame(T0, &frame(NodeId(2), A, 1, Kind::Barrier, &[])).unwrap();
     assert!(a.is_ready());
     a.finish_round(T0, &mut p).unwrap();
     assert!(p.iter().all(|&x| x == 1.0));
@@ -672,21 +631,15 @@ fn staleness_bound_holds_a_fast_node_back() {
         drain(&mut a, T0);
         a.finish_round(T0, &mut p).unwrap();
         // b consumes each update at once.
-        a.handle_frame(T0, &frame(B, A, round, Kind::Ack, &[]))
-            .unwrap();
+        a.handle_frame(T0, &frame(B, A, round, Kind::Ack, &[])).unwrap();
     }
     assert_eq!(
         a.can_start_round(),
         Err(RoundError::Staleness(B)),
         "b never started a round"
     );
-    a.handle_frame(T0, &frame(B, A, 1, Kind::Heartbeat, &[]))
-        .unwrap();
-    assert_eq!(
-        a.can_start_round(),
-        Ok(()),
-        "b started round 0: a may run round 2"
-    );
+    a.handle_frame(T0, &frame(B, A, 1, Kind::Heartbeat, &[])).unwrap();
+    assert_eq!(a.can_start_round(), Ok(()), "b started round 0: a may run round 2");
 }
 
 #[test]
@@ -720,18 +673,9 @@ fn application_misuse_gets_typed_errors() {
 fn bad_configurations_are_refused() {
     let cfg = config(A);
     let mut m = mem();
-    let new = |cfg: Config, peers: &[PeerSpec], m: &mut Mem| {
-        Node::<2>::new(cfg, peers, m.buffers(), T0).map(|_| ())
-    };
+    let new = |cfg: Config, peers: &[PeerSpec], m: &mut Mem| Node::<2>::new(cfg, peers, m.buffers(), T0).map(|_| ());
     assert_eq!(
-        new(
-            Config {
-                max_frame: 100,
-                ..cfg
-            },
-            &peers_of(A),
-            &mut m
-        ),
+        new(Config { max_frame: 100, ..cfg }, &peers_of(A), &mut m),
         Err(ConfigError::FrameSize(100))
     );
     assert_eq!(
@@ -800,12 +744,5 @@ fn bad_configurations_are_refused() {
             ..
         })
     ));
-    assert_eq!(
-        Config {
-            model_len: 0,
-            ..cfg
-        }
-        .layout(1),
-        Err(ConfigError::EmptyModel)
-    );
+    assert_eq!(Config { model_len: 0, ..cfg }.layout(1), Err(ConfigError::EmptyModel));
 }

@@ -134,10 +134,7 @@ impl<'m> Cluster<'m> {
         let nodes: Vec<_> = memory
             .iter_mut()
             .enumerate()
-            .map(|(i, m)| {
-                Node::new(config_for(i), &peers_for(i), m.buffers(), now)
-                    .expect("valid test configuration")
-            })
+            .map(|(i, m)| Node::new(config_for(i), &peers_for(i), m.buffers(), now).expect("valid test configuration"))
             .collect();
         let max_frame = nodes.first().map_or(1_400, |node| node.config().max_frame);
         let slots = SLOTS_PER_NODE * n;
@@ -151,9 +148,7 @@ impl<'m> Cluster<'m> {
             link,
             rng: ChaCha8Rng::seed_from_u64(seed),
             queue: BinaryHeap::with_capacity(slots),
-            pool: (0..slots)
-                .map(|_| (NodeId(0), 0, vec![0; max_frame]))
-                .collect(),
+            pool: (0..slots).map(|_| (NodeId(0), 0, vec![0; max_frame])).collect(),
             free: (0..slots).rev().collect(),
             next_seq: 0,
             buf: vec![0; max_frame],
@@ -161,11 +156,7 @@ impl<'m> Cluster<'m> {
     }
 
     /// Memory for `n` nodes configured by `config_for`, each with `peers` table entries.
-    pub fn memory(
-        n: usize,
-        config_for: impl Fn(usize) -> Config,
-        peers: impl Fn(usize) -> usize,
-    ) -> Vec<NodeMemory> {
+    pub fn memory(n: usize, config_for: impl Fn(usize) -> Config, peers: impl Fn(usize) -> usize) -> Vec<NodeMemory> {
         (0..n)
             .map(|i| NodeMemory::new(&config_for(i).layout(peers(i)).expect("valid layout")))
             .collect()
@@ -205,8 +196,7 @@ impl<'m> Cluster<'m> {
                 return true;
             }
         } else if self.rounds_done[i] < rounds && node.can_start_round().is_ok() {
-            node.start_round(self.now, &self.params[i])
-                .expect("start allowed");
+            node.start_round(self.now, &self.params[i]).expect("start allowed");
             return true;
         }
         false

@@ -31,11 +31,7 @@ fn ring_of_2_4_8_reaches_the_exact_average() {
         assert_eq!(cluster.dropped, 0);
         for node in &cluster.nodes {
             assert_eq!(node.stats().rounds, 200);
-            assert_eq!(
-                node.stats().chunks_resent,
-                0,
-                "nothing to resend on a perfect network"
-            );
+            assert_eq!(node.stats().chunks_resent, 0, "nothing to resend on a perfect network");
         }
     }
 }
@@ -61,10 +57,7 @@ fn ring_converges_with_a_fifth_of_frames_lost() {
             .map(|n| n.stats().chunks_resent + n.stats().notifies_resent)
             .sum();
         assert!(resent > 0, "losses are recovered by retransmission");
-        assert_eq!(
-            cluster.event_counts[2], 0,
-            "no peer declared down under 20% loss"
-        );
+        assert_eq!(cluster.event_counts[2], 0, "no peer declared down under 20% loss");
     }
 }
 

@@ -50,13 +50,29 @@ fn thousand_rounds_allocate_nothing() {
     const MODEL: usize = 2_000;
     let config = |i: usize| Config::new(1, NodeId(i as u16), MODEL);
     let mut memory = Cluster::memory(N, config, |i| ring(N, i).len());
-    let link = LinkModel { loss: 0.05, duplicate: 0.02, delay: Duration::from_micros(300), jitter: Duration::from_millis(1) };
-    let mut cluster = Cluster::new(&mut memory, config, |i| ring(N, i), random_vectors(N, MODEL, 7), link, 7);
+    let link = LinkModel {
+        loss: 0.05,
+        duplicate: 0.02,
+        delay: Duration::from_micros(300),
+        jitter: Duration::from_millis(1),
+    };
+    let mut cluster = Cluster::new(
+        &mut memory,
+        config,
+        |i| ring(N, i),
+        random_vectors(N, MODEL, 7),
+        link,
+        7,
+    );
     // The counter itself works.
     COUNTING.with(|c| c.set(true));
     std::hint::black_box(Box::new(1u64));
     COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.swap(0, Ordering::Relaxed), 1, "the counting allocator counts");
+    assert_eq!(
+        ALLOCATIONS.swap(0, Ordering::Relaxed),
+        1,
+        "the counting allocator counts"
+    );
 
     // Warm up: handshakes, first retransmissions.
     assert!(cluster.run_rounds(10, Duration::from_secs(60)));
