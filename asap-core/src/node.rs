@@ -231,7 +231,6 @@ pub struct Node<'a, const P: usize> {
     /// Round whose snapshot is still being delivered.
     sending: Option<u32>,
     local_steps: u32,
-    tx_seq: u32,
     cursor: usize,
     events: Deque<Event, EVENT_CAPACITY>,
     stats: Stats,
@@ -320,7 +319,6 @@ impl<'a, const P: usize> Node<'a, P> {
             ready_reported: false,
             sending: None,
             local_steps: 0,
-            tx_seq: 0,
             cursor: 0,
             events: Deque::new(),
             stats: Stats::default(),
@@ -728,8 +726,7 @@ impl<'a, const P: usize> Node<'a, P> {
         None
     }
 
-    fn header_for(config: &Config, seq: &mut u32, to: NodeId, round: u32, kind: Kind) -> Header {
-        *seq = seq.wrapping_add(1);
+    fn header_for(config: &Config, to: NodeId, round: u32, kind: Kind) -> Header {
         Header {
             version: wire::VERSION,
             integrity: config.integrity(),
@@ -737,7 +734,6 @@ impl<'a, const P: usize> Node<'a, P> {
             from: config.id,
             to,
             round,
-            seq: *seq,
             kind,
             payload_len: 0,
         }
@@ -754,7 +750,7 @@ impl<'a, const P: usize> Node<'a, P> {
         buf: &mut [u8],
     ) -> Result<Transmit, BufferTooSmall> {
         let to = self.peers[i].spec.id;
-        let header = Self::header_for(&self.config, &mut self.tx_seq, to, round, kind);
+        let header = Self::header_for(&self.config, to, round, kind);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
         let len = wire::encode(header, values, buf)?;
         let p = &mut self.peers[i];

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! +---------------------------+-----------------------------+-----------------+
-//! | Header (postcard, <= 48B) | payload (payload_len bytes) | trailer (CRC32) |
+//! | Header (postcard, <= 43B) | payload (payload_len bytes) | trailer (CRC32) |
 //! +---------------------------+-----------------------------+-----------------+
 //! ```
 //!
@@ -34,10 +34,10 @@ pub const MIN_FRAME_LEN: usize = 512;
 pub const MAX_FRAME_LEN: usize = 65_536;
 
 /// Upper bound of an encoded [`Header`] of any kind (every varint at its widest).
-pub const MAX_HEADER_LEN: usize = 48;
+pub const MAX_HEADER_LEN: usize = 43;
 
 /// Upper bound of an encoded header of an [`Kind::Update`] frame.
-pub const MAX_UPDATE_HEADER_LEN: usize = 42;
+pub const MAX_UPDATE_HEADER_LEN: usize = 37;
 
 /// Length of the CRC-32 trailer.
 pub const CRC_LEN: usize = 4;
@@ -54,7 +54,9 @@ impl fmt::Display for NodeId {
 }
 
 /// How the trailer protects the frame. New schemes (authentication tags) are appended
-/// as variants; a node accepts only the scheme it is configured for.
+/// as variants; a node accepts only the scheme it is configured for. Authenticated
+/// schemes carry a per-sender sequence number in their variant (replay windows need
+/// one; a CRC cannot stop a forger anyway, so plain frames spend no bytes on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Integrity {
     /// CRC-32 (IEEE 802.3) over header and payload, little-endian.
@@ -142,8 +144,6 @@ pub struct Header {
     pub to: NodeId,
     /// Round the frame refers to.
     pub round: u32,
-    /// Per-sender frame counter, strictly increasing (replay protection uses it).
-    pub seq: u32,
     /// What the frame says.
     pub kind: Kind,
     /// Bytes of payload after the header.
@@ -326,7 +326,6 @@ mod tests {
             from: NodeId(1),
             to: NodeId(2),
             round: 3,
-            seq: 4,
             kind,
             payload_len: 0,
         }
@@ -338,31 +337,29 @@ mod tests {
             from: NodeId(u16::MAX),
             to: NodeId(u16::MAX),
             round: u32::MAX,
-            seq: u32::MAX,
             payload_len: u16::MAX,
             ..header(kind)
         }
     }
 
-    /// Fixture: an ACK from node 1 to node 2 in cluster 7, round 3, seq 4.
-    static ACK_BYTES: [u8; 14] = [
+    /// Fixture: an ACK from node 1 to node 2 in cluster 7, round 3.
+    static ACK_BYTES: [u8; 13] = [
         0x01, // version
         0x00, // integrity: Crc32
         0x07, // cluster
         0x01, // from
         0x02, // to
         0x03, // round
-        0x04, // seq
         0x03, // kind: Ack (variant 3)
         0x00, // payload_len
-        0x57, 0xea, 0xd8, 0xbb, // CRC-32 of the 9 bytes above (zlib.crc32), little-endian
+        0xee, 0xe3, 0x8f, 0x0a, // CRC-32 of the 8 bytes above (zlib.crc32), little-endian
         0xee, // trailing byte that is not part of the frame
     ];
 
     #[test]
     fn deconstruct_ack_fixture() {
         let (frame, used) = decode(&ACK_BYTES).unwrap();
-        assert_eq!(used, 13);
+        assert_eq!(used, 12);
         assert_eq!(frame.header, header(Kind::Ack));
         assert!(frame.payload.is_empty());
     }
@@ -371,7 +368,7 @@ mod tests {
     fn construct_ack_fixture() {
         let mut buf = [0xa5u8; 64];
         let len = encode(header(Kind::Ack), &[], &mut buf).unwrap();
-        assert_eq!(&buf[..len], &ACK_BYTES[..13]);
+        assert_eq!(&buf[..len], &ACK_BYTES[..12]);
         assert!(buf[len..].iter().all(|&b| b == 0xa5), "wrote past the frame");
     }
 
@@ -452,15 +449,15 @@ mod tests {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Truncated);
         assert_eq!(decode(&[2, 0]).unwrap_err(), DecodeError::UnsupportedVersion(2));
         assert_eq!(decode(&ACK_BYTES[..5]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode(&ACK_BYTES[..12]).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(decode(&ACK_BYTES[..11]).unwrap_err(), DecodeError::Truncated);
         let mut flipped = ACK_BYTES;
         flipped[5] ^= 0x10;
         assert_eq!(decode(&flipped).unwrap_err(), DecodeError::BadChecksum);
         let mut bad_kind = ACK_BYTES;
-        bad_kind[7] = 0x55;
+        bad_kind[6] = 0x55;
         assert_eq!(decode(&bad_kind).unwrap_err(), DecodeError::Malformed);
         let mut ack_with_payload = ACK_BYTES;
-        ack_with_payload[8] = 4;
+        ack_with_payload[7] = 4;
         assert_eq!(decode(&ack_with_payload).unwrap_err(), DecodeError::PayloadLength);
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Fixture: node 0 ("a") and node 1 ("b") are each other's only neighbour with weight
 //! 1/2; frames are at most 512 bytes, so a 300-value model travels as 3 chunks
-//! (116 + 116 + 68 values).
+//! (117 + 117 + 66 values).
 
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
 use asap_core::{
@@ -119,7 +119,6 @@ fn frame(from: NodeId, to: NodeId, round: u32, kind: Kind, values: &[f32]) -> Ve
         from,
         to,
         round,
-        seq: 1,
         kind,
         payload_len: 0,
     };
@@ -130,7 +129,7 @@ fn frame(from: NodeId, to: NodeId, round: u32, kind: Kind, values: &[f32]) -> Ve
 }
 
 fn chunk_values(c: u32, v: f32) -> Vec<f32> {
-    vec![v; if c == 2 { 68 } else { 116 }]
+    vec![v; if c == 2 { 66 } else { 117 }]
 }
 
 #[test]
@@ -143,7 +142,7 @@ fn update_goes_out_as_chunks_then_notify_then_nothing_until_ack() {
         [Kind::Hello {
             reply: false,
             model_len: 300,
-            chunk_len: 116,
+            chunk_len: 117,
             ..
         }]
     ));
@@ -355,15 +354,15 @@ fn non_finite_update_is_rejected_and_never_reaches_the_replica() {
     b.finish_round(T0, &mut pb).unwrap();
     assert!(pb.iter().all(|x| x.is_finite()));
     // Chunk 0 (finite, folded before the bad one) mixed; chunks 1 and 2 kept the replica.
-    assert!(pb[..116].iter().all(|&x| x == 2.0));
-    assert!(pb[116..].iter().all(|&x| x == 3.0));
+    assert!(pb[..117].iter().all(|&x| x == 2.0));
+    assert!(pb[117..].iter().all(|&x| x == 3.0));
     assert_eq!(
         kinds(&drain(&mut b, T0))[..2],
         [
             Kind::Hello {
                 incarnation: 0,
                 model_len: 300,
-                chunk_len: 116,
+                chunk_len: 117,
                 reply: false
             },
             Kind::Ack
@@ -380,11 +379,10 @@ fn frames_not_for_this_node_are_refused_and_counted() {
     assert_eq!(b.handle_frame(T0, &ok), Ok(A));
 
     let other_cluster = {
-        let mut f = Header {
+        let f = Header {
             cluster: 10,
             ..wire::decode(&ok).unwrap().0.header
         };
-        f.seq = 2;
         let mut buf = vec![0u8; 64];
         let n = wire::encode(f, &[], &mut buf).unwrap();
         buf.truncate(n);
@@ -498,7 +496,7 @@ fn restarted_peer_is_accepted_from_round_zero() {
     let hello = |incarnation| Kind::Hello {
         incarnation,
         model_len: 300,
-        chunk_len: 116,
+        chunk_len: 117,
         reply: false,
     };
     b.handle_frame(T0, &frame(A, B, 0, hello(1), &[])).unwrap();
@@ -533,7 +531,7 @@ fn incompatible_layout_is_refused() {
     let hello = Kind::Hello {
         incarnation: 0,
         model_len: 301,
-        chunk_len: 116,
+        chunk_len: 117,
         reply: false,
     };
     assert_eq!(

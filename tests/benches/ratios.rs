@@ -35,7 +35,7 @@ fn model() -> Vec<f32> {
 }
 
 /// The header of an update chunk as a busy node sends it.
-fn update_header(seq: u32, chunk: u32, chunks: u32) -> Header {
+fn update_header(chunk: u32, chunks: u32) -> Header {
     Header {
         version: wire::VERSION,
         integrity: Integrity::Crc32,
@@ -43,7 +43,6 @@ fn update_header(seq: u32, chunk: u32, chunks: u32) -> Header {
         from: NodeId(1),
         to: NodeId(2),
         round: 1000,
-        seq,
         kind: Kind::Update {
             chunk,
             chunks,
@@ -62,14 +61,13 @@ fn header_overhead() -> (f64, usize, usize) {
     let header = Header {
         cluster: 0x5eed,
         round: 123_456,
-        seq: 9_876_543,
         kind: Kind::Update {
             chunk: 2_000,
             chunks: u32::try_from(chunks).expect("chunk count fits u32"),
             weight: 0.5,
             encoding: Encoding::F32Le,
         },
-        ..update_header(0, 0, 1)
+        ..update_header(0, 1)
     };
     let values = vec![0.25f32; chunk_len];
     let mut buf = vec![0u8; SMALL_FRAME];
@@ -81,11 +79,11 @@ fn header_overhead() -> (f64, usize, usize) {
 }
 
 /// Encodes every chunk of `model` into one reused frame buffer and decodes it again.
-fn encode_decode_all(model: &[f32], chunk_len: usize, buf: &mut [u8], first_seq: u32) {
+fn encode_decode_all(model: &[f32], chunk_len: usize, buf: &mut [u8]) {
     let chunks = u32::try_from(model.len().div_ceil(chunk_len)).expect("chunk count fits u32");
     for (i, range) in model.chunks(chunk_len).enumerate() {
         let chunk = u32::try_from(i).expect("chunk index fits u32");
-        let header = update_header(first_seq.wrapping_add(chunk), chunk, chunks);
+        let header = update_header(chunk, chunks);
         let len = wire::encode(header, range, buf).expect("frame fits");
         let (frame, _) = wire::decode(&buf[..len]).expect("frame decodes");
         let view = F32Le::new(frame.payload).expect("whole values");
@@ -122,8 +120,8 @@ fn main() {
             reduce::fold_le(&mut acc, 0.5, black_box(values)).expect("finite");
             black_box(&mut acc);
         }
-        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME], 5_000_000),
-        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf, 5_000_000),
+        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME]),
+        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf),
         _ => {
             copy.copy_from_slice(black_box(&src));
             black_box(&mut copy);

@@ -53,7 +53,6 @@ static CLOCK_US: Volatile<u64> = Volatile::new(0);
 /// A "gradient" input for the local step.
 static GRAD: Volatile<f32> = Volatile::new(0.0);
 /// Diagnostics sink (a debugger or a status register would read it).
-static STATUS: Volatile<u32> = Volatile::new(0);
 static DIAG: Volatile<u64> = Volatile::new(0);
 
 fn micros() -> u64 {
@@ -110,6 +109,8 @@ mod with_core {
     static BOARD_ID: Volatile<u16> = Volatile::new(0);
     static BOOT_COUNT: Volatile<u32> = Volatile::new(0);
     static WAIT_SEL: Volatile<u8> = Volatile::new(0);
+    /// Error codes, for a debugger.
+    static STATUS: Volatile<u32> = Volatile::new(0);
 
     fn halt(code: u32) -> ! {
         STATUS.write(code);
@@ -206,9 +207,7 @@ mod with_core {
                     Event::PeerUp(p) => 3 << 32 | u64::from(p.0),
                     Event::PeerRestarted(p) => 4 << 32 | u64::from(p.0),
                     Event::PeerIncompatible(p) => 5 << 32 | u64::from(p.0),
-                    Event::UpdateRejected { peer, round, .. } => {
-                        6 << 48 | u64::from(peer.0) << 32 | u64::from(round)
-                    }
+                    Event::UpdateRejected { peer, round, .. } => 6 << 48 | u64::from(peer.0) << 32 | u64::from(round),
                     _ => 7 << 32,
                 };
                 DIAG.write(code);
@@ -237,11 +236,7 @@ mod with_core {
             let s = node.stats();
             DIAG.write(s.frames_sent ^ s.frames_received ^ s.rounds ^ s.decode_errors);
             if let Some(p) = node.peer(NodeId(1)) {
-                DIAG.write(
-                    u64::from(p.rounds_started)
-                        | u64::from(p.up) << 32
-                        | u64::from(p.send_idle) << 33,
-                );
+                DIAG.write(u64::from(p.rounds_started) | u64::from(p.up) << 32 | u64::from(p.send_idle) << 33);
             }
             DIAG.write(u64::from(node.round()));
         }
