@@ -305,7 +305,6 @@ impl<'a, const P: usize> Node<'a, P> {
                 return Err(ConfigError::WaitExceedsInDegree);
             }
         }
-        buffers.accumulator.fill(0.0);
         buffers.chunk_weights.fill(0.0);
         buffers.chunk_bits.fill(0);
         Ok(Node {
@@ -484,10 +483,11 @@ impl<'a, const P: usize> Node<'a, P> {
         let parts = params
             .chunks_mut(chunk_len)
             .zip(snapshot.chunks(chunk_len))
-            .zip(accumulator.chunks_mut(chunk_len))
+            .zip(accumulator.chunks(chunk_len))
             .zip(chunk_weights.iter_mut());
         for (((p, s), a), w) in parts {
             reduce::mix_chunk(p, s, a, *w);
+            // Zero weight marks the chunk free: the next update initialises it.
             *w = 0.0;
         }
         let mut updates = 0;
@@ -941,7 +941,13 @@ impl<'a, const P: usize> Node<'a, P> {
         } else if self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
             Some(Violation::WeightOverflow)
         } else {
-            match reduce::fold_le(&mut self.buffers.accumulator[range], weight, values.raw()) {
+            let acc = &mut self.buffers.accumulator[range];
+            let folded = if self.buffers.chunk_weights[c] == 0.0 {
+                reduce::init_le(acc, weight, values.raw())
+            } else {
+                reduce::fold_le(acc, weight, values.raw())
+            };
+            match folded {
                 Ok(()) => None,
                 Err(FoldError::NonFinite) => Some(Violation::NonFinite),
                 Err(_) => Some(Violation::ChunkLength),

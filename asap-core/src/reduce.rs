@@ -2,11 +2,17 @@
 //! into the replica.
 //!
 //! They are written as straight loops over slices of equal length so the compiler
-//! vectorises them (see the `reduce` bench for how they compare to `memcpy`). Values
+//! vectorises them (see the `ratios` bench for how they compare to `memcpy`). Values
 //! arrive as little-endian bytes and are read four at a time, never cast.
 //!
-//! Non-finite values never reach a replica: [`fold_le`] checks the whole chunk first and
-//! leaves the accumulator untouched when any value is NaN or infinite.
+//! A chunk of the accumulator is live only while its received weight is non-zero. The
+//! first update to reach a chunk in a round therefore *initialises* it
+//! ([`init_le`]: one fused pass that scales, stores and checks, like a `memcpy`), and
+//! later ones *fold* into it ([`fold_le`]: check, then add). Mixing reads the
+//! accumulator only where weight arrived and never has to clear it.
+//!
+//! Non-finite values never reach a replica: a chunk holding a NaN or an infinity is
+//! refused whole, and the accumulator's live contents are never changed by it.
 
 use core::fmt;
 
@@ -52,8 +58,29 @@ pub fn all_finite(values: &[f32]) -> bool {
     carry & 0x8000_0000 == 0
 }
 
+/// `acc[i] = weight * values[i]`: the first update into a chunk that holds no weight
+/// yet. Checks and stores in one pass; on error the slice holds garbage, which is fine
+/// because a chunk without weight is never read.
+pub fn init_le(acc: &mut [f32], weight: f32, values: &[[u8; 4]]) -> Result<(), FoldError> {
+    if acc.len() != values.len() {
+        return Err(FoldError::LengthMismatch);
+    }
+    let mut carry = 0u32;
+    for (a, b) in acc.iter_mut().zip(values) {
+        let bits = u32::from_le_bytes(*b);
+        carry |= (bits & EXPONENT).wrapping_add(0x0080_0000);
+        *a = weight * f32::from_bits(bits);
+    }
+    if carry & 0x8000_0000 == 0 {
+        Ok(())
+    } else {
+        Err(FoldError::NonFinite)
+    }
+}
+
 /// `acc[i] += weight * values[i]`, after checking every value is finite. On error the
-/// accumulator is unchanged.
+/// accumulator is unchanged (it holds other neighbours' values, so it cannot be
+/// rebuilt: the check must come first).
 pub fn fold_le(acc: &mut [f32], weight: f32, values: &[[u8; 4]]) -> Result<(), FoldError> {
     if acc.len() != values.len() {
         return Err(FoldError::LengthMismatch);
@@ -81,17 +108,19 @@ pub fn fold(acc: &mut [f32], weight: f32, values: &[f32]) -> Result<(), FoldErro
     Ok(())
 }
 
-/// Mixes one chunk into the replica and clears the accumulator for the next round:
-/// `params[i] += acc[i] - received_weight * snapshot[i]; acc[i] = 0`.
+/// Mixes one chunk into the replica: `params[i] += acc[i] - received_weight * snapshot[i]`.
 ///
 /// With `snapshot` the replica as it was sent and `acc` the weighted sum of the
 /// neighbours' updates, this is the stochastic-reduce step `x ← w_self·x + Σ w_j·x_j`
 /// where `w_self = 1 - received_weight`, applied as a correction so that local steps the
-/// application took since the snapshot are kept.
-pub fn mix_chunk(params: &mut [f32], snapshot: &[f32], acc: &mut [f32], received_weight: f32) {
-    for ((p, s), a) in params.iter_mut().zip(snapshot).zip(acc.iter_mut()) {
+/// application took since the snapshot are kept. A chunk that received nothing is left
+/// alone (its accumulator is not read).
+pub fn mix_chunk(params: &mut [f32], snapshot: &[f32], acc: &[f32], received_weight: f32) {
+    if received_weight == 0.0 {
+        return;
+    }
+    for ((p, s), a) in params.iter_mut().zip(snapshot).zip(acc) {
         *p += *a - received_weight * *s;
-        *a = 0.0;
     }
 }
 
@@ -151,14 +180,28 @@ mod tests {
     }
 
     #[test]
-    fn mix_applies_the_correction_and_clears() {
+    fn mix_applies_the_correction() {
         let mut params = [10.0f32, 20.0];
         let snapshot = [8.0f32, 20.0];
-        let mut acc = [0.5 * 4.0, 0.5 * 6.0];
-        mix_chunk(&mut params, &snapshot, &mut acc, 0.5);
+        let acc = [0.5 * 4.0, 0.5 * 6.0];
+        mix_chunk(&mut params, &snapshot, &acc, 0.5);
         // x_new = x + (0.5*s + acc) - s: local progress (10 - 8) is kept.
         assert_eq!(params, [10.0 + 0.5 * 4.0 - 4.0, 20.0 + 3.0 - 10.0]);
-        assert_eq!(acc, [0.0, 0.0]);
+        // Without weight the accumulator is garbage and must not be read.
+        mix_chunk(&mut params, &snapshot, &[f32::NAN; 2], 0.0);
+        assert_eq!(params, [8.0, 13.0]);
+    }
+
+    #[test]
+    fn init_scales_and_refuses_non_finite() {
+        let mut acc = [f32::NAN; 3];
+        assert_eq!(init_le(&mut acc, 0.5, &le(&[2.0, -4.0, 1.0])), Ok(()));
+        assert_eq!(acc, [1.0, -2.0, 0.5]);
+        assert_eq!(
+            init_le(&mut acc, 0.5, &le(&[1.0, f32::INFINITY, 1.0])),
+            Err(FoldError::NonFinite)
+        );
+        assert_eq!(init_le(&mut acc, 0.5, &le(&[1.0])), Err(FoldError::LengthMismatch));
     }
 
     proptest! {
@@ -171,6 +214,15 @@ mod tests {
             let a = fold_le(&mut fast[..n], w, &le(&values));
             let b = fold(&mut slow[..n], w, &values);
             prop_assert_eq!(a, b);
+            // Initialising equals folding into zeros.
+            let mut init = [f32::NAN; 64];
+            let mut zeros = [0.0f32; 64];
+            let c = init_le(&mut init[..n], w, &le(&values));
+            prop_assert_eq!(c, fold(&mut zeros[..n], w, &values));
+            if c.is_ok() {
+                // Equal as numbers (0 + -0 is +0, so the bits of zeros may differ).
+                prop_assert_eq!(&init[..n], &zeros[..n]);
+            }
             prop_assert_eq!(a.is_ok(), values.iter().all(|v| v.is_finite()));
             for (x, y) in fast.iter().zip(&slow) {
                 prop_assert_eq!(x.to_bits(), y.to_bits());
