@@ -76,8 +76,11 @@ pub struct Config {
     /// Never start a round more than this many rounds ahead of a live in-neighbour.
     /// Default `None` (unbounded; `Wait::All` keeps neighbours in lockstep anyway).
     pub staleness: Option<u32>,
-    /// First retransmission timeout of an unacknowledged NOTIFY. Default 20 ms.
+    /// Retransmission timeout of an unanswered NOTIFY before the edge measured its
+    /// round-trip time. Default 20 ms.
     pub retransmit_initial: Duration,
+    /// Floor of the measured retransmission timeout (`srtt + 4·rttvar`). Default 1 ms.
+    pub retransmit_min: Duration,
     /// Cap of the exponential retransmission backoff. Default 1 s.
     pub retransmit_max: Duration,
     /// Send a heartbeat to a peer after this long without sending it anything.
@@ -100,6 +103,7 @@ impl Config {
             period: 5,
             staleness: None,
             retransmit_initial: Duration::from_millis(20),
+            retransmit_min: Duration::from_millis(1),
             retransmit_max: Duration::from_secs(1),
             heartbeat_interval: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(2),
@@ -188,5 +192,15 @@ impl Buffers<'_> {
         check("accumulator", layout.model_len, self.accumulator.len())?;
         check("chunk_weights", layout.chunks, self.chunk_weights.len())?;
         check("chunk_bits", layout.bitmap_words, self.chunk_bits.len())
+    }
+}
+
+impl Config {
+    pub(crate) fn rto_bounds(&self) -> crate::flow::RtoBounds {
+        crate::flow::RtoBounds {
+            initial: self.retransmit_initial,
+            min: self.retransmit_min,
+            max: self.retransmit_max,
+        }
     }
 }

@@ -41,6 +41,48 @@ pub(crate) enum Emit {
     Notify,
 }
 
+/// Bounds of the retransmission timeout, from the node's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RtoBounds {
+    /// Before the first round-trip sample.
+    pub(crate) initial: Duration,
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+}
+
+/// Round-trip estimate of one edge (RFC 6298: smoothed RTT and variation, in µs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rtt {
+    srtt: u64,
+    rttvar: u64,
+    sampled: bool,
+}
+
+impl Rtt {
+    pub(crate) fn sample(&mut self, r: Duration) {
+        let r = r.total_micros();
+        if self.sampled {
+            self.rttvar = (3 * self.rttvar + self.srtt.abs_diff(r)) / 4;
+            self.srtt = (7 * self.srtt + r) / 8;
+        } else {
+            *self = Rtt {
+                srtt: r,
+                rttvar: r / 2,
+                sampled: true,
+            };
+        }
+    }
+
+    /// The timeout to use: `srtt + 4·rttvar` within the bounds.
+    pub(crate) fn rto(&self, bounds: RtoBounds) -> Duration {
+        if !self.sampled {
+            return bounds.initial;
+        }
+        let rto = Duration::from_micros(self.srtt.saturating_add(self.rttvar.saturating_mul(4)));
+        rto.max(bounds.min).min(bounds.max)
+    }
+}
+
 /// Sender side of one edge.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OutEdge {
@@ -53,7 +95,14 @@ pub(crate) struct OutEdge {
     /// The NOTIFY must be (re)sent.
     notify_due: bool,
     retransmit_at: Option<Instant>,
+    /// Current timeout, backed off from `rtt.rto()` by doubling.
     rto: Duration,
+    /// When the one unanswered NOTIFY went out; `None` when none is, or when several
+    /// are (their answers could not be told apart: Karn's rule).
+    probe: Option<Instant>,
+    unanswered: u8,
+    rtt: Rtt,
+    bounds: RtoBounds,
 }
 
 /// What an ACK or Missing frame did to the sender.
@@ -68,7 +117,7 @@ pub(crate) enum AckOutcome {
 }
 
 impl OutEdge {
-    pub(crate) const fn new(rto: Duration) -> Self {
+    pub(crate) const fn new(bounds: RtoBounds) -> Self {
         OutEdge {
             state: SendState::Idle,
             round: 0,
@@ -76,7 +125,15 @@ impl OutEdge {
             resend_mask: 0,
             notify_due: false,
             retransmit_at: None,
-            rto,
+            rto: bounds.initial,
+            probe: None,
+            unanswered: 0,
+            rtt: Rtt {
+                srtt: 0,
+                rttvar: 0,
+                sampled: false,
+            },
+            bounds,
         }
     }
 
@@ -84,22 +141,30 @@ impl OutEdge {
         self.state == SendState::Idle
     }
 
+    /// The round-trip estimate.
+    pub(crate) fn rtt(&self) -> Rtt {
+        self.rtt
+    }
+
     /// Starts sending the update of `round`. Only legal from `Idle`.
-    pub(crate) fn begin(&mut self, round: u32, rto: Duration) {
+    pub(crate) fn begin(&mut self, round: u32) {
         debug_assert!(self.is_idle());
+        self.abandon();
+        self.state = SendState::Sending { next: 0 };
+        self.round = round;
+    }
+
+    /// Gives up on the update in flight (acknowledged, or the receiver is down). The
+    /// round-trip estimate survives.
+    pub(crate) fn abandon(&mut self) {
         *self = OutEdge {
-            state: SendState::Sending { next: 0 },
-            round,
-            ..OutEdge::new(rto)
+            rtt: self.rtt,
+            ..OutEdge::new(self.bounds)
         };
+        self.rto = self.rtt.rto(self.bounds);
     }
 
-    /// Gives up on the update in flight (the receiver was declared down).
-    pub(crate) fn abandon(&mut self, rto: Duration) {
-        *self = OutEdge::new(rto);
-    }
-
-    /// The next frame to send, if any. `retransmission` tells whether it repeats one.
+    /// The next frame to send, if any, and whether it repeats one.
     pub(crate) fn next(&mut self, chunks: u32, now: Instant) -> Option<(Emit, bool)> {
         match self.state {
             SendState::Idle => None,
@@ -109,7 +174,7 @@ impl OutEdge {
             }
             SendState::Sending { .. } => {
                 self.state = SendState::AwaitAck;
-                self.arm(now);
+                self.notify(now);
                 Some((Emit::Notify, false))
             }
             SendState::AwaitAck if self.resend_mask != 0 => {
@@ -122,35 +187,44 @@ impl OutEdge {
             }
             SendState::AwaitAck if self.notify_due => {
                 self.notify_due = false;
-                self.arm(now);
+                self.notify(now);
                 Some((Emit::Notify, true))
             }
             SendState::AwaitAck => None,
         }
     }
 
-    fn arm(&mut self, now: Instant) {
+    fn notify(&mut self, now: Instant) {
         self.retransmit_at = Some(now + self.rto);
+        self.probe = (self.unanswered == 0).then_some(now);
+        self.unanswered = self.unanswered.saturating_add(1);
     }
 
-    /// The receiver consumed `round`.
-    pub(crate) fn on_ack(&mut self, round: u32, rto: Duration) -> AckOutcome {
+    /// The receiver consumed `round`. (An ACK comes when the receiver finishes its round,
+    /// not at once, so it is no round-trip sample.)
+    pub(crate) fn on_ack(&mut self, round: u32) -> AckOutcome {
         if self.state != SendState::Idle && round == self.round {
-            self.abandon(rto);
+            self.abandon();
             AckOutcome::Acked
         } else {
             AckOutcome::Stale
         }
     }
 
-    /// The receiver has `round` in progress and misses the chunks in `mask` from `base`.
-    /// Chunks past `chunks` are ignored. The receiver answered, so the path works: the
-    /// backoff restarts from `rto` (a lost ACK later costs one short timeout, not the cap).
-    pub(crate) fn on_missing(&mut self, round: u32, base: u32, mask: u64, chunks: u32, rto: Duration) -> AckOutcome {
+    /// The receiver has `round` in progress and misses the chunks in `mask` from `base`
+    /// (chunks past `chunks` are ignored). It answers a NOTIFY at once, so the answer to
+    /// a single NOTIFY times the round trip. When chunks are missing the path works and
+    /// the backoff restarts; when none are, the receiver is only busy, and the backoff
+    /// goes on growing so a slow receiver is not polled at the round-trip rate.
+    pub(crate) fn on_missing(&mut self, round: u32, base: u32, mask: u64, chunks: u32, now: Instant) -> AckOutcome {
         if self.state != SendState::AwaitAck || round != self.round {
             return AckOutcome::Stale;
         }
-        self.rto = rto;
+        if let (Some(sent), 1) = (self.probe, self.unanswered) {
+            self.rtt.sample(now - sent);
+        }
+        self.probe = None;
+        self.unanswered = 0;
         let valid = match chunks.saturating_sub(base) {
             0 => 0,
             n if n >= 64 => u64::MAX,
@@ -158,6 +232,9 @@ impl OutEdge {
         };
         self.resend_base = base;
         self.resend_mask = mask & valid;
+        if self.resend_mask != 0 {
+            self.rto = self.rtt.rto(self.bounds);
+        }
         AckOutcome::Progress
     }
 
@@ -170,12 +247,12 @@ impl OutEdge {
     }
 
     /// Fires the retransmission timer if it expired: NOTIFY again, back off.
-    pub(crate) fn on_timeout(&mut self, now: Instant, cap: Duration) -> bool {
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> bool {
         match self.deadline() {
             Some(at) if at <= now => {
                 self.notify_due = true;
                 self.retransmit_at = None;
-                self.rto = self.rto.doubled_up_to(cap);
+                self.rto = self.rto.doubled_up_to(self.bounds.max);
                 true
             }
             _ => false,
@@ -281,12 +358,17 @@ mod tests {
 
     const RTO: Duration = Duration::from_millis(10);
     const CAP: Duration = Duration::from_millis(40);
+    const BOUNDS: RtoBounds = RtoBounds {
+        initial: RTO,
+        min: Duration::from_millis(1),
+        max: CAP,
+    };
     const T0: Instant = Instant::from_millis(1_000);
 
     /// Fixture: an edge that sent all 3 chunks of round 7 and its NOTIFY at `T0`.
     fn awaiting_ack() -> OutEdge {
-        let mut e = OutEdge::new(RTO);
-        e.begin(7, RTO);
+        let mut e = OutEdge::new(BOUNDS);
+        e.begin(7);
         for _ in 0..4 {
             e.next(3, T0);
         }
@@ -296,9 +378,9 @@ mod tests {
 
     #[test]
     fn sends_chunks_in_order_then_notify_then_nothing() {
-        let mut e = OutEdge::new(RTO);
+        let mut e = OutEdge::new(BOUNDS);
         assert_eq!(e.next(3, T0), None, "idle edge sends nothing");
-        e.begin(7, RTO);
+        e.begin(7);
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(0), false)));
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(1), false)));
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(2), false)));
@@ -310,28 +392,28 @@ mod tests {
     #[test]
     fn ack_for_the_round_in_flight_frees_the_edge() {
         let mut e = awaiting_ack();
-        assert_eq!(e.on_ack(6, RTO), AckOutcome::Stale);
+        assert_eq!(e.on_ack(6), AckOutcome::Stale);
         assert!(!e.is_idle());
-        assert_eq!(e.on_ack(7, RTO), AckOutcome::Acked);
+        assert_eq!(e.on_ack(7), AckOutcome::Acked);
         assert!(e.is_idle());
-        assert_eq!(e.on_ack(7, RTO), AckOutcome::Stale, "duplicate ACK");
+        assert_eq!(e.on_ack(7), AckOutcome::Stale, "duplicate ACK");
         assert_eq!(e.deadline(), None);
     }
 
     #[test]
     fn timeout_retransmits_notify_with_backoff() {
         let mut e = awaiting_ack();
-        assert!(!e.on_timeout(T0 + Duration::from_millis(9), CAP));
-        assert!(e.on_timeout(T0 + RTO, CAP));
+        assert!(!e.on_timeout(T0 + Duration::from_millis(9)));
+        assert!(e.on_timeout(T0 + RTO));
         assert_eq!(e.deadline(), None, "timer disarmed until the NOTIFY goes out");
         let t1 = T0 + RTO;
         assert_eq!(e.next(3, t1), Some((Emit::Notify, true)));
         assert_eq!(e.deadline(), Some(t1 + Duration::from_millis(20)));
-        assert!(e.on_timeout(t1 + Duration::from_millis(20), CAP));
+        assert!(e.on_timeout(t1 + Duration::from_millis(20)));
         let t2 = t1 + Duration::from_millis(20);
         e.next(3, t2);
         assert_eq!(e.deadline(), Some(t2 + CAP));
-        assert!(e.on_timeout(t2 + CAP, CAP));
+        assert!(e.on_timeout(t2 + CAP));
         e.next(3, t2 + CAP);
         assert_eq!(e.deadline(), Some(t2 + CAP + CAP), "backoff capped");
     }
@@ -339,9 +421,9 @@ mod tests {
     #[test]
     fn missing_chunks_are_resent_then_notify() {
         let mut e = awaiting_ack();
-        assert_eq!(e.on_missing(6, 0, 0b1, 3, RTO), AckOutcome::Stale);
+        assert_eq!(e.on_missing(6, 0, 0b1, 3, T0), AckOutcome::Stale);
         // Bits past the last chunk (bit 5 = chunk 6) are ignored.
-        assert_eq!(e.on_missing(7, 1, 0b10_0011, 3, RTO), AckOutcome::Progress);
+        assert_eq!(e.on_missing(7, 1, 0b10_0011, 3, T0), AckOutcome::Progress);
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(1), true)));
         assert_eq!(e.next(3, T0), Some((Emit::Chunk(2), true)));
         assert_eq!(e.next(3, T0), Some((Emit::Notify, true)));
@@ -351,7 +433,7 @@ mod tests {
     #[test]
     fn missing_with_empty_mask_only_waits() {
         let mut e = awaiting_ack();
-        assert_eq!(e.on_missing(7, 0, 0, 3, RTO), AckOutcome::Progress);
+        assert_eq!(e.on_missing(7, 0, 0, 3, T0), AckOutcome::Progress);
         assert_eq!(e.next(3, T0), None);
         assert_eq!(e.deadline(), Some(T0 + RTO), "keeps polling with NOTIFY on the timer");
     }
@@ -359,9 +441,37 @@ mod tests {
     #[test]
     fn abandon_returns_to_idle() {
         let mut e = awaiting_ack();
-        e.abandon(RTO);
+        e.abandon();
         assert!(e.is_idle());
         assert_eq!(e.deadline(), None);
+    }
+
+    #[test]
+    fn answer_to_a_single_notify_times_the_round_trip() {
+        let mut e = awaiting_ack();
+        let answer = T0 + Duration::from_millis(2);
+        e.on_missing(7, 0, 0b1, 3, answer);
+        // First sample r = 2 ms: srtt 2 ms, rttvar 1 ms, RTO 2 + 4·1 = 6 ms, used at once
+        // because a chunk is missing.
+        assert_eq!(e.rtt().rto(BOUNDS), Duration::from_millis(6));
+        assert_eq!(e.next(3, answer), Some((Emit::Chunk(0), true)));
+        assert_eq!(e.next(3, answer), Some((Emit::Notify, true)));
+        assert_eq!(e.deadline(), Some(answer + Duration::from_millis(6)));
+        // Two NOTIFYs out (a timeout): the answer could be to either, so no sample.
+        assert!(e.on_timeout(answer + Duration::from_millis(6)));
+        let t = answer + Duration::from_millis(6);
+        e.next(3, t);
+        e.on_missing(7, 0, 0, 3, t + Duration::from_millis(30));
+        assert_eq!(e.rtt().rto(BOUNDS), Duration::from_millis(6));
+        // Nothing missing: the receiver is busy, the backoff keeps growing.
+        assert_eq!(e.deadline(), Some(t + Duration::from_millis(12)));
+        // The estimate survives the ACK and sets the next update's timeout.
+        e.on_ack(7);
+        e.begin(8);
+        for _ in 0..4 {
+            e.next(3, t);
+        }
+        assert_eq!(e.deadline(), Some(t + Duration::from_millis(6)));
     }
 
     #[test]

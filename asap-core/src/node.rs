@@ -249,7 +249,8 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(ConfigError::ZeroPeriod);
         }
         if config.staleness == Some(0)
-            || config.retransmit_initial.total_micros() == 0
+            || config.retransmit_min.total_micros() == 0
+            || config.retransmit_initial < config.retransmit_min
             || config.retransmit_max < config.retransmit_initial
             || config.heartbeat_interval.total_micros() == 0
             || config.peer_timeout.total_micros() == 0
@@ -276,7 +277,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             let peer = Peer {
                 spec: *spec,
-                out: OutEdge::new(config.retransmit_initial),
+                out: OutEdge::new(config.rto_bounds()),
                 inn: InEdge::default(),
                 up: true,
                 left: false,
@@ -443,11 +444,10 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(RoundError::NonFiniteParams);
         }
         self.buffers.snapshot.copy_from_slice(params);
-        let rto = self.config.retransmit_initial;
         let barrier = self.config.wait == Wait::Barrier;
         for p in self.peers.iter_mut().filter(|p| !p.left) {
             if p.spec.send_weight.is_some() && p.live() {
-                p.out.begin(self.round, rto);
+                p.out.begin(self.round);
             }
             p.barrier_due |= barrier;
         }
@@ -538,12 +538,12 @@ impl<'a, const P: usize> Node<'a, P> {
             if p.left {
                 continue;
             }
-            if p.out.on_timeout(now, cfg.retransmit_max) {
+            if p.out.on_timeout(now) {
                 self.stats.retransmit_timeouts += 1;
             }
             if p.up && now >= p.last_heard + cfg.peer_timeout {
                 p.up = false;
-                p.out.abandon(cfg.retransmit_initial);
+                p.out.abandon();
                 self.stats.peers_down += 1;
                 let id = p.spec.id;
                 self.push_event(Event::PeerDown(id));
@@ -811,17 +811,14 @@ impl<'a, const P: usize> Node<'a, P> {
                 self.handle_notify(i, h.round, chunks)
             }
             Kind::Ack => {
-                match p.out.on_ack(h.round, self.config.retransmit_initial) {
+                match p.out.on_ack(h.round) {
                     AckOutcome::Stale => self.stats.stale += 1,
                     AckOutcome::Acked | AckOutcome::Progress => {}
                 }
                 Ok(())
             }
             Kind::Missing { base, mask } => {
-                if p.out
-                    .on_missing(h.round, base, mask, self.chunks, self.config.retransmit_initial)
-                    == AckOutcome::Stale
-                {
+                if p.out.on_missing(h.round, base, mask, self.chunks, now) == AckOutcome::Stale {
                     self.stats.stale += 1;
                 }
                 Ok(())
@@ -833,7 +830,7 @@ impl<'a, const P: usize> Node<'a, P> {
             Kind::Leave => {
                 p.left = true;
                 p.up = false;
-                p.out.abandon(self.config.retransmit_initial);
+                p.out.abandon();
                 self.stats.peers_down += 1;
                 self.push_event(Event::PeerDown(h.from));
                 Ok(())
