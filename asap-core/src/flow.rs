@@ -73,6 +73,11 @@ impl Rtt {
         }
     }
 
+    /// The smoothed round-trip time, once measured.
+    pub(crate) fn smoothed(&self) -> Option<Duration> {
+        self.sampled.then_some(Duration::from_micros(self.srtt))
+    }
+
     /// The timeout to use: `srtt + 4·rttvar` within the bounds.
     pub(crate) fn rto(&self, bounds: RtoBounds) -> Duration {
         if !self.sampled {

@@ -119,6 +119,8 @@ pub struct PeerStatus {
     pub rounds_started: u32,
     /// No update of ours in flight to it.
     pub send_idle: bool,
+    /// Smoothed round-trip time to it, once measured.
+    pub rtt: Option<crate::Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -363,6 +365,7 @@ impl<'a, const P: usize> Node<'a, P> {
             up: p.live(),
             rounds_started: p.rounds_started,
             send_idle: p.out.is_idle(),
+            rtt: p.out.rtt().smoothed(),
         })
     }
 
