@@ -9,10 +9,12 @@ mod flow;
 pub mod node;
 pub mod reduce;
 pub mod time;
+pub mod topology;
 pub mod wire;
 
 pub use config::{Buffers, Config, Layout, PeerSpec, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};
 pub use node::{Event, Finished, Node, PeerStatus, Stats, Transmit};
 pub use time::{Duration, Instant};
+pub use topology::{Family, Topology, TopologyError, TopologySpec};
 pub use wire::{BufferTooSmall, DecodeError, NodeId};
