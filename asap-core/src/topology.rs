@@ -54,8 +54,10 @@ pub enum Family {
     Expander,
     /// Every other node: the all-reduce limit.
     Complete,
-    /// `dstorm` Halton graph: offsets `⌊n·h₂(r)⌋` (van der Corput base 2), rotated so the
-    /// first is 1; connected down to degree 1.
+    /// `dstorm` Halton graph: offsets from the van der Corput (Halton base 2) sequence
+    /// `h(1), h(2), … = 1/2, 1/4, 3/4, 1/8, …`, cyclically shifted so the first offset is
+    /// 1: `⌊n·h(r)⌋ − ⌊n/2⌋ + 1 mod n` (n = 8: 1, 7, 3, 6, 2, 4). Connected down to
+    /// degree 1.
     Halton,
     /// `dstorm` Chord graph: offsets `⌈n/2⌉, ⌈n/4⌉, ⌈n/8⌉, …, 1`.
     Chord,
@@ -294,7 +296,10 @@ impl Topology {
         t.degree = match spec.family {
             Family::Ring => 2.min(n - 1),
             Family::Torus => {
-                let rows = (3..=n).take_while(|r| r * r <= n).filter(|r| n.is_multiple_of(*r)).last();
+                let rows = (3..=n)
+                    .take_while(|r| r * r <= n)
+                    .filter(|r| n.is_multiple_of(*r))
+                    .last();
                 t.rows = rows.ok_or(TopologyError::TorusShape(n))?;
                 4
             }
@@ -371,17 +376,15 @@ impl Topology {
         if degree as usize > MAX_OFFSETS {
             return Err(TopologyError::Degree(degree));
         }
-        // Van der Corput base 2: distinct non-zero offsets in sequence order, starting
-        // from the first that is 1 and wrapping to the ones before it.
+        // Van der Corput base 2, cyclically shifted (a Cranley–Patterson rotation) so
+        // that its first point lands on offset 1: o_r = ⌊n·h(r)⌋ - ⌊n·h(1)⌋ + 1 mod n.
         let n = u64::from(self.n);
-        let offset = |r: u32| ((n * u64::from(r.reverse_bits())) >> 32) as u32;
-        let first = (1..).find(|&r| offset(r) == 1).unwrap_or(1);
-        let mut r = first;
-        let mut seen = 0u32;
-        while self.offsets.len() < degree as usize && seen < 4 * self.n + 64 {
-            self.push_offset(offset(r));
-            r = if r == u32::MAX { 1 } else { r + 1 };
-            seen += 1;
+        let point = |r: u32| (n * u64::from(r.reverse_bits())) >> 32;
+        let shift = n + 1 - point(1);
+        let mut r = 1u32;
+        while self.offsets.len() < degree as usize && r < 4 * self.n + 64 {
+            self.push_offset(((point(r) + shift) % n) as u32);
+            r += 1;
         }
         if self.offsets.len() < degree as usize {
             return Err(TopologyError::Degree(degree));
@@ -859,6 +862,6 @@ mod tests {
         )
         .unwrap();
         let out: heapless::Vec<u32, 8> = t.out_neighbours(0, 0).collect();
-        assert_eq!(&out[..], &[1, 5, 3]);
+        assert_eq!(&out[..], &[1, 7, 3]);
     }
 }
