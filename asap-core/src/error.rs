@@ -173,8 +173,12 @@ pub enum ConfigError {
     ZeroPeriod,
     /// `Wait::AtLeast(k)` with `k` larger than the number of in-neighbours.
     WaitExceedsInDegree,
-    /// A timer is zero or the retransmission cap is below its start.
+    /// A timer is zero or the retransmission bounds are out of order.
     Timers,
+    /// The node's id is not below the topology's node count.
+    NotInTopology,
+    /// The topology needs push-sum, which nodes do not carry yet.
+    PushSumUnsupported,
 }
 
 impl fmt::Display for ConfigError {
@@ -198,7 +202,11 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ZeroPeriod => f.write_str("communication period must be at least 1"),
             ConfigError::WaitExceedsInDegree => f.write_str("wait count exceeds the number of in-neighbours"),
-            ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission cap at least its start"),
+            ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission bounds in order"),
+            ConfigError::NotInTopology => f.write_str("node id not below the topology's node count"),
+            ConfigError::PushSumUnsupported => {
+                f.write_str("this topology needs push-sum, which nodes do not carry yet")
+            }
         }
     }
 }

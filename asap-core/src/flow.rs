@@ -99,6 +99,9 @@ pub(crate) struct OutEdge {
     resend_mask: u64,
     /// The NOTIFY must be (re)sent.
     notify_due: bool,
+    /// The receiver reported every chunk of the update in flight: the snapshot is no
+    /// longer needed for it, only the ACK is awaited.
+    delivered: bool,
     retransmit_at: Option<Instant>,
     /// Current timeout, backed off from `rtt.rto()` by doubling.
     rto: Duration,
@@ -129,6 +132,7 @@ impl OutEdge {
             resend_base: 0,
             resend_mask: 0,
             notify_due: false,
+            delivered: false,
             retransmit_at: None,
             rto: bounds.initial,
             probe: None,
@@ -144,6 +148,12 @@ impl OutEdge {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.state == SendState::Idle
+    }
+
+    /// Nothing in flight needs the sender's snapshot any more (idle, or every chunk
+    /// arrived and only the ACK is awaited).
+    pub(crate) fn releases_snapshot(&self) -> bool {
+        self.is_idle() || self.delivered
     }
 
     /// The round-trip estimate.
@@ -237,6 +247,7 @@ impl OutEdge {
         };
         self.resend_base = base;
         self.resend_mask = mask & valid;
+        self.delivered = self.resend_mask == 0;
         if self.resend_mask != 0 {
             self.rto = self.rtt.rto(self.bounds);
         }
@@ -438,7 +449,9 @@ mod tests {
     #[test]
     fn missing_with_empty_mask_only_waits() {
         let mut e = awaiting_ack();
+        assert!(!e.releases_snapshot());
         assert_eq!(e.on_missing(7, 0, 0, 3, T0), AckOutcome::Progress);
+        assert!(e.releases_snapshot(), "every chunk arrived");
         assert_eq!(e.next(3, T0), None);
         assert_eq!(e.deadline(), Some(T0 + RTO), "keeps polling with NOTIFY on the timer");
     }

@@ -8,6 +8,7 @@ use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, InEdge, OutEdge, Place};
 use crate::reduce::{self, FoldError};
 use crate::time::Instant;
+use crate::topology::Topology;
 use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
 
 /// Capacity of the event queue; events past it are dropped and counted.
@@ -99,6 +100,9 @@ pub struct Stats {
     pub rounds: u64,
     /// Events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Frames for a round this node has not reached yet (time-varying graphs): dropped,
+    /// and the early NOTIFY answered when the round comes.
+    pub early: u64,
 }
 
 /// What [`Node::finish_round`] did.
@@ -143,6 +147,11 @@ struct Peer {
     heartbeat_due: bool,
     barrier_due: bool,
     ack_due: Option<u32>,
+    /// An update consumed whose ACK waits for the round before this peer's next turn to
+    /// send to us (time-varying graphs): `(round consumed, ACK at the finish of)`.
+    deferred_ack: Option<(u32, u32)>,
+    /// A NOTIFY that came before this node reached its round, answered when it does.
+    early_notify: Option<u32>,
     missing_due: Option<u32>,
 }
 
@@ -223,6 +232,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct Node<'a, const P: usize> {
     config: Config,
+    /// Who sends to whom in which round, when built from a topology.
+    schedule: Option<Topology>,
     layout: Layout,
     chunks: u32,
     peers: Vec<Peer, P>,
@@ -245,6 +256,51 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Builds a node. Checks the configuration, the peer table and the buffers' sizes
     /// (see [`Config::layout`]).
     pub fn new(config: Config, peers: &[PeerSpec], buffers: Buffers<'a>, now: Instant) -> Result<Self, ConfigError> {
+        Self::build(config, peers, None, buffers, now)
+    }
+
+    /// Builds a node whose neighbours and weights come from `topology`, round by round
+    /// (time-varying graphs included). The peer table holds [`Topology::peers_of`]
+    /// this node: size the buffers with `config.layout(topology.peers_of(id).count())`.
+    /// Push-sum topologies are refused until the node carries push-sum mass.
+    pub fn with_topology(
+        config: Config,
+        topology: &Topology,
+        buffers: Buffers<'a>,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let me = u32::from(config.id.0);
+        if me >= topology.nodes() {
+            return Err(ConfigError::NotInTopology);
+        }
+        if topology.needs_push_sum() {
+            return Err(ConfigError::PushSumUnsupported);
+        }
+        let mut peers: Vec<PeerSpec, P> = Vec::new();
+        for j in topology.peers_of(me) {
+            let period = topology.period();
+            let sends = (0..period)
+                .map(|r| topology.edge_weight(me, j, r))
+                .fold(0.0f64, f64::max);
+            let spec = PeerSpec {
+                id: NodeId(j as u16),
+                send_weight: (sends > 0.0).then_some(sends as f32),
+                receive: (0..period).any(|r| topology.edge_weight(j, me, r) > 0.0),
+            };
+            peers
+                .push(spec)
+                .map_err(|_| ConfigError::TooManyPeers { capacity: P })?;
+        }
+        Self::build(config, &peers, Some(topology.clone()), buffers, now)
+    }
+
+    fn build(
+        config: Config,
+        peers: &[PeerSpec],
+        schedule: Option<Topology>,
+        buffers: Buffers<'a>,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         let layout = config.layout(peers.len())?;
         buffers.check(&layout)?;
         if config.period == 0 {
@@ -295,12 +351,15 @@ impl<'a, const P: usize> Node<'a, P> {
                 heartbeat_due: false,
                 barrier_due: false,
                 ack_due: None,
+                deferred_ack: None,
+                early_notify: None,
                 missing_due: None,
             };
             // Cannot fail: the length was checked against P above.
             let _ = table.push(peer);
         }
-        if total_weight > 1.0 + WEIGHT_SLACK {
+        // A topology's weights are checked per round by construction.
+        if schedule.is_none() && total_weight > 1.0 + WEIGHT_SLACK {
             return Err(ConfigError::SendWeightsExceedOne);
         }
         if let Wait::AtLeast(k) = config.wait {
@@ -312,6 +371,7 @@ impl<'a, const P: usize> Node<'a, P> {
         buffers.chunk_bits.fill(0);
         Ok(Node {
             config,
+            schedule,
             layout,
             chunks: layout.chunks as u32,
             peers: table,
@@ -381,7 +441,13 @@ impl<'a, const P: usize> Node<'a, P> {
         if self.started {
             return Err(RoundError::AlreadyStarted);
         }
-        if self.peers.iter().any(|p| p.live() && !p.out.is_idle()) {
+        // The snapshot is shared by every edge: no edge may still need it...
+        if self.peers.iter().any(|p| p.live() && !p.out.releases_snapshot()) {
+            return Err(RoundError::SendWindowClosed);
+        }
+        // ...and an edge this round uses must have been acknowledged.
+        let busy = |i: usize| self.peers[i].live() && !self.peers[i].out.is_idle();
+        if (0..self.peers.len()).any(|i| busy(i) && self.send_weight(i, self.round).is_some()) {
             return Err(RoundError::SendWindowClosed);
         }
         if let Some(s) = self.config.staleness {
@@ -404,8 +470,22 @@ impl<'a, const P: usize> Node<'a, P> {
             return false;
         }
         let chunks = self.chunks;
-        let arrived = |p: &Peer| p.inn.incoming.is_some_and(|i| i.finished(chunks));
-        let mut waiting = self.peers.iter().filter(|p| p.spec.receive && p.live());
+        // On a time-varying graph an update belongs to one round; on a static graph the
+        // next update of each in-neighbour is the one to wait for.
+        let exact = self
+            .schedule
+            .as_ref()
+            .is_some_and(Topology::is_time_varying)
+            .then_some(self.round);
+        let arrived = |p: &Peer| {
+            p.inn
+                .incoming
+                .is_some_and(|inc| inc.finished(chunks) && exact.is_none_or(|r| inc.round == r))
+        };
+        let mut waiting = (0..self.peers.len())
+            .filter(|&i| self.receives_from(i, self.round))
+            .map(|i| &self.peers[i])
+            .filter(|p| p.live());
         match self.config.wait {
             Wait::All => waiting.all(arrived),
             Wait::AtLeast(k) => {
@@ -448,8 +528,13 @@ impl<'a, const P: usize> Node<'a, P> {
         }
         self.buffers.snapshot.copy_from_slice(params);
         let barrier = self.config.wait == Wait::Barrier;
-        for p in self.peers.iter_mut().filter(|p| !p.left) {
-            if p.spec.send_weight.is_some() && p.live() {
+        for i in 0..self.peers.len() {
+            let sends = self.send_weight(i, self.round).is_some();
+            let p = &mut self.peers[i];
+            if p.left {
+                continue;
+            }
+            if sends && p.live() {
                 p.out.begin(self.round);
             }
             p.barrier_due |= barrier;
@@ -494,18 +579,38 @@ impl<'a, const P: usize> Node<'a, P> {
             *w = 0.0;
         }
         let mut updates = 0;
-        for p in self.peers.iter_mut() {
-            if let Some(inc) = p.inn.incoming.filter(|i| i.finished(self.chunks)) {
+        for i in 0..self.peers.len() {
+            let next_turn = self.next_turn(i, self.round);
+            let (round, chunks) = (self.round, self.chunks);
+            let p = &mut self.peers[i];
+            if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
                 p.inn.consumed = Some(inc.round);
                 p.inn.incoming = None;
-                p.ack_due = Some(inc.round);
-                // The ACK answers any progress request for this round.
+                match next_turn {
+                    // The sender's next turn is not the next round: acknowledging now
+                    // would let its next update land in a round it does not belong to.
+                    Some(turn) if turn > round.wrapping_add(1) => p.deferred_ack = Some((inc.round, turn - 1)),
+                    _ => p.ack_due = Some(inc.round),
+                }
+                // The ACK (or the deferral) answers any progress request for this round.
                 p.missing_due = p.missing_due.filter(|&r| r != inc.round);
                 updates += 1;
+            }
+            if let Some((acked, at)) = p.deferred_ack {
+                if at <= round {
+                    p.ack_due = Some(acked);
+                    p.deferred_ack = None;
+                }
             }
         }
         let round = self.round;
         self.round = self.round.wrapping_add(1);
+        for p in self.peers.iter_mut() {
+            if p.early_notify == Some(self.round) {
+                p.early_notify = None;
+                p.missing_due = Some(self.round);
+            }
+        }
         self.started = false;
         self.ready_reported = false;
         self.stats.rounds += 1;
@@ -600,7 +705,7 @@ impl<'a, const P: usize> Node<'a, P> {
                     } else {
                         self.stats.chunks_sent += 1;
                     }
-                    let weight = p.spec.send_weight.unwrap_or(0.0);
+                    let weight = self.send_weight(i, round).unwrap_or(0.0);
                     let kind = Kind::Update {
                         chunk: c,
                         chunks: self.chunks,
@@ -647,6 +752,43 @@ impl<'a, const P: usize> Node<'a, P> {
 
     // ----- internals -----
 
+    /// The weight this node gives peer `i` in `round`, if it sends to it then.
+    fn send_weight(&self, i: usize, round: u32) -> Option<f32> {
+        let p = &self.peers[i];
+        match &self.schedule {
+            Some(t) => {
+                let w = t.edge_weight(u32::from(self.config.id.0), u32::from(p.spec.id.0), round);
+                (w > 0.0).then_some(w as f32)
+            }
+            None => p.spec.send_weight,
+        }
+    }
+
+    /// Whether peer `i` sends its update to this node in `round`.
+    fn receives_from(&self, i: usize, round: u32) -> bool {
+        let p = &self.peers[i];
+        match &self.schedule {
+            Some(t) => t.edge_weight(u32::from(p.spec.id.0), u32::from(self.config.id.0), round) > 0.0,
+            None => p.spec.receive,
+        }
+    }
+
+    /// On a time-varying graph an update is mixed in the round it is tagged with; one for
+    /// a round this node has not reached would be mixed too soon. (The sender may run
+    /// ahead on an edge's first use; afterwards the deferred ACK paces it.)
+    fn is_early(&self, round: u32) -> bool {
+        self.schedule.as_ref().is_some_and(Topology::is_time_varying) && round > self.round
+    }
+
+    /// The first round after `round` in which peer `i` sends to this node, within one
+    /// period (`None` for explicit neighbour lists: every round).
+    fn next_turn(&self, i: usize, round: u32) -> Option<u32> {
+        let t = self.schedule.as_ref()?;
+        (1..=t.period())
+            .map(|k| round.wrapping_add(k))
+            .find(|&r| self.receives_from(i, r))
+    }
+
     fn chunk_range(&self, chunk: u32) -> core::ops::Range<usize> {
         let len = self.config.chunk_len();
         let start = (chunk as usize).saturating_mul(len).min(self.layout.model_len);
@@ -671,7 +813,7 @@ impl<'a, const P: usize> Node<'a, P> {
             self.push_event(Event::RoundReady { round: self.round });
         }
         if let Some(round) = self.sending {
-            if self.peers.iter().all(|p| !p.live() || p.out.is_idle()) {
+            if self.peers.iter().all(|p| !p.live() || p.out.releases_snapshot()) {
                 self.sending = None;
                 self.push_event(Event::SendComplete { round });
             }
@@ -709,14 +851,13 @@ impl<'a, const P: usize> Node<'a, P> {
             return Some((Kind::Ack, round));
         }
         if let Some(round) = p.missing_due.take() {
-            let finished = p
-                .inn
-                .incoming
-                .is_some_and(|inc| inc.round == round && inc.finished(chunks));
-            let (base, mask) = if finished {
-                (0, 0)
-            } else {
-                bits::missing(self.bitmap(i), chunks)
+            let consumed = p.inn.consumed.is_some_and(|c| c >= round);
+            let (base, mask) = match p.inn.incoming {
+                _ if consumed => (0, 0),
+                Some(inc) if inc.round == round && inc.finished(chunks) => (0, 0),
+                Some(inc) if inc.round == round => bits::missing(self.bitmap(i), chunks),
+                // Nothing of that round yet (an early NOTIFY answered now): all missing.
+                _ => bits::missing(&[], chunks),
             };
             return Some((Kind::Missing { base, mask }, round));
         }
@@ -887,8 +1028,12 @@ impl<'a, const P: usize> Node<'a, P> {
     ) -> Result<(), FrameError> {
         let id = self.peers[i].spec.id;
         let violation = |v| Err(FrameError::Violation(id, v));
-        if !self.peers[i].spec.receive {
+        if !self.receives_from(i, round) {
             return violation(Violation::NotInNeighbour);
+        }
+        if self.is_early(round) {
+            self.stats.early += 1;
+            return Ok(());
         }
         let Encoding::F32Le = encoding;
         if chunks != self.chunks {
@@ -984,8 +1129,13 @@ impl<'a, const P: usize> Node<'a, P> {
 
     fn handle_notify(&mut self, i: usize, round: u32, chunks: u32) -> Result<(), FrameError> {
         let id = self.peers[i].spec.id;
-        if !self.peers[i].spec.receive {
+        if !self.receives_from(i, round) {
             return Err(FrameError::Violation(id, Violation::NotInNeighbour));
+        }
+        if self.is_early(round) {
+            self.stats.early += 1;
+            self.peers[i].early_notify = Some(round);
+            return Ok(());
         }
         if chunks != self.chunks {
             return Err(FrameError::Violation(id, Violation::ChunkCount));
@@ -993,8 +1143,11 @@ impl<'a, const P: usize> Node<'a, P> {
         let p = &mut self.peers[i];
         match p.inn.place(round) {
             Place::Consumed => {
-                // Our ACK was lost: repeat it (only for the last round consumed).
-                if p.inn.consumed == Some(round) {
+                // Our ACK was lost: repeat it (only for the last round consumed). While
+                // the ACK is deferred, say that everything arrived.
+                if p.deferred_ack.is_some_and(|(r, _)| r == round) {
+                    p.missing_due = Some(round);
+                } else if p.inn.consumed == Some(round) {
                     p.ack_due = Some(round);
                 }
                 self.stats.duplicates += 1;

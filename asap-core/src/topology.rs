@@ -487,6 +487,16 @@ impl Topology {
         (0..self.n).filter(move |&j| j != node && self.out_neighbours(j, round).any(|k| k == node))
     }
 
+    /// Every node `node` ever exchanges updates with, over a period, in either
+    /// direction: the peer table a node needs.
+    pub fn peers_of(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let node = node % self.n;
+        (0..self.n).filter(move |&j| {
+            j != node
+                && (0..self.period()).any(|r| self.edge_weight(node, j, r) > 0.0 || self.edge_weight(j, node, r) > 0.0)
+        })
+    }
+
     /// Weight `from` gives `to` in `round`: its share per edge times the edges between
     /// them (parallel expander edges count twice). Zero when `to` is not a destination.
     pub fn edge_weight(&self, from: u32, to: u32, round: u32) -> f64 {

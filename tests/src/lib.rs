@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use asap_core::{Buffers, Config, Duration, Event, Instant, Layout, Node, NodeId, PeerSpec};
+use asap_core::{Buffers, Config, ConfigError, Duration, Event, Instant, Layout, Node, NodeId, PeerSpec, Topology};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -129,12 +129,38 @@ impl<'m> Cluster<'m> {
         link: LinkModel,
         seed: u64,
     ) -> Self {
+        let build =
+            |i: usize, m: &'m mut NodeMemory| Node::new(config_for(i), &peers_for(i), m.buffers(), Instant::ZERO);
+        Self::build(memory, build, initial, link, seed)
+    }
+
+    /// As [`Cluster::new`], with neighbours and weights from `topology`.
+    pub fn with_topology(
+        memory: &'m mut [NodeMemory],
+        config_for: impl Fn(usize) -> Config,
+        topology: &Topology,
+        initial: Vec<Vec<f32>>,
+        link: LinkModel,
+        seed: u64,
+    ) -> Self {
+        let build =
+            |i: usize, m: &'m mut NodeMemory| Node::with_topology(config_for(i), topology, m.buffers(), Instant::ZERO);
+        Self::build(memory, build, initial, link, seed)
+    }
+
+    fn build(
+        memory: &'m mut [NodeMemory],
+        build: impl Fn(usize, &'m mut NodeMemory) -> Result<Node<'m, PEERS>, ConfigError>,
+        initial: Vec<Vec<f32>>,
+        link: LinkModel,
+        seed: u64,
+    ) -> Self {
         let n = memory.len();
         let now = Instant::ZERO;
         let nodes: Vec<_> = memory
             .iter_mut()
             .enumerate()
-            .map(|(i, m)| Node::new(config_for(i), &peers_for(i), m.buffers(), now).expect("valid test configuration"))
+            .map(|(i, m)| build(i, m).expect("valid test configuration"))
             .collect();
         let max_frame = nodes.first().map_or(1_400, |node| node.config().max_frame);
         let slots = SLOTS_PER_NODE * n;
@@ -153,6 +179,13 @@ impl<'m> Cluster<'m> {
             next_seq: 0,
             buf: vec![0; max_frame],
         }
+    }
+
+    /// Memory for `n` nodes configured by `config_for`, each with the peer table
+    /// `topology` gives it.
+    pub fn topology_memory(config_for: impl Fn(usize) -> Config, topology: &Topology) -> Vec<NodeMemory> {
+        let n = topology.nodes() as usize;
+        Self::memory(n, config_for, |i| topology.peers_of(i as u32).count())
     }
 
     /// Memory for `n` nodes configured by `config_for`, each with `peers` table entries.
