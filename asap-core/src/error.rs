@@ -177,8 +177,6 @@ pub enum ConfigError {
     Timers,
     /// The node's id is not below the topology's node count.
     NotInTopology,
-    /// The topology needs push-sum, which nodes do not carry yet.
-    PushSumUnsupported,
 }
 
 impl fmt::Display for ConfigError {
@@ -204,9 +202,6 @@ impl fmt::Display for ConfigError {
             ConfigError::WaitExceedsInDegree => f.write_str("wait count exceeds the number of in-neighbours"),
             ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission bounds in order"),
             ConfigError::NotInTopology => f.write_str("node id not below the topology's node count"),
-            ConfigError::PushSumUnsupported => {
-                f.write_str("this topology needs push-sum, which nodes do not carry yet")
-            }
         }
     }
 }

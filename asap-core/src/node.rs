@@ -234,6 +234,11 @@ pub struct Node<'a, const P: usize> {
     config: Config,
     /// Who sends to whom in which round, when built from a topology.
     schedule: Option<Topology>,
+    /// Push-sum mass `y` (1 on doubly stochastic graphs, where it is not used): the
+    /// replica the application sees is the de-biased `x / y`.
+    mass: f64,
+    /// The mass when the snapshot was taken (what this round's shares are cut from).
+    snapshot_mass: f64,
     layout: Layout,
     chunks: u32,
     peers: Vec<Peer, P>,
@@ -252,6 +257,10 @@ pub struct Node<'a, const P: usize> {
 /// Tolerance on in-neighbour weights adding up to 1 (float rounding of e.g. 3 × 1/3).
 const WEIGHT_SLACK: f32 = 1e-4;
 
+/// Largest push-sum weight a frame may carry: masses add up to the node count, at most
+/// 65,536.
+const MAX_PUSH_SUM_WEIGHT: f32 = 65_536.0;
+
 impl<'a, const P: usize> Node<'a, P> {
     /// Builds a node. Checks the configuration, the peer table and the buffers' sizes
     /// (see [`Config::layout`]).
@@ -262,7 +271,8 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Builds a node whose neighbours and weights come from `topology`, round by round
     /// (time-varying graphs included). The peer table holds [`Topology::peers_of`]
     /// this node: size the buffers with `config.layout(topology.peers_of(id).count())`.
-    /// Push-sum topologies are refused until the node carries push-sum mass.
+    /// On push-sum topologies (directed, irregular: `Random`) the node carries a mass
+    /// beside its replica and the application keeps seeing the de-biased average.
     pub fn with_topology(
         config: Config,
         topology: &Topology,
@@ -272,9 +282,6 @@ impl<'a, const P: usize> Node<'a, P> {
         let me = u32::from(config.id.0);
         if me >= topology.nodes() {
             return Err(ConfigError::NotInTopology);
-        }
-        if topology.needs_push_sum() {
-            return Err(ConfigError::PushSumUnsupported);
         }
         let mut peers: Vec<PeerSpec, P> = Vec::new();
         for j in topology.peers_of(me) {
@@ -372,6 +379,8 @@ impl<'a, const P: usize> Node<'a, P> {
         Ok(Node {
             config,
             schedule,
+            mass: 1.0,
+            snapshot_mass: 1.0,
             layout,
             chunks: layout.chunks as u32,
             peers: table,
@@ -412,6 +421,11 @@ impl<'a, const P: usize> Node<'a, P> {
     /// A round was started and not finished yet.
     pub fn is_started(&self) -> bool {
         self.started
+    }
+
+    /// Push-sum mass (1 unless the topology needs push-sum).
+    pub fn mass(&self) -> f64 {
+        self.mass
     }
 
     /// Counters.
@@ -539,6 +553,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             p.barrier_due |= barrier;
         }
+        self.snapshot_mass = self.mass;
         self.started = true;
         self.sending = Some(self.round);
         self.check_progress(now);
@@ -561,6 +576,9 @@ impl<'a, const P: usize> Node<'a, P> {
         if !self.is_ready() {
             return Err(RoundError::NotReady);
         }
+        let self_mass = self
+            .push_sum_self_share()
+            .map(|share| (share * self.snapshot_mass) as f32);
         let chunk_len = self.config.chunk_len();
         let Buffers {
             snapshot,
@@ -574,16 +592,23 @@ impl<'a, const P: usize> Node<'a, P> {
             .zip(accumulator.chunks(chunk_len))
             .zip(chunk_weights.iter_mut());
         for (((p, s), a), w) in parts {
-            reduce::mix_chunk(p, s, a, *w);
+            match self_mass {
+                Some(kept) => reduce::mix_chunk_normalised(p, s, a, kept, *w),
+                None => reduce::mix_chunk(p, s, a, *w),
+            }
             // Zero weight marks the chunk free: the next update initialises it.
             *w = 0.0;
         }
+        let mut received_mass = 0.0f64;
         let mut updates = 0;
         for i in 0..self.peers.len() {
             let next_turn = self.next_turn(i, self.round);
             let (round, chunks) = (self.round, self.chunks);
             let p = &mut self.peers[i];
             if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
+                if !inc.rejected {
+                    received_mass += f64::from(inc.weight);
+                }
                 p.inn.consumed = Some(inc.round);
                 p.inn.incoming = None;
                 match next_turn {
@@ -602,6 +627,9 @@ impl<'a, const P: usize> Node<'a, P> {
                     p.deferred_ack = None;
                 }
             }
+        }
+        if let Some(share) = self.push_sum_self_share() {
+            self.mass = share * self.snapshot_mass + received_mass;
         }
         let round = self.round;
         self.round = self.round.wrapping_add(1);
@@ -705,7 +733,13 @@ impl<'a, const P: usize> Node<'a, P> {
                     } else {
                         self.stats.chunks_sent += 1;
                     }
-                    let weight = self.send_weight(i, round).unwrap_or(0.0);
+                    let share = self.send_weight(i, round).unwrap_or(0.0);
+                    // Push-sum: the share of the mass travels as the weight.
+                    let weight = if self.is_push_sum() {
+                        (f64::from(share) * self.snapshot_mass) as f32
+                    } else {
+                        share
+                    };
                     let kind = Kind::Update {
                         chunk: c,
                         chunks: self.chunks,
@@ -771,6 +805,17 @@ impl<'a, const P: usize> Node<'a, P> {
             Some(t) => t.edge_weight(u32::from(p.spec.id.0), u32::from(self.config.id.0), round) > 0.0,
             None => p.spec.receive,
         }
+    }
+
+    /// Whether this node runs push-sum (its topology is directed and irregular).
+    fn is_push_sum(&self) -> bool {
+        self.schedule.as_ref().is_some_and(Topology::needs_push_sum)
+    }
+
+    /// Push-sum only: the share of its own mass a node keeps each round.
+    fn push_sum_self_share(&self) -> Option<f64> {
+        let t = self.schedule.as_ref().filter(|t| t.needs_push_sum())?;
+        Some(t.weight(u32::from(self.config.id.0), self.round))
     }
 
     /// On a time-varying graph an update is mixed in the round it is tagged with; one for
@@ -1047,7 +1092,8 @@ impl<'a, const P: usize> Node<'a, P> {
             Some(v) if v.len() == range.len() => v,
             _ => return violation(Violation::ChunkLength),
         };
-        if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
+        let max_weight = if self.is_push_sum() { MAX_PUSH_SUM_WEIGHT } else { 1.0 };
+        if !(weight.is_finite() && weight > 0.0 && weight <= max_weight) {
             return violation(Violation::Weight);
         }
         let inn = &mut self.peers[i].inn;
@@ -1083,7 +1129,7 @@ impl<'a, const P: usize> Node<'a, P> {
         let c = chunk as usize;
         let reason = if inc.received > 0 && weight.to_bits() != inc.weight.to_bits() {
             Some(Violation::WeightChanged)
-        } else if self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
+        } else if !self.is_push_sum() && self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
             Some(Violation::WeightOverflow)
         } else {
             let acc = &mut self.buffers.accumulator[range];

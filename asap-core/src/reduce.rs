@@ -124,6 +124,19 @@ pub fn mix_chunk(params: &mut [f32], snapshot: &[f32], acc: &[f32], received_wei
     }
 }
 
+/// Push-sum mix of one chunk: the new replica is the mass-weighted average
+/// `(kept·s + acc) / (kept + received)`, applied as a correction like [`mix_chunk`].
+/// `kept` is the mass the node kept, `received` the mass folded into this chunk.
+pub fn mix_chunk_normalised(params: &mut [f32], snapshot: &[f32], acc: &[f32], kept: f32, received: f32) {
+    if received == 0.0 {
+        return;
+    }
+    let total = kept + received;
+    for ((p, s), a) in params.iter_mut().zip(snapshot).zip(acc) {
+        *p += (kept * *s + *a) / total - *s;
+    }
+}
+
 /// Writes `values` as little-endian bytes into `out` (which must be 4× as long; extra
 /// bytes are left alone).
 pub fn write_f32_le(values: &[f32], out: &mut [u8]) {

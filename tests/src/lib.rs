@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Peer-table capacity of the harness's nodes.
-pub const PEERS: usize = 8;
+pub const PEERS: usize = 16;
 
 /// Memory one node borrows for its life.
 #[derive(Debug)]

@@ -86,3 +86,22 @@ fn static_families_reach_the_average() {
         assert!(err <= 1e-5, "{family} n={n}: {err:e} after {rounds} rounds");
     }
 }
+
+#[test]
+fn push_sum_on_random_digraphs_reaches_the_exact_average() {
+    let lossy = LinkModel {
+        loss: 0.1,
+        ..LinkModel::default()
+    };
+    for (n, seed) in [(8u32, 1u64), (16, 2), (24, 3)] {
+        let (err, cluster) = run(Family::Random, n, Some(3), 150, lossy, seed);
+        assert!(err <= 1e-5, "n={n}: {err:e}");
+        // Mass is conserved: it adds up to the node count.
+        let mass: f64 = cluster.nodes.iter().map(|node| node.mass()).sum();
+        assert!((mass - f64::from(n)).abs() < 1e-3, "n={n}: total mass {mass}");
+        assert!(
+            cluster.nodes.iter().any(|node| (node.mass() - 1.0).abs() > 1e-3),
+            "irregular: masses differ"
+        );
+    }
+}
