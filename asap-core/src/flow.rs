@@ -288,6 +288,10 @@ pub(crate) struct Incoming {
     pub(crate) rejected: bool,
     /// The sender's NOTIFY arrived.
     pub(crate) notified: bool,
+    /// The sender moved on (a newer round, or it restarted) after some chunks were
+    /// already folded: they are mixed at the next finish, and only then is the newer
+    /// update accepted (folding both would count the sender twice).
+    pub(crate) superseded: bool,
 }
 
 impl Incoming {
@@ -339,6 +343,7 @@ impl InEdge {
             received: 0,
             rejected: false,
             notified: false,
+            superseded: false,
         })
     }
 }

@@ -5,7 +5,7 @@ use heapless::{Deque, Vec};
 
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
-use crate::flow::{bits, AckOutcome, Emit, InEdge, OutEdge, Place};
+use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
 use crate::reduce::{self, FoldError};
 use crate::time::Instant;
 use crate::topology::Topology;
@@ -100,9 +100,16 @@ pub struct Stats {
     pub rounds: u64,
     /// Events dropped because the queue was full.
     pub events_dropped: u64,
-    /// Frames for a round this node has not reached yet (time-varying graphs): dropped,
+    /// Frames for a round this node has not reached yet (exact-round modes): dropped,
     /// and the early NOTIFY answered when the round comes.
     pub early: u64,
+    /// Updates for a round this node had already passed (exact-round modes):
+    /// acknowledged and dropped.
+    pub late: u64,
+    /// Rounds skipped to catch up with in-neighbours that were ahead.
+    pub rounds_skipped: u64,
+    /// Chunks not mixed because the result would have overflowed to infinity.
+    pub chunks_overflowed: u64,
 }
 
 /// What [`Node::finish_round`] did.
@@ -239,6 +246,9 @@ pub struct Node<'a, const P: usize> {
     mass: f64,
     /// The mass when the snapshot was taken (what this round's shares are cut from).
     snapshot_mass: f64,
+    /// The highest round an in-neighbour's update announced (exact-round modes): a node
+    /// behind it finishes at once and jumps ahead to it.
+    catch_up: u32,
     layout: Layout,
     chunks: u32,
     peers: Vec<Peer, P>,
@@ -381,6 +391,7 @@ impl<'a, const P: usize> Node<'a, P> {
             schedule,
             mass: 1.0,
             snapshot_mass: 1.0,
+            catch_up: 0,
             layout,
             chunks: layout.chunks as u32,
             peers: table,
@@ -433,6 +444,16 @@ impl<'a, const P: usize> Node<'a, P> {
         &self.stats
     }
 
+    /// The peers in the table.
+    pub fn peer_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.iter().map(|p| p.spec.id)
+    }
+
+    /// Ends the node and hands its memory back (to build a new incarnation in it, say).
+    pub fn into_buffers(self) -> Buffers<'a> {
+        self.buffers
+    }
+
     /// A peer's state, if it is in the table.
     pub fn peer(&self, id: NodeId) -> Option<PeerStatus> {
         self.peers.iter().find(|p| p.spec.id == id).map(|p| PeerStatus {
@@ -459,9 +480,13 @@ impl<'a, const P: usize> Node<'a, P> {
         if self.peers.iter().any(|p| p.live() && !p.out.releases_snapshot()) {
             return Err(RoundError::SendWindowClosed);
         }
-        // ...and an edge this round uses must have been acknowledged.
+        // ...and, when rounds are exact, an edge this round uses must have been
+        // acknowledged. (Asynchronous modes skip such an edge this round: the receiver
+        // holds our previous update, and waiting for it to finish a round could be
+        // waiting for ourselves.)
         let busy = |i: usize| self.peers[i].live() && !self.peers[i].out.is_idle();
-        if (0..self.peers.len()).any(|i| busy(i) && self.send_weight(i, self.round).is_some()) {
+        let round = self.next_round();
+        if self.exact_rounds() && (0..self.peers.len()).any(|i| busy(i) && self.send_weight(i, round).is_some()) {
             return Err(RoundError::SendWindowClosed);
         }
         if let Some(s) = self.config.staleness {
@@ -484,13 +509,13 @@ impl<'a, const P: usize> Node<'a, P> {
             return false;
         }
         let chunks = self.chunks;
-        // On a time-varying graph an update belongs to one round; on a static graph the
-        // next update of each in-neighbour is the one to wait for.
-        let exact = self
-            .schedule
-            .as_ref()
-            .is_some_and(Topology::is_time_varying)
-            .then_some(self.round);
+        if self.exact_rounds() && self.catch_up > self.round {
+            // In-neighbours are ahead: finish with what arrived and catch up.
+            return true;
+        }
+        // In exact-round modes an update belongs to one round; otherwise the next update
+        // of each in-neighbour is the one to wait for.
+        let exact = self.exact_rounds().then_some(self.round);
         let arrived = |p: &Peer| {
             p.inn
                 .incoming
@@ -531,6 +556,10 @@ impl<'a, const P: usize> Node<'a, P> {
     /// live out-neighbour.
     pub fn start_round(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
         self.can_start_round()?;
+        let round = self.next_round();
+        if round != self.round {
+            self.advance_to(round);
+        }
         if params.len() != self.layout.model_len {
             return Err(RoundError::ParamsLength {
                 expected: self.layout.model_len,
@@ -548,7 +577,7 @@ impl<'a, const P: usize> Node<'a, P> {
             if p.left {
                 continue;
             }
-            if sends && p.live() {
+            if sends && p.live() && p.out.is_idle() {
                 p.out.begin(self.round);
             }
             p.barrier_due |= barrier;
@@ -592,9 +621,14 @@ impl<'a, const P: usize> Node<'a, P> {
             .zip(accumulator.chunks(chunk_len))
             .zip(chunk_weights.iter_mut());
         for (((p, s), a), w) in parts {
-            match self_mass {
+            let mixed = match self_mass {
                 Some(kept) => reduce::mix_chunk_normalised(p, s, a, kept, *w),
                 None => reduce::mix_chunk(p, s, a, *w),
+            };
+            if mixed.is_err() {
+                // Finite updates can still overflow when mixed: the chunk keeps its
+                // value rather than become infinite.
+                self.stats.chunks_overflowed += 1;
             }
             // Zero weight marks the chunk free: the next update initialises it.
             *w = 0.0;
@@ -605,6 +639,12 @@ impl<'a, const P: usize> Node<'a, P> {
             let next_turn = self.next_turn(i, self.round);
             let (round, chunks) = (self.round, self.chunks);
             let p = &mut self.peers[i];
+            if let Some(inc) = p.inn.incoming.filter(|inc| inc.superseded && !inc.finished(chunks)) {
+                // Its folded chunks were mixed just now; the sender's newer update is
+                // welcome from here on.
+                p.inn.consumed = Some(p.inn.consumed.map_or(inc.round, |c| c.max(inc.round)));
+                p.inn.incoming = None;
+            }
             if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
                 if !inc.rejected {
                     received_mass += f64::from(inc.weight);
@@ -632,13 +672,7 @@ impl<'a, const P: usize> Node<'a, P> {
             self.mass = share * self.snapshot_mass + received_mass;
         }
         let round = self.round;
-        self.round = self.round.wrapping_add(1);
-        for p in self.peers.iter_mut() {
-            if p.early_notify == Some(self.round) {
-                p.early_notify = None;
-                p.missing_due = Some(self.round);
-            }
-        }
+        self.advance_to(self.round.wrapping_add(1).max(self.catch_up));
         self.started = false;
         self.ready_reported = false;
         self.stats.rounds += 1;
@@ -818,11 +852,78 @@ impl<'a, const P: usize> Node<'a, P> {
         Some(t.weight(u32::from(self.config.id.0), self.round))
     }
 
-    /// On a time-varying graph an update is mixed in the round it is tagged with; one for
-    /// a round this node has not reached would be mixed too soon. (The sender may run
-    /// ahead on an edge's first use; afterwards the deferred ACK paces it.)
-    fn is_early(&self, round: u32) -> bool {
-        self.schedule.as_ref().is_some_and(Topology::is_time_varying) && round > self.round
+    /// Whether updates belong to the round they are tagged with: on time-varying graphs
+    /// (an update mixed in another round breaks exactness) and when waiting for every
+    /// in-neighbour (rounds must stay aligned, or after a partition nodes that skipped
+    /// each other could wait on each other in a cycle). Asynchronous modes mix whatever
+    /// arrives.
+    fn exact_rounds(&self) -> bool {
+        matches!(self.config.wait, Wait::All | Wait::Barrier)
+            || self.schedule.as_ref().is_some_and(Topology::is_time_varying)
+    }
+
+    /// The round `start_round` would start: the current one, or the one to catch up to.
+    fn next_round(&self) -> u32 {
+        if self.exact_rounds() && self.catch_up > self.round {
+            self.catch_up
+        } else {
+            self.round
+        }
+    }
+
+    /// An update for a round this node has not reached: it is dropped (the sender repeats
+    /// it when asked) and tells the node how far ahead its in-neighbours are. (A sender
+    /// may run ahead on an edge's first use, or after a partition or a restart.)
+    fn is_early(&mut self, round: u32) -> bool {
+        let early = self.exact_rounds() && round > self.round;
+        if early {
+            // On a time-varying graph a sender may be up to a period ahead on an edge's
+            // first use; only further ahead means this node fell behind.
+            let period = self.schedule.as_ref().map_or(1, Topology::period);
+            if round - self.round >= period {
+                self.catch_up = self.catch_up.max(round);
+            }
+            self.stats.early += 1;
+        }
+        early
+    }
+
+    /// An update for a round this node has passed (its sender was behind): never mixed,
+    /// but acknowledged so the sender can move on (and catch up).
+    fn is_late(&self, round: u32) -> bool {
+        self.exact_rounds() && round < self.round
+    }
+
+    /// Moves to `round` (the next one, or further when catching up): updates of rounds
+    /// now passed are acknowledged and dropped; early NOTIFYs of this round are answered.
+    fn advance_to(&mut self, round: u32) {
+        if round > self.round.wrapping_add(1) {
+            self.stats.rounds_skipped += u64::from(round - self.round - 1);
+        }
+        self.round = round;
+        let exact = self.exact_rounds();
+        for p in self.peers.iter_mut() {
+            if exact {
+                if let Some(inc) = p.inn.incoming.filter(|inc| inc.round < round) {
+                    p.inn.consumed = Some(p.inn.consumed.map_or(inc.round, |c| c.max(inc.round)));
+                    p.inn.incoming = None;
+                    p.ack_due = Some(inc.round);
+                    self.stats.late += 1;
+                }
+            }
+            match p.early_notify {
+                Some(r) if r == round => {
+                    p.early_notify = None;
+                    p.missing_due = Some(round);
+                }
+                Some(r) if r < round => {
+                    p.early_notify = None;
+                    p.inn.consumed = Some(p.inn.consumed.map_or(r, |c| c.max(r)));
+                    p.ack_due = Some(r);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The first round after `round` in which peer `i` sends to this node, within one
@@ -982,6 +1083,7 @@ impl<'a, const P: usize> Node<'a, P> {
             p.up = true;
             p.left = false;
             self.push_event(Event::PeerUp(h.from));
+            self.resume_sending(i);
         }
         let p = &mut self.peers[i];
         match h.kind {
@@ -1051,10 +1153,28 @@ impl<'a, const P: usize> Node<'a, P> {
         p.hello_reply_due |= !reply;
         if p.incarnation.is_some_and(|known| known != incarnation) {
             // The peer lost its state: forget what we consumed from it, so its rounds
-            // (which start again) are accepted.
+            // (which start again) are accepted. Chunks of an update of its old life
+            // already folded are mixed first (see `supersede`).
+            let partial = p
+                .inn
+                .incoming
+                .filter(|inc| inc.received > 0 && !inc.finished(self.chunks));
             p.inn = InEdge::default();
+            if let Some(inc) = partial {
+                p.inn.incoming = Some(flow::Incoming {
+                    superseded: true,
+                    ..inc
+                });
+            }
             p.rounds_started = 0;
+            p.deferred_ack = None;
+            p.early_notify = None;
+            p.ack_due = None;
+            p.missing_due = None;
+            // What we had in flight to it is gone with its state.
+            p.out.abandon();
             self.push_event(Event::PeerRestarted(id));
+            self.resume_sending(i);
         }
         self.peers[i].incarnation = Some(incarnation);
         Ok(())
@@ -1077,7 +1197,10 @@ impl<'a, const P: usize> Node<'a, P> {
             return violation(Violation::NotInNeighbour);
         }
         if self.is_early(round) {
-            self.stats.early += 1;
+            return Ok(());
+        }
+        if self.is_late(round) && self.peers[i].inn.place(round) == Place::Newer {
+            self.stats.late += 1;
             return Ok(());
         }
         let Encoding::F32Le = encoding;
@@ -1104,6 +1227,11 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             Place::Stale => {
                 self.stats.stale += 1;
+                return Ok(());
+            }
+            Place::Newer if inn.incoming.is_some_and(|inc| inc.received > 0) => {
+                // The sender abandoned an update we partly folded: wait for the mix.
+                Self::supersede(inn, &mut self.stats);
                 return Ok(());
             }
             Place::Newer => {
@@ -1159,6 +1287,28 @@ impl<'a, const P: usize> Node<'a, P> {
         Ok(())
     }
 
+    /// A peer came back (or restarted) during a round that sends to it: send it this
+    /// round's update after all, or it would wait for one that never comes.
+    fn resume_sending(&mut self, i: usize) {
+        if self.started && self.send_weight(i, self.round).is_some() {
+            let p = &mut self.peers[i];
+            if p.live() && p.out.is_idle() {
+                p.out.begin(self.round);
+                self.sending = Some(self.round);
+            }
+        }
+    }
+
+    /// Marks a partly folded update as abandoned by its sender (counted once).
+    fn supersede(inn: &mut InEdge, stats: &mut Stats) {
+        if let Some(inc) = inn.incoming.as_mut() {
+            if !inc.superseded {
+                inc.superseded = true;
+                stats.updates_abandoned += 1;
+            }
+        }
+    }
+
     fn reject(&mut self, i: usize, round: u32, reason: Violation) -> Result<(), FrameError> {
         let id = self.peers[i].spec.id;
         if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
@@ -1179,15 +1329,26 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(FrameError::Violation(id, Violation::NotInNeighbour));
         }
         if self.is_early(round) {
-            self.stats.early += 1;
             self.peers[i].early_notify = Some(round);
             return Ok(());
         }
         if chunks != self.chunks {
             return Err(FrameError::Violation(id, Violation::ChunkCount));
         }
+        let late = self.is_late(round);
         let p = &mut self.peers[i];
-        match p.inn.place(round) {
+        let place = p.inn.place(round);
+        if late && place == Place::Newer {
+            // Passed without it: acknowledge and drop, so the sender moves on.
+            if p.inn.incoming.is_some_and(|inc| inc.round <= round) {
+                p.inn.incoming = None;
+            }
+            p.inn.consumed = Some(p.inn.consumed.map_or(round, |c| c.max(round)));
+            p.ack_due = Some(round);
+            self.stats.late += 1;
+            return Ok(());
+        }
+        match place {
             Place::Consumed => {
                 // Our ACK was lost: repeat it (only for the last round consumed). While
                 // the ACK is deferred, say that everything arrived.
@@ -1199,6 +1360,9 @@ impl<'a, const P: usize> Node<'a, P> {
                 self.stats.duplicates += 1;
             }
             Place::Stale => self.stats.stale += 1,
+            Place::Newer if p.inn.incoming.is_some_and(|inc| inc.received > 0) => {
+                Self::supersede(&mut p.inn, &mut self.stats);
+            }
             Place::Newer => {
                 if p.inn.incoming.is_some() {
                     self.stats.updates_abandoned += 1;

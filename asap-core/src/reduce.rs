@@ -115,26 +115,49 @@ pub fn fold(acc: &mut [f32], weight: f32, values: &[f32]) -> Result<(), FoldErro
 /// where `w_self = 1 - received_weight`, applied as a correction so that local steps the
 /// application took since the snapshot are kept. A chunk that received nothing is left
 /// alone (its accumulator is not read).
-pub fn mix_chunk(params: &mut [f32], snapshot: &[f32], acc: &[f32], received_weight: f32) {
+pub fn mix_chunk(params: &mut [f32], snapshot: &[f32], acc: &[f32], received_weight: f32) -> Result<(), FoldError> {
     if received_weight == 0.0 {
-        return;
+        return Ok(());
+    }
+    let mixed = |p: f32, s: f32, a: f32| p + (a - received_weight * s);
+    commit_if_finite(params, snapshot, acc, mixed)
+}
+
+/// Applies `f(p, s, a)` to every element only if every result is finite (finite inputs
+/// can still overflow): a chunk that would not be is left alone.
+fn commit_if_finite(
+    params: &mut [f32],
+    snapshot: &[f32],
+    acc: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> Result<(), FoldError> {
+    let carry = params.iter().zip(snapshot).zip(acc).fold(0u32, |c, ((p, s), a)| {
+        c | (f(*p, *s, *a).to_bits() & EXPONENT).wrapping_add(0x0080_0000)
+    });
+    if carry & 0x8000_0000 != 0 {
+        return Err(FoldError::NonFinite);
     }
     for ((p, s), a) in params.iter_mut().zip(snapshot).zip(acc) {
-        *p += *a - received_weight * *s;
+        *p = f(*p, *s, *a);
     }
+    Ok(())
 }
 
 /// Push-sum mix of one chunk: the new replica is the mass-weighted average
 /// `(kept·s + acc) / (kept + received)`, applied as a correction like [`mix_chunk`].
 /// `kept` is the mass the node kept, `received` the mass folded into this chunk.
-pub fn mix_chunk_normalised(params: &mut [f32], snapshot: &[f32], acc: &[f32], kept: f32, received: f32) {
+pub fn mix_chunk_normalised(
+    params: &mut [f32],
+    snapshot: &[f32],
+    acc: &[f32],
+    kept: f32,
+    received: f32,
+) -> Result<(), FoldError> {
     if received == 0.0 {
-        return;
+        return Ok(());
     }
     let total = kept + received;
-    for ((p, s), a) in params.iter_mut().zip(snapshot).zip(acc) {
-        *p += (kept * *s + *a) / total - *s;
-    }
+    commit_if_finite(params, snapshot, acc, |p, s, a| p + ((kept * s + a) / total - s))
 }
 
 /// Writes `values` as little-endian bytes into `out` (which must be 4× as long; extra
@@ -197,11 +220,17 @@ mod tests {
         let mut params = [10.0f32, 20.0];
         let snapshot = [8.0f32, 20.0];
         let acc = [0.5 * 4.0, 0.5 * 6.0];
-        mix_chunk(&mut params, &snapshot, &acc, 0.5);
+        mix_chunk(&mut params, &snapshot, &acc, 0.5).unwrap();
         // x_new = x + (0.5*s + acc) - s: local progress (10 - 8) is kept.
         assert_eq!(params, [10.0 + 0.5 * 4.0 - 4.0, 20.0 + 3.0 - 10.0]);
         // Without weight the accumulator is garbage and must not be read.
-        mix_chunk(&mut params, &snapshot, &[f32::NAN; 2], 0.0);
+        mix_chunk(&mut params, &snapshot, &[f32::NAN; 2], 0.0).unwrap();
+        assert_eq!(params, [8.0, 13.0]);
+        // A result that overflows leaves the chunk alone.
+        assert_eq!(
+            mix_chunk(&mut params, &[-f32::MAX; 2], &[f32::MAX; 2], 1.0),
+            Err(FoldError::NonFinite)
+        );
         assert_eq!(params, [8.0, 13.0]);
     }
 

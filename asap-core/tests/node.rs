@@ -444,23 +444,39 @@ fn frames_not_for_this_node_are_refused_and_counted() {
 
 #[test]
 fn weights_from_in_neighbours_never_exceed_one() {
-    let mut mb = mem();
-    let mut b = node(B, &mut mb);
-    let heavy = |chunk| Kind::Update {
-        chunk,
-        chunks: CHUNKS,
-        weight: 0.75,
-        encoding: Encoding::F32Le,
-    };
-    b.handle_frame(T0, &frame(A, B, 0, heavy(0), &chunk_values(0, 1.0)))
-        .unwrap();
-    // The sender abandons round 0 and sends round 1 (after it declared b down, say):
-    // chunk 0 would now carry 1.5 of weight.
+    // Two in-neighbours that (misconfigured) each claim 3/4 of b's mix.
+    let c = NodeId(2);
+    let peers = [PeerSpec::both(A, 0.25), PeerSpec::both(c, 0.25)];
+    let config = Config { wait: Wait::None, ..config(B) };
+    let mut mb = Mem::new(&config, 2);
+    let mut b = Node::<4>::new(config, &peers, mb.buffers(), T0).unwrap();
+    let heavy = |chunk| Kind::Update { chunk, chunks: CHUNKS, weight: 0.75, encoding: Encoding::F32Le };
+    b.handle_frame(T0, &frame(A, B, 0, heavy(0), &chunk_values(0, 1.0))).unwrap();
     assert_eq!(
-        b.handle_frame(T0, &frame(A, B, 1, heavy(0), &chunk_values(0, 1.0))),
-        Err(FrameError::Violation(A, Violation::WeightOverflow))
+        b.handle_frame(T0, &frame(c, B, 0, heavy(0), &chunk_values(0, 1.0))),
+        Err(FrameError::Violation(c, Violation::WeightOverflow))
     );
+}
+
+#[test]
+fn an_abandoned_partial_update_is_never_counted_twice() {
+    let mut mb = mem();
+    let config = Config { wait: Wait::None, ..config(B) };
+    let mut b = Node::<4>::new(config, &peers_of(B), mb.buffers(), T0).unwrap();
+    b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 4.0))).unwrap();
+    // a gave up on round 0 (it declared b down, say) and sends round 1: chunk 0 of round
+    // 0 is already folded, so round 1 waits until that is mixed.
+    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0))).unwrap();
     assert_eq!(b.stats().updates_abandoned, 1);
+    assert_eq!(b.stats().chunks_folded, 1);
+    let mut pb = vec![0.0f32; MODEL];
+    b.start_round(T0, &pb).unwrap();
+    b.finish_round(T0, &mut pb).unwrap();
+    assert!(pb[..117].iter().all(|&x| x == 2.0), "a's old chunk, once: 1/2·0 + 1/2·4");
+    assert!(pb[117..].iter().all(|&x| x == 0.0));
+    // Now round 1 is accepted.
+    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0))).unwrap();
+    assert_eq!(b.stats().chunks_folded, 2);
 }
 
 #[test]
@@ -513,15 +529,78 @@ fn restarted_peer_is_accepted_from_round_zero() {
 
     b.handle_frame(T0, &frame(A, B, 0, hello(2), &[])).unwrap();
     assert!(events(&mut b).contains(&Event::PeerRestarted(A)));
+    // The new incarnation starts again at round 0, behind b (at round 1): its update is
+    // acknowledged and dropped, so it can move on and catch up.
     b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 1.0)))
         .unwrap();
-    assert_eq!(b.stats().chunks_folded, 4, "the new incarnation's round 0 is new");
+    assert_eq!(b.stats().chunks_folded, 3);
+    assert_eq!(b.stats().late, 1);
+    b.handle_frame(T0, &frame(A, B, 0, Kind::Notify { chunks: CHUNKS }, &[]))
+        .unwrap();
+    let acks = drain(&mut b, T0)
+        .into_iter()
+        .filter(|f| f.0.kind == Kind::Ack && f.0.round == 0)
+        .count();
+    assert_eq!(acks, 1);
+}
+
+#[test]
+fn hello_replies_coalesce() {
+    let mut mb = mem();
+    let mut b = node(B, &mut mb);
+    let hello = |incarnation| Kind::Hello {
+        incarnation,
+        model_len: 300,
+        chunk_len: 117,
+        reply: false,
+    };
+    b.handle_frame(T0, &frame(A, B, 0, hello(1), &[])).unwrap();
+    b.handle_frame(T0, &frame(A, B, 0, hello(2), &[])).unwrap();
     // b owes a Hello of its own and two replies: they coalesce into one frame.
     let hellos = drain(&mut b, T0)
         .into_iter()
         .filter(|f| matches!(f.0.kind, Kind::Hello { .. }))
         .count();
     assert_eq!(hellos, 1);
+}
+
+#[test]
+fn a_node_behind_its_in_neighbours_catches_up() {
+    let mut mb = mem();
+    let mut b = node(B, &mut mb);
+    let mut pb = vec![2.0f32; MODEL];
+    b.start_round(T0, &pb).unwrap();
+    assert!(!b.is_ready());
+    // a is at round 5 (b missed its rounds, say in a partition): its update is early.
+    b.handle_frame(T0, &frame(A, B, 5, update(0), &chunk_values(0, 6.0)))
+        .unwrap();
+    b.handle_frame(T0, &frame(A, B, 5, Kind::Notify { chunks: CHUNKS }, &[]))
+        .unwrap();
+    assert_eq!(b.stats().early, 2);
+    assert_eq!(b.stats().chunks_folded, 0, "nothing of a future round is mixed now");
+    assert!(b.is_ready(), "b finishes at once to catch up");
+    b.finish_round(T0, &mut pb).unwrap();
+    assert!(
+        pb.iter().all(|&x| x == 2.0),
+        "nothing arrived for round 0: the replica is kept"
+    );
+    assert_eq!(b.round(), 5, "jumped to a's round");
+    assert_eq!(b.stats().rounds_skipped, 4);
+    // The early NOTIFY is answered now: everything of round 5 is missing.
+    let out = drain(&mut b, T0);
+    assert!(out
+        .iter()
+        .any(|f| f.0.kind == Kind::Missing { base: 0, mask: 0b111 } && f.0.round == 5));
+    // a, past round 0, acknowledges b's late round-0 update; then resends round 5.
+    b.handle_frame(T0, &frame(A, B, 0, Kind::Ack, &[])).unwrap();
+    b.start_round(T0, &pb).unwrap();
+    for c in 0..CHUNKS {
+        b.handle_frame(T0, &frame(A, B, 5, update(c), &chunk_values(c, 6.0)))
+            .unwrap();
+    }
+    assert!(b.is_ready());
+    b.finish_round(T0, &mut pb).unwrap();
+    assert!(pb.iter().all(|&x| x == 4.0));
 }
 
 #[test]

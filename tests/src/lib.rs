@@ -5,6 +5,8 @@
 //! harness does not allocate once built (frames live in a pre-allocated pool), so the
 //! zero-allocation test can run on it.
 
+pub mod sim;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 

@@ -1,0 +1,812 @@
+//! The deterministic network simulator: many real `asap-core` nodes, one virtual clock,
+//! one event queue, injected faults, invariants checked as it runs.
+//!
+//! Everything derives from one `u64` seed (the scenario's random choices and every link's
+//! coin flips); no wall clock, no threads. A failing run reports
+//! `reproduce with ASAP_SIM_SEED=<seed>`.
+//!
+//! Events are frame deliveries, node timers and the end of a node's local compute; time
+//! jumps from one to the next. Only the node an event concerns is serviced, so a
+//! thousand nodes cost what their traffic costs.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+
+use asap_core::topology::{Family, Topology, TopologySpec};
+use asap_core::{Config, Duration, Event, Instant, Node, NodeId, Wait};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{random_vectors, NodeMemory};
+
+/// Peer-table capacity of simulated nodes.
+pub const SIM_PEERS: usize = 32;
+
+/// What one simulated link does to frames. Every link is alike.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Network {
+    /// Fixed one-way latency.
+    pub latency: Duration,
+    /// Extra uniform latency in `0..jitter` (reorders frames).
+    pub jitter: Duration,
+    /// Probability a frame is lost.
+    pub loss: f64,
+    /// Probability a frame is delivered twice.
+    pub duplicate: f64,
+    /// Sender link rate in bytes per second (`None`: infinite). Frames from one node
+    /// queue behind each other.
+    pub bandwidth: Option<u64>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            latency: Duration::from_micros(200),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            bandwidth: None,
+        }
+    }
+}
+
+/// Frames between `side` and the other nodes are dropped during `[start, end)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Partition {
+    /// When it starts.
+    pub start: Instant,
+    /// When it heals.
+    pub end: Instant,
+    /// One side (the rest is the other).
+    pub side: Vec<u32>,
+}
+
+/// Node `node` loses its state at `at` and restarts `down_for` later as a new
+/// incarnation, with its initial replica.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Crash {
+    /// The node.
+    pub node: u32,
+    /// When it crashes.
+    pub at: Instant,
+    /// How long it stays down.
+    pub down_for: Duration,
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: u32,
+    /// Graph family.
+    pub family: Family,
+    /// Degree (families that take one).
+    pub degree: Option<u32>,
+    /// Model values per node.
+    pub model_len: usize,
+    /// Rounds every node must finish.
+    pub rounds: u32,
+    /// Wait policy.
+    pub wait: Wait,
+    /// Largest frame.
+    pub max_frame: usize,
+    /// The links.
+    pub network: Network,
+    /// Local compute time per round.
+    pub compute: Duration,
+    /// Nodes whose compute is this many times slower.
+    pub stragglers: Vec<(u32, f64)>,
+    /// Network partitions.
+    pub partitions: Vec<Partition>,
+    /// Crashes with restart.
+    pub crashes: Vec<Crash>,
+    /// Give up past this much virtual time.
+    pub time_limit: Duration,
+}
+
+impl Scenario {
+    /// A fault-free scenario.
+    pub fn new(seed: u64, nodes: u32, family: Family) -> Self {
+        Scenario {
+            seed,
+            nodes,
+            family,
+            degree: None,
+            model_len: 64,
+            rounds: 50,
+            wait: Wait::All,
+            max_frame: 512,
+            network: Network::default(),
+            compute: Duration::from_millis(1),
+            stragglers: Vec::new(),
+            partitions: Vec::new(),
+            crashes: Vec::new(),
+            time_limit: Duration::from_secs(3_600),
+        }
+    }
+
+    /// A scenario whose every option is drawn from `seed`: the fault mixes the seeded
+    /// test suite and soak runs sweep.
+    pub fn random(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let families = [
+            Family::Ring,
+            Family::Exponential,
+            Family::OnePeerExponential,
+            Family::Expander,
+            Family::Hypercube,
+        ];
+        let family = families[rng.random_range(0..families.len())];
+        let nodes = match family {
+            Family::Hypercube | Family::OnePeerExponential => 1 << rng.random_range(1..6),
+            Family::Expander => 2 * rng.random_range(3..16),
+            _ => rng.random_range(2..33),
+        };
+        let mut s = Scenario::new(seed, nodes, family);
+        s.model_len = rng.random_range(1..400);
+        s.max_frame = [512, 1_400, 9_000][rng.random_range(0..3)];
+        s.rounds = rng.random_range(5..40);
+        s.network = Network {
+            latency: Duration::from_micros(rng.random_range(50..2_000)),
+            jitter: Duration::from_micros(if rng.random_bool(0.5) {
+                rng.random_range(0..3_000)
+            } else {
+                0
+            }),
+            loss: if rng.random_bool(0.7) {
+                rng.random_range(0.0..0.3)
+            } else {
+                0.0
+            },
+            duplicate: if rng.random_bool(0.3) {
+                rng.random_range(0.0..0.2)
+            } else {
+                0.0
+            },
+            bandwidth: rng.random_bool(0.3).then(|| rng.random_range(1_000_000..1_000_000_000)),
+        };
+        s.compute = Duration::from_micros(rng.random_range(0..5_000));
+        if rng.random_bool(0.3) {
+            s.stragglers
+                .push((rng.random_range(0..nodes), rng.random_range(2.0..10.0)));
+        }
+        if rng.random_bool(0.2) && nodes > 2 {
+            let start = Instant::from_millis(rng.random_range(0..200));
+            let side = (0..nodes).filter(|_| rng.random_bool(0.5)).collect();
+            s.partitions.push(Partition {
+                start,
+                end: start + Duration::from_millis(rng.random_range(10..3_000)),
+                side,
+            });
+        }
+        if rng.random_bool(0.15) {
+            let at = Instant::from_millis(rng.random_range(0..300));
+            s.crashes.push(Crash {
+                node: rng.random_range(0..nodes),
+                at,
+                down_for: Duration::from_millis(rng.random_range(1..4_000)),
+            });
+        }
+        s
+    }
+
+    /// Whether the exact average can be expected: no crash lost a replica's mass. (A
+    /// peer declared down during a long partition costs exactness too; the simulator
+    /// checks that at run time.)
+    pub fn conserves_mean(&self) -> bool {
+        self.crashes.is_empty()
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            self.family,
+            self.nodes,
+            self.model_len,
+            self.rounds,
+            self.max_frame,
+            self.network,
+            self.compute,
+            self.stragglers,
+            self.partitions,
+            self.crashes
+        )
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Largest distance of any replica from the target after each round every node
+    /// finished (index 0: before the first round).
+    pub error_per_round: Vec<f64>,
+    /// Virtual time at which every node had finished each round.
+    pub time_per_round: Vec<Duration>,
+    /// Bytes each node sent, on average.
+    pub bytes_per_node: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Frames the network dropped.
+    pub dropped: u64,
+    /// Times a node declared a peer down (each one may cost exactness: see
+    /// [`Scenario::conserves_mean`]).
+    pub peers_down: u64,
+    /// Rounds every node finished.
+    pub rounds: u32,
+    /// Virtual time at the end.
+    pub time: Duration,
+}
+
+/// A broken invariant: what, when, and how to replay it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    /// The seed to replay.
+    pub seed: u64,
+    /// Virtual time.
+    pub at: Instant,
+    /// What broke.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at {} (reproduce with ASAP_SIM_SEED={})",
+            self.what, self.at, self.seed
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum What {
+    /// Deliver pool slot.
+    Deliver(usize),
+    /// A node's timer (stale when the node's deadline moved).
+    Timer(u32),
+    /// A node's local compute ended.
+    Computed(u32),
+    /// A crashed node comes back.
+    Restart(u32),
+    /// A node crashes.
+    Crash(u32),
+}
+
+/// Per-edge record for the NOTIFY-ACK invariant.
+#[derive(Clone, Copy, Debug, Default)]
+struct EdgeLog {
+    /// Last update round seen leaving the sender on this edge.
+    sent: Option<u32>,
+    /// The receiver acknowledged `sent` (an ACK for it reached the sender).
+    acked: bool,
+}
+
+struct SimNode {
+    node: Option<Node<'static, SIM_PEERS>>,
+    params: Vec<f32>,
+    rounds_done: u32,
+    computing_until: Option<Instant>,
+    /// The deadline the queue holds a timer event for.
+    timer: Option<Instant>,
+    link_free_at: Instant,
+    incarnation: u32,
+    bytes_sent: u64,
+    /// Peers this node declared down since its last update to them.
+    down: Vec<bool>,
+}
+
+/// The simulator.
+pub struct Sim {
+    scenario: Scenario,
+    topology: Topology,
+    nodes: Vec<SimNode>,
+    initial: Vec<Vec<f32>>,
+    target: Vec<f64>,
+    rng: ChaCha8Rng,
+    now: Instant,
+    queue: BinaryHeap<Reverse<(Instant, u64, What)>>,
+    seq: u64,
+    pool: Vec<(u32, usize, Vec<u8>)>,
+    free: Vec<usize>,
+    buf: Vec<u8>,
+    edges: Vec<EdgeLog>,
+    report: Report,
+}
+
+impl Sim {
+    /// Builds the cluster of a scenario.
+    pub fn new(scenario: Scenario) -> Result<Sim, String> {
+        let n = scenario.nodes;
+        let mut scratch = vec![0.0; 3 * n as usize];
+        let spec = TopologySpec {
+            degree: scenario.degree,
+            seed: scenario.seed,
+            ..TopologySpec::new(scenario.family, n)
+        };
+        let topology = Topology::new(spec, &mut scratch).map_err(|e| format!("topology: {e}"))?;
+        let initial = random_vectors(n as usize, scenario.model_len, scenario.seed);
+        let target = crate::Cluster::mean(&initial);
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x51_3a_7e),
+            topology,
+            nodes: Vec::new(),
+            target,
+            now: Instant::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            pool: Vec::new(),
+            free: Vec::new(),
+            buf: vec![0; scenario.max_frame],
+            edges: vec![EdgeLog::default(); (n * n) as usize],
+            report: Report::default(),
+            initial,
+            scenario,
+        };
+        for i in 0..n {
+            let node = sim.build_node(i, 0)?;
+            sim.nodes.push(SimNode {
+                node: Some(node),
+                params: sim.initial[i as usize].clone(),
+                rounds_done: 0,
+                computing_until: None,
+                timer: None,
+                link_free_at: Instant::ZERO,
+                incarnation: 0,
+                bytes_sent: 0,
+                down: vec![false; n as usize],
+            });
+            sim.begin_compute(i);
+        }
+        for c in sim.scenario.crashes.clone() {
+            sim.push(c.at, What::Crash(c.node));
+        }
+        sim.report.error_per_round.push(sim.error());
+        Ok(sim)
+    }
+
+    fn config(&self, i: u32, incarnation: u32) -> Config {
+        Config {
+            incarnation,
+            max_frame: self.scenario.max_frame,
+            wait: self.scenario.wait,
+            ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
+        }
+    }
+
+    fn build_node(&self, i: u32, incarnation: u32) -> Result<Node<'static, SIM_PEERS>, String> {
+        let config = self.config(i, incarnation);
+        let peers = self.topology.peers_of(i).count();
+        let layout = config.layout(peers).map_err(|e| e.to_string())?;
+        let memory: &'static mut NodeMemory = Box::leak(Box::new(NodeMemory::new(&layout)));
+        Node::with_topology(config, &self.topology, memory.buffers(), self.now).map_err(|e| e.to_string())
+    }
+
+    fn push(&mut self, at: Instant, what: What) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, what)));
+    }
+
+    fn begin_compute(&mut self, i: u32) {
+        let factor = self.scenario.stragglers.iter().find(|s| s.0 == i).map_or(1.0, |s| s.1);
+        let t = (self.scenario.compute.total_micros() as f64 * factor) as u64;
+        let until = self.now + Duration::from_micros(t);
+        self.nodes[i as usize].computing_until = Some(until);
+        self.push(until, What::Computed(i));
+    }
+
+    /// Runs the scenario to the end. `Err` on the first broken invariant.
+    pub fn run(&mut self) -> Result<Report, Violation> {
+        let deadline = Instant::ZERO + self.scenario.time_limit;
+        for i in 0..self.scenario.nodes {
+            self.service(i)?;
+        }
+        while let Some(Reverse((at, _, what))) = self.queue.pop() {
+            if at > deadline {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.report.events += 1;
+            match what {
+                What::Deliver(slot) => {
+                    let (to, len, ref bytes) = self.pool[slot];
+                    let from = asap_core::wire::peek(&bytes[..len]).map(|(h, _)| h.from.0).ok();
+                    if let Some(node) = self.nodes[to as usize].node.as_mut() {
+                        let _ = node.handle_frame(self.now, &bytes[..len]);
+                    }
+                    if let Some(from) = from {
+                        self.observe_delivery(slot, u32::from(from), to);
+                    }
+                    self.free.push(slot);
+                    self.service(to)?;
+                }
+                What::Timer(i) => {
+                    let node = &mut self.nodes[i as usize];
+                    if node.timer != Some(at) {
+                        continue; // superseded
+                    }
+                    node.timer = None;
+                    if let Some(n) = node.node.as_mut() {
+                        n.handle_timeout(self.now);
+                    }
+                    self.service(i)?;
+                }
+                What::Computed(i) => {
+                    if self.nodes[i as usize].computing_until == Some(at) {
+                        self.nodes[i as usize].computing_until = None;
+                        self.service(i)?;
+                    }
+                }
+                What::Crash(i) => {
+                    let down_for = self
+                        .scenario
+                        .crashes
+                        .iter()
+                        .find(|c| c.node == i && c.at == at)
+                        .map(|c| c.down_for);
+                    let node = &mut self.nodes[i as usize];
+                    node.node = None;
+                    node.timer = None;
+                    node.computing_until = None;
+                    self.push(self.now + down_for.unwrap_or(Duration::ZERO), What::Restart(i));
+                }
+                What::Restart(i) => {
+                    let incarnation = self.nodes[i as usize].incarnation + 1;
+                    let fresh = self.build_node(i, incarnation).map_err(|e| self.violation(e))?;
+                    let node = &mut self.nodes[i as usize];
+                    node.node = Some(fresh);
+                    node.incarnation = incarnation;
+                    node.params = self.initial[i as usize].clone();
+                    node.rounds_done = 0;
+                    self.begin_compute(i);
+                    self.service(i)?;
+                }
+            }
+            if self.done() {
+                break;
+            }
+        }
+        self.report.time = self.now - Instant::ZERO;
+        self.report.rounds = self.min_rounds();
+        let n = f64::from(self.scenario.nodes);
+        self.report.bytes_per_node = self.nodes.iter().map(|s| s.bytes_sent as f64).sum::<f64>() / n;
+        if self.report.rounds < self.scenario.rounds {
+            return Err(self.violation(format!(
+                "liveness: only {} of {} rounds done by {}",
+                self.report.rounds, self.scenario.rounds, self.now
+            )));
+        }
+        // Consensus: the replicas agree (with the exact average too, when nothing cost
+        // exactness), once the gap says enough rounds ran after the faults healed.
+        if self.expected_error_bound() < 1e-5 && self.healed_rounds() >= self.scenario.rounds / 2 {
+            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+            let err = if exact { self.error() } else { self.spread() };
+            if err > 1e-4 {
+                let what = if exact {
+                    "distance to the average"
+                } else {
+                    "spread between replicas"
+                };
+                return Err(self.violation(format!("consensus: {what} {err:e} after {} rounds", self.report.rounds)));
+            }
+        }
+        Ok(self.report.clone())
+    }
+
+    fn done(&self) -> bool {
+        self.min_rounds() >= self.scenario.rounds
+    }
+
+    fn min_rounds(&self) -> u32 {
+        self.nodes.iter().map(|s| s.rounds_done).min().unwrap_or(0)
+    }
+
+    /// The consensus error the gap predicts after the scenario's rounds (from an initial
+    /// spread of 2).
+    fn expected_error_bound(&self) -> f64 {
+        let rho = 1.0 - self.topology.spectral_gap();
+        2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(self.scenario.rounds as i32)
+    }
+
+    fn violation(&self, what: String) -> Violation {
+        Violation {
+            seed: self.scenario.seed,
+            at: self.now,
+            what,
+        }
+    }
+
+    /// Lets node `i` act: application step, frames out, events, timer.
+    fn service(&mut self, i: u32) -> Result<(), Violation> {
+        let idx = i as usize;
+        let s = &mut self.nodes[idx];
+        let Some(node) = s.node.as_mut() else { return Ok(()) };
+        let mut finished = false;
+        if node.is_started() {
+            if node.is_ready() {
+                node.finish_round(self.now, &mut s.params).map_err(|e| Violation {
+                    seed: self.scenario.seed,
+                    at: self.now,
+                    what: format!("node {i}: ready round does not finish: {e}"),
+                })?;
+                s.rounds_done += 1;
+                finished = true;
+            }
+        } else if s.computing_until.is_none() && node.can_start_round().is_ok() {
+            // Nodes keep going until the slowest is done, as training does: one that
+            // stopped early would starve its neighbours.
+            node.start_round(self.now, &s.params).map_err(|e| Violation {
+                seed: self.scenario.seed,
+                at: self.now,
+                what: format!("node {i}: start refused: {e}"),
+            })?;
+        }
+        if finished {
+            if s.params.iter().any(|x| !x.is_finite()) {
+                return Err(self.violation(format!("node {i}: non-finite replica")));
+            }
+            self.begin_compute(i);
+            self.on_round_finished()?;
+        }
+        self.flush(i)?;
+        let s = &mut self.nodes[idx];
+        let node = s.node.as_mut().expect("checked above");
+        while let Some(event) = node.poll_event() {
+            if let Event::PeerDown(p) = event {
+                s.down[usize::from(p.0)] = true;
+                self.report.peers_down += 1;
+            }
+        }
+        let node = self.nodes[idx].node.as_ref().expect("checked above");
+        let deadline = node.poll_timeout();
+        if deadline.is_some() && deadline != self.nodes[idx].timer {
+            let at = deadline.expect("some").max(self.now);
+            self.nodes[idx].timer = Some(at);
+            self.push(at, What::Timer(i));
+        }
+        Ok(())
+    }
+
+    /// When the slowest node finished a round: record the error, check the mean.
+    fn on_round_finished(&mut self) -> Result<(), Violation> {
+        let min = self.min_rounds() as usize;
+        while self.report.error_per_round.len() <= min {
+            self.report.error_per_round.push(self.error());
+            self.report.time_per_round.push(self.now - Instant::ZERO);
+            // Quiescent: every node finished the same rounds and none is mid-round.
+            let quiet = self
+                .nodes
+                .iter()
+                .all(|s| s.rounds_done as usize == min && s.node.as_ref().is_some_and(|n| !n.is_started()));
+            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+            if quiet && exact && self.scenario.wait == Wait::All {
+                let drift = self.mean_drift();
+                if drift > 1e-4 {
+                    return Err(self.violation(format!("mean not conserved: drift {drift:e} after round {min}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mean_drift(&self) -> f64 {
+        let n = self.nodes.len() as f64;
+        (0..self.scenario.model_len)
+            .map(|k| {
+                let mean: f64 = self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n;
+                (mean - self.target[k]).abs()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Rounds every node finished after the last fault healed.
+    fn healed_rounds(&self) -> u32 {
+        let healed = self
+            .scenario
+            .partitions
+            .iter()
+            .map(|p| p.end)
+            .chain(self.scenario.crashes.iter().map(|c| c.at + c.down_for))
+            .max()
+            .unwrap_or(Instant::ZERO);
+        let at = self
+            .report
+            .time_per_round
+            .iter()
+            .position(|t| Instant::ZERO + *t >= healed);
+        at.map_or(0, |r| self.min_rounds().saturating_sub(r as u32))
+    }
+
+    /// Largest distance of any replica from the replicas' own mean.
+    fn spread(&self) -> f64 {
+        let n = self.nodes.len() as f64;
+        (0..self.scenario.model_len)
+            .map(|k| {
+                let mean = self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n;
+                self.nodes
+                    .iter()
+                    .map(|s| (f64::from(s.params[k]) - mean).abs())
+                    .fold(0.0, f64::max)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    fn error(&self) -> f64 {
+        self.nodes
+            .iter()
+            .flat_map(|s| {
+                s.params
+                    .iter()
+                    .zip(&self.target)
+                    .map(|(x, t)| (f64::from(*x) - t).abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    fn partitioned(&self, a: u32, b: u32) -> bool {
+        self.scenario
+            .partitions
+            .iter()
+            .any(|p| self.now >= p.start && self.now < p.end && (p.side.contains(&a) != p.side.contains(&b)))
+    }
+
+    /// Moves node `i`'s frames onto the network; checks NOTIFY-ACK on the way out.
+    fn flush(&mut self, i: u32) -> Result<(), Violation> {
+        loop {
+            let idx = i as usize;
+            let Some(node) = self.nodes[idx].node.as_mut() else {
+                return Ok(());
+            };
+            let Some(t) = node
+                .poll_transmit(self.now, &mut self.buf)
+                .expect("buffer holds max_frame")
+            else {
+                return Ok(());
+            };
+            self.check_send(i, u32::from(t.to.0), t.len)?;
+            let s = &mut self.nodes[idx];
+            s.bytes_sent += t.len as u64;
+            let net = self.scenario.network;
+            let sent_at = match net.bandwidth {
+                Some(rate) => {
+                    let start = s.link_free_at.max(self.now);
+                    let done = start + Duration::from_micros((t.len as u64 * 1_000_000).div_ceil(rate));
+                    s.link_free_at = done;
+                    done
+                }
+                None => self.now,
+            };
+            let to = u32::from(t.to.0);
+            if self.rng.random_bool(net.loss) || self.partitioned(i, to) || to >= self.scenario.nodes {
+                self.report.dropped += 1;
+                continue;
+            }
+            let copies = if self.rng.random_bool(net.duplicate) { 2 } else { 1 };
+            for _ in 0..copies {
+                let jitter = match net.jitter.total_micros() {
+                    0 => 0,
+                    j => self.rng.random_range(0..j),
+                };
+                let at = sent_at + net.latency + Duration::from_micros(jitter);
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.pool.push((0, 0, Vec::new()));
+                    self.pool.len() - 1
+                });
+                let entry = &mut self.pool[slot];
+                entry.0 = to;
+                entry.1 = t.len;
+                entry.2.clear();
+                entry.2.extend_from_slice(&self.buf[..t.len]);
+                self.push(at, What::Deliver(slot));
+            }
+        }
+    }
+
+    /// NOTIFY-ACK, checked from outside: a sender starts a new update on an edge only
+    /// after the previous one was acknowledged to it, or it declared the receiver down.
+    fn check_send(&mut self, from: u32, to: u32, len: usize) -> Result<(), Violation> {
+        let Ok((frame, _)) = asap_core::wire::decode(&self.buf[..len]) else {
+            return Err(self.violation(format!("node {from} sent a frame that does not decode")));
+        };
+        let asap_core::wire::Kind::Update { .. } = frame.header.kind else {
+            return Ok(());
+        };
+        let round = frame.header.round;
+        let n = self.scenario.nodes;
+        let e = &mut self.edges[(from * n + to) as usize];
+        match e.sent {
+            Some(prev) if round > prev => {
+                let down = std::mem::take(&mut self.nodes[from as usize].down[to as usize]);
+                if !e.acked && !down {
+                    let what = format!("edge {from}->{to}: update {round} sent before update {prev} was acknowledged");
+                    return Err(self.violation(what));
+                }
+                *e = EdgeLog {
+                    sent: Some(round),
+                    acked: false,
+                };
+            }
+            Some(prev) if round < prev && self.nodes[from as usize].incarnation == 0 => {
+                return Err(self.violation(format!("edge {from}->{to}: round went back from {prev} to {round}")));
+            }
+            Some(_) => {}
+            None => {
+                *e = EdgeLog {
+                    sent: Some(round),
+                    acked: false,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records ACKs reaching senders (for [`Sim::check_send`]); restarts reset edges.
+    fn observe_delivery(&mut self, slot: usize, from: u32, to: u32) {
+        let (_, len, ref bytes) = self.pool[slot];
+        let Ok((frame, _)) = asap_core::wire::decode(&bytes[..len]) else {
+            return;
+        };
+        let n = self.scenario.nodes;
+        match frame.header.kind {
+            // `from` (the receiver of the update) acknowledges to `to` (its sender).
+            asap_core::wire::Kind::Ack => {
+                let e = &mut self.edges[(to * n + from) as usize];
+                if e.sent == Some(frame.header.round) {
+                    e.acked = true;
+                }
+            }
+            asap_core::wire::Kind::Hello { .. } => {
+                // A restarted sender starts its rounds again; a restarted receiver has
+                // forgotten what it owed: both ends of the edge start afresh.
+                if self.nodes[from as usize].incarnation > 0 {
+                    self.edges[(from * n + to) as usize] = EdgeLog::default();
+                    self.edges[(to * n + from) as usize] = EdgeLog::default();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Sim {
+    /// A snapshot of every node's state, for diagnosing a stuck run.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.nodes.iter().enumerate() {
+            let Some(n) = s.node.as_ref() else {
+                out.push_str(&format!("node {i}: crashed\n"));
+                continue;
+            };
+            out.push_str(&format!(
+                "node {i}: done {} round {} started {} ready {} can_start {:?} computing {:?} timer {:?}\n",
+                s.rounds_done,
+                n.round(),
+                n.is_started(),
+                n.is_ready(),
+                n.can_start_round(),
+                s.computing_until,
+                n.poll_timeout()
+            ));
+            for p in n.peer_ids() {
+                out.push_str(&format!("    {:?}: {:?}\n", p, n.peer(p)));
+            }
+        }
+        out
+    }
+}
+
+/// Runs one scenario; `Err` carries the violation with its replay seed.
+pub fn run(scenario: Scenario) -> Result<Report, Violation> {
+    let seed = scenario.seed;
+    let mut sim = Sim::new(scenario).map_err(|what| Violation {
+        seed,
+        at: Instant::ZERO,
+        what,
+    })?;
+    sim.run()
+}
