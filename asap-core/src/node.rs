@@ -517,9 +517,11 @@ impl<'a, const P: usize> Node<'a, P> {
         // of each in-neighbour is the one to wait for.
         let exact = self.exact_rounds().then_some(self.round);
         let arrived = |p: &Peer| {
-            p.inn
-                .incoming
-                .is_some_and(|inc| inc.finished(chunks) && exact.is_none_or(|r| inc.round == r))
+            p.inn.incoming.is_some_and(|inc| inc.finished(chunks) && exact.is_none_or(|r| inc.round == r))
+                // An in-neighbour that already started a later round will never send
+                // this one's update: it was delivered (then it is here) or abandoned
+                // while we were down for it. Waiting for it could wait forever.
+                || exact.is_some_and(|r| p.rounds_started > r.saturating_add(1))
         };
         let mut waiting = (0..self.peers.len())
             .filter(|&i| self.receives_from(i, self.round))
@@ -660,12 +662,6 @@ impl<'a, const P: usize> Node<'a, P> {
                 // The ACK (or the deferral) answers any progress request for this round.
                 p.missing_due = p.missing_due.filter(|&r| r != inc.round);
                 updates += 1;
-            }
-            if let Some((acked, at)) = p.deferred_ack {
-                if at <= round {
-                    p.ack_due = Some(acked);
-                    p.deferred_ack = None;
-                }
             }
         }
         if let Some(share) = self.push_sum_self_share() {
@@ -862,6 +858,26 @@ impl<'a, const P: usize> Node<'a, P> {
             || self.schedule.as_ref().is_some_and(Topology::is_time_varying)
     }
 
+    /// An in-neighbour of this round that already started a later one, without its
+    /// update for this round here, passed us: this node fell behind (a partition, a
+    /// restart) and catches up to it, so rounds line up again.
+    fn note_progress(&mut self) {
+        if !self.exact_rounds() {
+            return;
+        }
+        let (round, chunks) = (self.round, self.chunks);
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            let here = p
+                .inn
+                .incoming
+                .is_some_and(|inc| inc.round == round && inc.finished(chunks));
+            if p.live() && !here && p.rounds_started > round.saturating_add(1) && self.receives_from(i, round) {
+                self.catch_up = self.catch_up.max(p.rounds_started - 1);
+            }
+        }
+    }
+
     /// The round `start_round` would start: the current one, or the one to catch up to.
     fn next_round(&self) -> u32 {
         if self.exact_rounds() && self.catch_up > self.round {
@@ -911,6 +927,12 @@ impl<'a, const P: usize> Node<'a, P> {
                     self.stats.late += 1;
                 }
             }
+            // An ACK deferred to the end of a round now passed (finished, or skipped
+            // when catching up) is due.
+            if let Some((acked, _)) = p.deferred_ack.filter(|&(_, at)| at < round) {
+                p.ack_due = Some(acked);
+                p.deferred_ack = None;
+            }
             match p.early_notify {
                 Some(r) if r == round => {
                     p.early_notify = None;
@@ -954,6 +976,7 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// Emits the edge-triggered progress events.
     fn check_progress(&mut self, _now: Instant) {
+        self.note_progress();
         if self.started && !self.ready_reported && self.is_ready() {
             self.ready_reported = true;
             self.push_event(Event::RoundReady { round: self.round });

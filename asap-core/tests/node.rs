@@ -447,11 +447,20 @@ fn weights_from_in_neighbours_never_exceed_one() {
     // Two in-neighbours that (misconfigured) each claim 3/4 of b's mix.
     let c = NodeId(2);
     let peers = [PeerSpec::both(A, 0.25), PeerSpec::both(c, 0.25)];
-    let config = Config { wait: Wait::None, ..config(B) };
+    let config = Config {
+        wait: Wait::None,
+        ..config(B)
+    };
     let mut mb = Mem::new(&config, 2);
     let mut b = Node::<4>::new(config, &peers, mb.buffers(), T0).unwrap();
-    let heavy = |chunk| Kind::Update { chunk, chunks: CHUNKS, weight: 0.75, encoding: Encoding::F32Le };
-    b.handle_frame(T0, &frame(A, B, 0, heavy(0), &chunk_values(0, 1.0))).unwrap();
+    let heavy = |chunk| Kind::Update {
+        chunk,
+        chunks: CHUNKS,
+        weight: 0.75,
+        encoding: Encoding::F32Le,
+    };
+    b.handle_frame(T0, &frame(A, B, 0, heavy(0), &chunk_values(0, 1.0)))
+        .unwrap();
     assert_eq!(
         b.handle_frame(T0, &frame(c, B, 0, heavy(0), &chunk_values(0, 1.0))),
         Err(FrameError::Violation(c, Violation::WeightOverflow))
@@ -461,21 +470,30 @@ fn weights_from_in_neighbours_never_exceed_one() {
 #[test]
 fn an_abandoned_partial_update_is_never_counted_twice() {
     let mut mb = mem();
-    let config = Config { wait: Wait::None, ..config(B) };
+    let config = Config {
+        wait: Wait::None,
+        ..config(B)
+    };
     let mut b = Node::<4>::new(config, &peers_of(B), mb.buffers(), T0).unwrap();
-    b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 4.0))).unwrap();
+    b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 4.0)))
+        .unwrap();
     // a gave up on round 0 (it declared b down, say) and sends round 1: chunk 0 of round
     // 0 is already folded, so round 1 waits until that is mixed.
-    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0))).unwrap();
+    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0)))
+        .unwrap();
     assert_eq!(b.stats().updates_abandoned, 1);
     assert_eq!(b.stats().chunks_folded, 1);
     let mut pb = vec![0.0f32; MODEL];
     b.start_round(T0, &pb).unwrap();
     b.finish_round(T0, &mut pb).unwrap();
-    assert!(pb[..117].iter().all(|&x| x == 2.0), "a's old chunk, once: 1/2·0 + 1/2·4");
+    assert!(
+        pb[..117].iter().all(|&x| x == 2.0),
+        "a's old chunk, once: 1/2·0 + 1/2·4"
+    );
     assert!(pb[117..].iter().all(|&x| x == 0.0));
     // Now round 1 is accepted.
-    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0))).unwrap();
+    b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0)))
+        .unwrap();
     assert_eq!(b.stats().chunks_folded, 2);
 }
 

@@ -475,7 +475,7 @@ impl Sim {
         self.report.rounds = self.min_rounds();
         let n = f64::from(self.scenario.nodes);
         self.report.bytes_per_node = self.nodes.iter().map(|s| s.bytes_sent as f64).sum::<f64>() / n;
-        if self.report.rounds < self.scenario.rounds {
+        if !self.done() {
             return Err(self.violation(format!(
                 "liveness: only {} of {} rounds done by {}",
                 self.report.rounds, self.scenario.rounds, self.now
@@ -483,7 +483,12 @@ impl Sim {
         }
         // Consensus: the replicas agree (with the exact average too, when nothing cost
         // exactness), once the gap says enough rounds ran after the faults healed.
-        if self.expected_error_bound() < 1e-5 && self.healed_rounds() >= self.scenario.rounds / 2 {
+        let clean_rounds = if self.has_faults() {
+            self.healed_rounds()
+        } else {
+            self.report.rounds
+        };
+        if self.expected_error_bound(clean_rounds) < 1e-5 {
             let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
             let err = if exact { self.error() } else { self.spread() };
             if err > 1e-4 {
@@ -498,19 +503,28 @@ impl Sim {
         Ok(self.report.clone())
     }
 
+    /// Every node did the scenario's rounds and, when faults were injected, enough
+    /// rounds after the last one healed to settle (ten periods, plus ten).
     fn done(&self) -> bool {
-        self.min_rounds() >= self.scenario.rounds
+        self.min_rounds() >= self.scenario.rounds && (!self.has_faults() || self.healed_rounds() >= self.settle())
+    }
+
+    fn has_faults(&self) -> bool {
+        !self.scenario.partitions.is_empty() || !self.scenario.crashes.is_empty()
+    }
+
+    fn settle(&self) -> u32 {
+        10 * self.topology.period() + 10
     }
 
     fn min_rounds(&self) -> u32 {
         self.nodes.iter().map(|s| s.rounds_done).min().unwrap_or(0)
     }
 
-    /// The consensus error the gap predicts after the scenario's rounds (from an initial
-    /// spread of 2).
-    fn expected_error_bound(&self) -> f64 {
+    /// The consensus error the gap predicts after `rounds` (from an initial spread of 2).
+    fn expected_error_bound(&self, rounds: u32) -> f64 {
         let rho = 1.0 - self.topology.spectral_gap();
-        2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(self.scenario.rounds as i32)
+        2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(rounds as i32)
     }
 
     fn violation(&self, what: String) -> Violation {
@@ -564,8 +578,8 @@ impl Sim {
         }
         let node = self.nodes[idx].node.as_ref().expect("checked above");
         let deadline = node.poll_timeout();
-        if deadline.is_some() && deadline != self.nodes[idx].timer {
-            let at = deadline.expect("some").max(self.now);
+        if let Some(deadline) = deadline.filter(|d| Some(*d) != self.nodes[idx].timer) {
+            let at = deadline.max(self.now);
             self.nodes[idx].timer = Some(at);
             self.push(at, What::Timer(i));
         }
@@ -760,13 +774,11 @@ impl Sim {
                     e.acked = true;
                 }
             }
-            asap_core::wire::Kind::Hello { .. } => {
-                // A restarted sender starts its rounds again; a restarted receiver has
-                // forgotten what it owed: both ends of the edge start afresh.
-                if self.nodes[from as usize].incarnation > 0 {
-                    self.edges[(from * n + to) as usize] = EdgeLog::default();
-                    self.edges[(to * n + from) as usize] = EdgeLog::default();
-                }
+            // A restarted sender starts its rounds again; a restarted receiver has
+            // forgotten what it owed: both ends of the edge start afresh.
+            asap_core::wire::Kind::Hello { .. } if self.nodes[from as usize].incarnation > 0 => {
+                self.edges[(from * n + to) as usize] = EdgeLog::default();
+                self.edges[(to * n + from) as usize] = EdgeLog::default();
             }
             _ => {}
         }
@@ -794,6 +806,9 @@ impl Sim {
             ));
             for p in n.peer_ids() {
                 out.push_str(&format!("    {:?}: {:?}\n", p, n.peer(p)));
+            }
+            if std::env::var("ASAP_SIM_DUMP_FULL").is_ok() {
+                out.push_str(&format!("{n:#?}\n"));
             }
         }
         out
