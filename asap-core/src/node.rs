@@ -159,6 +159,8 @@ struct Peer {
     deferred_ack: Option<(u32, u32)>,
     /// A NOTIFY that came before this node reached its round, answered when it does.
     early_notify: Option<u32>,
+    /// The last round whose update this node began sending to the peer.
+    sent_round: Option<u32>,
     missing_due: Option<u32>,
 }
 
@@ -370,6 +372,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 ack_due: None,
                 deferred_ack: None,
                 early_notify: None,
+                sent_round: None,
                 missing_due: None,
             };
             // Cannot fail: the length was checked against P above.
@@ -581,6 +584,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             if sends && p.live() && p.out.is_idle() {
                 p.out.begin(self.round);
+                p.sent_round = Some(self.round);
             }
             p.barrier_due |= barrier;
         }
@@ -641,10 +645,13 @@ impl<'a, const P: usize> Node<'a, P> {
             let next_turn = self.next_turn(i, self.round);
             let (round, chunks) = (self.round, self.chunks);
             let p = &mut self.peers[i];
-            if let Some(inc) = p.inn.incoming.filter(|inc| inc.superseded && !inc.finished(chunks)) {
+            if p.inn
+                .incoming
+                .is_some_and(|inc| inc.superseded && !inc.finished(chunks))
+            {
                 // Its folded chunks were mixed just now; the sender's newer update is
-                // welcome from here on.
-                p.inn.consumed = Some(p.inn.consumed.map_or(inc.round, |c| c.max(inc.round)));
+                // welcome from here on. (Its round says nothing about what the sender
+                // sends next: it may be a new incarnation counting from 0.)
                 p.inn.incoming = None;
             }
             if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
@@ -1312,13 +1319,25 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// A peer came back (or restarted) during a round that sends to it: send it this
     /// round's update after all, or it would wait for one that never comes.
+    /// Between rounds the snapshot still holds the last round's replica, so a peer
+    /// that missed that round's update (it was down when the round started) gets it
+    /// too: it may be waiting for exactly that update.
     fn resume_sending(&mut self, i: usize) {
-        if self.started && self.send_weight(i, self.round).is_some() {
-            let p = &mut self.peers[i];
-            if p.live() && p.out.is_idle() {
-                p.out.begin(self.round);
-                self.sending = Some(self.round);
-            }
+        let round = if self.started {
+            self.round
+        } else if self.sending.is_some() || self.stats.rounds > 0 {
+            self.round.wrapping_sub(1)
+        } else {
+            return;
+        };
+        if self.send_weight(i, round).is_none() {
+            return;
+        }
+        let p = &mut self.peers[i];
+        if p.live() && p.out.is_idle() && p.sent_round != Some(round) {
+            p.out.begin(round);
+            p.sent_round = Some(round);
+            self.sending = Some(round);
         }
     }
 
@@ -1373,11 +1392,12 @@ impl<'a, const P: usize> Node<'a, P> {
         }
         match place {
             Place::Consumed => {
-                // Our ACK was lost: repeat it (only for the last round consumed). While
-                // the ACK is deferred, say that everything arrived.
+                // Our ACK was lost: repeat it. While the ACK is deferred, say that
+                // everything arrived. (A round below the last consumed one was passed
+                // over: acknowledging it lets the sender move on, whatever it was.)
                 if p.deferred_ack.is_some_and(|(r, _)| r == round) {
                     p.missing_due = Some(round);
-                } else if p.inn.consumed == Some(round) {
+                } else {
                     p.ack_due = Some(round);
                 }
                 self.stats.duplicates += 1;
