@@ -248,6 +248,8 @@ pub struct Node<'a, const P: usize> {
     mass: f64,
     /// The mass when the snapshot was taken (what this round's shares are cut from).
     snapshot_mass: f64,
+    /// The round the snapshot was taken for.
+    snapshot_round: Option<u32>,
     /// The highest round an in-neighbour's update announced (exact-round modes): a node
     /// behind it finishes at once and jumps ahead to it.
     catch_up: u32,
@@ -394,6 +396,7 @@ impl<'a, const P: usize> Node<'a, P> {
             schedule,
             mass: 1.0,
             snapshot_mass: 1.0,
+            snapshot_round: None,
             catch_up: 0,
             layout,
             chunks: layout.chunks as u32,
@@ -525,6 +528,9 @@ impl<'a, const P: usize> Node<'a, P> {
                 // this one's update: it was delivered (then it is here) or abandoned
                 // while we were down for it. Waiting for it could wait forever.
                 || exact.is_some_and(|r| p.rounds_started > r.saturating_add(1))
+                // An update its sender gave up on is mixed as far as it arrived; the
+                // sender's next one is taken after this finish.
+                || p.inn.incoming.is_some_and(|inc| inc.superseded)
         };
         let mut waiting = (0..self.peers.len())
             .filter(|&i| self.receives_from(i, self.round))
@@ -589,6 +595,7 @@ impl<'a, const P: usize> Node<'a, P> {
             p.barrier_due |= barrier;
         }
         self.snapshot_mass = self.mass;
+        self.snapshot_round = Some(self.round);
         self.started = true;
         self.sending = Some(self.round);
         self.check_progress(now);
@@ -883,6 +890,11 @@ impl<'a, const P: usize> Node<'a, P> {
                 self.catch_up = self.catch_up.max(p.rounds_started - 1);
             }
         }
+        // Between rounds, move at once: what this node owes for the rounds it skips
+        // (deferred ACKs) may be what others wait for.
+        if !self.started && self.catch_up > self.round {
+            self.advance_to(self.catch_up);
+        }
     }
 
     /// The round `start_round` would start: the current one, or the one to catch up to.
@@ -1134,7 +1146,10 @@ impl<'a, const P: usize> Node<'a, P> {
             Kind::Ack => {
                 match p.out.on_ack(h.round) {
                     AckOutcome::Stale => self.stats.stale += 1,
-                    AckOutcome::Acked | AckOutcome::Progress => {}
+                    // An edge skipped this round because it was busy (asynchronous
+                    // modes) gets the round's update now.
+                    AckOutcome::Acked => self.resume_sending(i),
+                    AckOutcome::Progress => {}
                 }
                 Ok(())
             }
@@ -1323,12 +1338,11 @@ impl<'a, const P: usize> Node<'a, P> {
     /// that missed that round's update (it was down when the round started) gets it
     /// too: it may be waiting for exactly that update.
     fn resume_sending(&mut self, i: usize) {
-        let round = if self.started {
-            self.round
-        } else if self.sending.is_some() || self.stats.rounds > 0 {
-            self.round.wrapping_sub(1)
-        } else {
-            return;
+        let round = match self.snapshot_round {
+            Some(r) if self.started => r,
+            // Between rounds, only the round just finished (not one skipped over).
+            Some(r) if r.wrapping_add(1) == self.round => r,
+            _ => return,
         };
         if self.send_weight(i, round).is_none() {
             return;

@@ -356,6 +356,14 @@ impl Topology {
             Some(rho) => 1.0 - rho,
             None => 1.0 - t.measured_contraction(scratch),
         };
+        // A random regular graph on few nodes can come out disconnected: draw again
+        // from seeds derived from the user's (the same on every node).
+        let mut attempt = 0u64;
+        while t.family == Family::Expander && (t.gap.is_nan() || t.gap < spec.min_gap) && attempt < 64 {
+            attempt += 1;
+            t.seed = mix(spec.seed ^ attempt);
+            t.gap = 1.0 - t.measured_contraction(scratch);
+        }
         if t.gap.is_nan() || t.gap < spec.min_gap {
             return Err(TopologyError::GapTooSmall {
                 gap: t.gap,

@@ -473,6 +473,14 @@ impl Sim {
                     node.incarnation = incarnation;
                     node.params = self.initial[i as usize].clone();
                     node.rounds_done = 0;
+                    // Both directions of its edges start afresh: it forgot what it owed,
+                    // and its peers drop what they had in flight to it once its Hello
+                    // arrives.
+                    let n = self.scenario.nodes;
+                    for j in 0..n {
+                        self.edges[(i * n + j) as usize] = EdgeLog::default();
+                        self.edges[(j * n + i) as usize] = EdgeLog::default();
+                    }
                     self.begin_compute(i);
                     self.service(i)?;
                 }
