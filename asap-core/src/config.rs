@@ -60,7 +60,9 @@ pub struct Config {
     pub cluster: u32,
     /// This node.
     pub id: NodeId,
-    /// Changes on every (re)start so peers can tell a restart from a delayed frame.
+    /// Must grow with every (re)start of this node (a boot counter, or seconds since an
+    /// epoch): peers tell a restart (a newer incarnation) from frames of its previous
+    /// life still in flight (older ones, dropped). Default 0.
     pub incarnation: u32,
     /// Number of model values (`f32`).
     pub model_len: usize,

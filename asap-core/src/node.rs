@@ -1011,11 +1011,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// The most urgent control frame owed to peer `i`, with its round.
     fn take_control(&mut self, i: usize) -> Option<(Kind, u32)> {
         let started_rounds = self.round + u32::from(self.started);
-        let (incarnation, model_len, chunk_len) = (
-            self.config.incarnation,
-            self.layout.model_len as u32,
-            self.config.chunk_len() as u32,
-        );
+        let (model_len, chunk_len) = (self.layout.model_len as u32, self.config.chunk_len() as u32);
         let chunks = self.chunks;
         let p = &mut self.peers[i];
         if p.left {
@@ -1027,7 +1023,6 @@ impl<'a, const P: usize> Node<'a, P> {
             p.hello_reply_due = false;
             return Some((
                 Kind::Hello {
-                    incarnation,
                     model_len,
                     chunk_len,
                     reply,
@@ -1064,6 +1059,7 @@ impl<'a, const P: usize> Node<'a, P> {
             integrity: config.integrity(),
             cluster: config.cluster,
             from: config.id,
+            incarnation: config.incarnation,
             to,
             round,
             kind,
@@ -1108,14 +1104,24 @@ impl<'a, const P: usize> Node<'a, P> {
             .iter()
             .position(|p| p.spec.id == h.from)
             .ok_or(FrameError::UnknownPeer(h.from))?;
+        match self.peers[i].incarnation {
+            // A frame of the peer's previous life, still in flight: nothing to do with
+            // the peer as it is now.
+            Some(known) if h.incarnation < known => {
+                self.stats.stale += 1;
+                return Ok(());
+            }
+            Some(known) if h.incarnation > known => self.peer_restarted(i, h.incarnation),
+            Some(_) => {}
+            None => self.peers[i].incarnation = Some(h.incarnation),
+        }
         if let Kind::Hello {
-            incarnation,
             model_len,
             chunk_len,
             reply,
         } = h.kind
         {
-            self.handle_hello(i, incarnation, model_len, chunk_len, reply)?;
+            self.handle_hello(i, model_len, chunk_len, reply)?;
         } else if self.peers[i].incompatible {
             return Err(FrameError::Incompatible(h.from));
         }
@@ -1174,14 +1180,7 @@ impl<'a, const P: usize> Node<'a, P> {
         }
     }
 
-    fn handle_hello(
-        &mut self,
-        i: usize,
-        incarnation: u32,
-        model_len: u32,
-        chunk_len: u32,
-        reply: bool,
-    ) -> Result<(), FrameError> {
+    fn handle_hello(&mut self, i: usize, model_len: u32, chunk_len: u32, reply: bool) -> Result<(), FrameError> {
         let ours = (self.layout.model_len as u32, self.config.chunk_len() as u32);
         let p = &mut self.peers[i];
         let id = p.spec.id;
@@ -1196,33 +1195,35 @@ impl<'a, const P: usize> Node<'a, P> {
         p.incompatible = false;
         p.hello_heard = true;
         p.hello_reply_due |= !reply;
-        if p.incarnation.is_some_and(|known| known != incarnation) {
-            // The peer lost its state: forget what we consumed from it, so its rounds
-            // (which start again) are accepted. Chunks of an update of its old life
-            // already folded are mixed first (see `supersede`).
-            let partial = p
-                .inn
-                .incoming
-                .filter(|inc| inc.received > 0 && !inc.finished(self.chunks));
-            p.inn = InEdge::default();
-            if let Some(inc) = partial {
-                p.inn.incoming = Some(flow::Incoming {
-                    superseded: true,
-                    ..inc
-                });
-            }
-            p.rounds_started = 0;
-            p.deferred_ack = None;
-            p.early_notify = None;
-            p.ack_due = None;
-            p.missing_due = None;
-            // What we had in flight to it is gone with its state.
-            p.out.abandon();
-            self.push_event(Event::PeerRestarted(id));
-            self.resume_sending(i);
-        }
-        self.peers[i].incarnation = Some(incarnation);
         Ok(())
+    }
+
+    /// The peer restarted (a frame of a newer incarnation): it lost its state, so what
+    /// this node consumed from it, owed it or had in flight to it is forgotten, and its
+    /// rounds (which start again) are accepted. Chunks of an update of its old life
+    /// already folded are mixed first (see `supersede`).
+    fn peer_restarted(&mut self, i: usize, incarnation: u32) {
+        let chunks = self.chunks;
+        let p = &mut self.peers[i];
+        let id = p.spec.id;
+        p.incarnation = Some(incarnation);
+        let partial = p.inn.incoming.filter(|inc| inc.received > 0 && !inc.finished(chunks));
+        p.inn = InEdge::default();
+        if let Some(inc) = partial {
+            p.inn.incoming = Some(flow::Incoming {
+                superseded: true,
+                ..inc
+            });
+        }
+        p.rounds_started = 0;
+        p.deferred_ack = None;
+        p.early_notify = None;
+        p.ack_due = None;
+        p.missing_due = None;
+        p.sent_round = None;
+        p.out.abandon();
+        self.push_event(Event::PeerRestarted(id));
+        self.resume_sending(i);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! +---------------------------+-----------------------------+-----------------+
-//! | Header (postcard, <= 43B) | payload (payload_len bytes) | trailer (CRC32) |
+//! | Header (postcard, <= 42B) | payload (payload_len bytes) | trailer (CRC32) |
 //! +---------------------------+-----------------------------+-----------------+
 //! ```
 //!
@@ -34,10 +34,10 @@ pub const MIN_FRAME_LEN: usize = 512;
 pub const MAX_FRAME_LEN: usize = 65_536;
 
 /// Upper bound of an encoded [`Header`] of any kind (every varint at its widest).
-pub const MAX_HEADER_LEN: usize = 43;
+pub const MAX_HEADER_LEN: usize = 42;
 
 /// Upper bound of an encoded header of an [`Kind::Update`] frame.
-pub const MAX_UPDATE_HEADER_LEN: usize = 37;
+pub const MAX_UPDATE_HEADER_LEN: usize = 42;
 
 /// Length of the CRC-32 trailer.
 pub const CRC_LEN: usize = 4;
@@ -83,10 +83,8 @@ pub enum Encoding {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Kind {
     /// Join handshake: the sender's parameters. Sent at start and answered (with
-    /// `reply = true`); a new `incarnation` tells the receiver the sender restarted.
+    /// `reply = true`).
     Hello {
-        /// Changes every time the sender starts afresh.
-        incarnation: u32,
         /// Number of model values.
         model_len: u32,
         /// Values per update chunk; every member must agree.
@@ -140,6 +138,9 @@ pub struct Header {
     pub cluster: u32,
     /// Sender.
     pub from: NodeId,
+    /// The sender's incarnation: it grows with every restart, so a receiver tells a
+    /// restarted peer (newer) from frames of its previous life still in flight (older).
+    pub incarnation: u32,
     /// Receiver.
     pub to: NodeId,
     /// Round the frame refers to.
@@ -324,6 +325,7 @@ mod tests {
             integrity: Integrity::Crc32,
             cluster: 7,
             from: NodeId(1),
+            incarnation: 0,
             to: NodeId(2),
             round: 3,
             kind,
@@ -335,6 +337,7 @@ mod tests {
         Header {
             cluster: u32::MAX,
             from: NodeId(u16::MAX),
+            incarnation: u32::MAX,
             to: NodeId(u16::MAX),
             round: u32::MAX,
             payload_len: u16::MAX,
@@ -343,23 +346,24 @@ mod tests {
     }
 
     /// Fixture: an ACK from node 1 to node 2 in cluster 7, round 3.
-    static ACK_BYTES: [u8; 13] = [
+    static ACK_BYTES: [u8; 14] = [
         0x01, // version
         0x00, // integrity: Crc32
         0x07, // cluster
         0x01, // from
+        0x00, // incarnation
         0x02, // to
         0x03, // round
         0x03, // kind: Ack (variant 3)
         0x00, // payload_len
-        0xee, 0xe3, 0x8f, 0x0a, // CRC-32 of the 8 bytes above (zlib.crc32), little-endian
+        0xd7, 0xc8, 0xeb, 0x7c, // CRC-32 of the 9 bytes above (zlib.crc32), little-endian
         0xee, // trailing byte that is not part of the frame
     ];
 
     #[test]
     fn deconstruct_ack_fixture() {
         let (frame, used) = decode(&ACK_BYTES).unwrap();
-        assert_eq!(used, 12);
+        assert_eq!(used, 13);
         assert_eq!(frame.header, header(Kind::Ack));
         assert!(frame.payload.is_empty());
     }
@@ -368,7 +372,7 @@ mod tests {
     fn construct_ack_fixture() {
         let mut buf = [0xa5u8; 64];
         let len = encode(header(Kind::Ack), &[], &mut buf).unwrap();
-        assert_eq!(&buf[..len], &ACK_BYTES[..12]);
+        assert_eq!(&buf[..len], &ACK_BYTES[..13]);
         assert!(buf[len..].iter().all(|&b| b == 0xa5), "wrote past the frame");
     }
 
@@ -397,7 +401,6 @@ mod tests {
         let mut buf = [0u8; 128];
         let kinds = [
             Kind::Hello {
-                incarnation: u32::MAX,
                 model_len: u32::MAX,
                 chunk_len: u32::MAX,
                 reply: true,
@@ -449,15 +452,15 @@ mod tests {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Truncated);
         assert_eq!(decode(&[2, 0]).unwrap_err(), DecodeError::UnsupportedVersion(2));
         assert_eq!(decode(&ACK_BYTES[..5]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode(&ACK_BYTES[..11]).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(decode(&ACK_BYTES[..12]).unwrap_err(), DecodeError::Truncated);
         let mut flipped = ACK_BYTES;
         flipped[5] ^= 0x10;
         assert_eq!(decode(&flipped).unwrap_err(), DecodeError::BadChecksum);
         let mut bad_kind = ACK_BYTES;
-        bad_kind[6] = 0x55;
+        bad_kind[7] = 0x55;
         assert_eq!(decode(&bad_kind).unwrap_err(), DecodeError::Malformed);
         let mut ack_with_payload = ACK_BYTES;
-        ack_with_payload[7] = 4;
+        ack_with_payload[8] = 4;
         assert_eq!(decode(&ack_with_payload).unwrap_err(), DecodeError::PayloadLength);
     }
 

@@ -6,16 +6,11 @@ use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
-            |(incarnation, model_len, chunk_len, reply)| {
-                Kind::Hello {
-                    incarnation,
-                    model_len,
-                    chunk_len,
-                    reply,
-                }
-            }
-        ),
+        (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(model_len, chunk_len, reply)| Kind::Hello {
+            model_len,
+            chunk_len,
+            reply
+        }),
         (any::<u32>(), any::<u32>(), any::<f32>()).prop_map(|(chunk, chunks, weight)| {
             Kind::Update {
                 chunk,
@@ -34,18 +29,25 @@ fn kind() -> impl Strategy<Value = Kind> {
 }
 
 fn header() -> impl Strategy<Value = Header> {
-    (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>(), kind()).prop_map(|(cluster, from, to, round, kind)| {
-        Header {
+    (
+        any::<u32>(),
+        any::<u16>(),
+        any::<u32>(),
+        any::<u16>(),
+        any::<u32>(),
+        kind(),
+    )
+        .prop_map(|(cluster, from, incarnation, to, round, kind)| Header {
             version: wire::VERSION,
             integrity: Integrity::Crc32,
             cluster,
             from: NodeId(from),
+            incarnation,
             to: NodeId(to),
             round,
             kind,
             payload_len: 0,
-        }
-    })
+        })
 }
 
 /// A header and a payload that fits its kind (values only for updates).
@@ -131,6 +133,7 @@ fn largest_frame_fits_max_frame_len() {
         integrity: Integrity::Crc32,
         cluster: u32::MAX,
         from: NodeId(u16::MAX),
+        incarnation: u32::MAX,
         to: NodeId(u16::MAX),
         round: u32::MAX,
         kind: Kind::Update {

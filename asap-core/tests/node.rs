@@ -2,7 +2,7 @@
 //!
 //! Fixture: node 0 ("a") and node 1 ("b") are each other's only neighbour with weight
 //! 1/2; frames are at most 512 bytes, so a 300-value model travels as 3 chunks
-//! (117 + 117 + 66 values).
+//! (116 + 116 + 68 values).
 
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
 use asap_core::{
@@ -117,6 +117,7 @@ fn frame(from: NodeId, to: NodeId, round: u32, kind: Kind, values: &[f32]) -> Ve
         integrity: Integrity::Crc32,
         cluster: 9,
         from,
+        incarnation: 0,
         to,
         round,
         kind,
@@ -129,7 +130,7 @@ fn frame(from: NodeId, to: NodeId, round: u32, kind: Kind, values: &[f32]) -> Ve
 }
 
 fn chunk_values(c: u32, v: f32) -> Vec<f32> {
-    vec![v; if c == 2 { 66 } else { 117 }]
+    vec![v; if c == 2 { 68 } else { 116 }]
 }
 
 #[test]
@@ -142,7 +143,7 @@ fn update_goes_out_as_chunks_then_notify_then_nothing_until_ack() {
         [Kind::Hello {
             reply: false,
             model_len: 300,
-            chunk_len: 117,
+            chunk_len: 116,
             ..
         }]
     ));
@@ -354,15 +355,14 @@ fn non_finite_update_is_rejected_and_never_reaches_the_replica() {
     b.finish_round(T0, &mut pb).unwrap();
     assert!(pb.iter().all(|x| x.is_finite()));
     // Chunk 0 (finite, folded before the bad one) mixed; chunks 1 and 2 kept the replica.
-    assert!(pb[..117].iter().all(|&x| x == 2.0));
-    assert!(pb[117..].iter().all(|&x| x == 3.0));
+    assert!(pb[..116].iter().all(|&x| x == 2.0));
+    assert!(pb[116..].iter().all(|&x| x == 3.0));
     assert_eq!(
         kinds(&drain(&mut b, T0))[..2],
         [
             Kind::Hello {
-                incarnation: 0,
                 model_len: 300,
-                chunk_len: 117,
+                chunk_len: 116,
                 reply: false
             },
             Kind::Ack
@@ -487,10 +487,10 @@ fn an_abandoned_partial_update_is_never_counted_twice() {
     b.start_round(T0, &pb).unwrap();
     b.finish_round(T0, &mut pb).unwrap();
     assert!(
-        pb[..117].iter().all(|&x| x == 2.0),
+        pb[..116].iter().all(|&x| x == 2.0),
         "a's old chunk, once: 1/2·0 + 1/2·4"
     );
-    assert!(pb[117..].iter().all(|&x| x == 0.0));
+    assert!(pb[116..].iter().all(|&x| x == 0.0));
     // Now round 1 is accepted.
     b.handle_frame(T0, &frame(A, B, 1, update(0), &chunk_values(0, 8.0)))
         .unwrap();
@@ -523,57 +523,73 @@ fn silent_peer_goes_down_is_not_waited_for_and_comes_back() {
     assert!(a.peer(B).unwrap().up);
 }
 
+/// A frame from `from` of incarnation `incarnation`.
+fn frame_of(incarnation: u32, from: NodeId, to: NodeId, round: u32, kind: Kind, values: &[f32]) -> Vec<u8> {
+    let mut bytes = frame(from, to, round, kind, values);
+    let (mut frame, _) = wire::decode(&bytes).map(|(f, n)| (f.header, n)).unwrap();
+    frame.incarnation = incarnation;
+    let mut buf = vec![0u8; 512];
+    let len = wire::encode(frame, values, &mut buf).unwrap();
+    bytes.clear();
+    bytes.extend_from_slice(&buf[..len]);
+    bytes
+}
+
 #[test]
 fn restarted_peer_is_accepted_from_round_zero() {
     let mut mb = mem();
     let mut b = node(B, &mut mb);
-    let hello = |incarnation| Kind::Hello {
-        incarnation,
+    let hello = Kind::Hello {
         model_len: 300,
-        chunk_len: 117,
+        chunk_len: 116,
         reply: false,
     };
-    b.handle_frame(T0, &frame(A, B, 0, hello(1), &[])).unwrap();
+    b.handle_frame(T0, &frame_of(1, A, B, 0, hello, &[])).unwrap();
     for c in 0..CHUNKS {
-        b.handle_frame(T0, &frame(A, B, 0, update(c), &chunk_values(c, 1.0)))
+        b.handle_frame(T0, &frame_of(1, A, B, 0, update(c), &chunk_values(c, 1.0)))
             .unwrap();
     }
     let mut pb = vec![0.0f32; MODEL];
     b.start_round(T0, &pb).unwrap();
     b.finish_round(T0, &mut pb).unwrap();
-    b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 1.0)))
+    b.handle_frame(T0, &frame_of(1, A, B, 0, update(0), &chunk_values(0, 1.0)))
         .unwrap();
     assert_eq!(b.stats().chunks_folded, 3, "round 0 already consumed");
 
-    b.handle_frame(T0, &frame(A, B, 0, hello(2), &[])).unwrap();
+    // Any frame of a newer incarnation says a restarted, even before its Hello.
+    b.handle_frame(T0, &frame_of(2, A, B, 0, update(0), &chunk_values(0, 1.0)))
+        .unwrap();
     assert!(events(&mut b).contains(&Event::PeerRestarted(A)));
     // The new incarnation starts again at round 0, behind b (at round 1): its update is
     // acknowledged and dropped, so it can move on and catch up.
-    b.handle_frame(T0, &frame(A, B, 0, update(0), &chunk_values(0, 1.0)))
-        .unwrap();
     assert_eq!(b.stats().chunks_folded, 3);
     assert_eq!(b.stats().late, 1);
-    b.handle_frame(T0, &frame(A, B, 0, Kind::Notify { chunks: CHUNKS }, &[]))
+    b.handle_frame(T0, &frame_of(2, A, B, 0, Kind::Notify { chunks: CHUNKS }, &[]))
         .unwrap();
     let acks = drain(&mut b, T0)
         .into_iter()
         .filter(|f| f.0.kind == Kind::Ack && f.0.round == 0)
         .count();
     assert_eq!(acks, 1);
+    // Frames of the old incarnation still in flight change nothing.
+    let stale = b.stats().stale;
+    b.handle_frame(T0, &frame_of(1, A, B, 1, Kind::Notify { chunks: CHUNKS }, &[]))
+        .unwrap();
+    assert_eq!(b.stats().stale, stale + 1);
+    assert!(drain(&mut b, T0).iter().all(|f| f.0.kind != Kind::Ack));
 }
 
 #[test]
 fn hello_replies_coalesce() {
     let mut mb = mem();
     let mut b = node(B, &mut mb);
-    let hello = |incarnation| Kind::Hello {
-        incarnation,
+    let hello = Kind::Hello {
         model_len: 300,
-        chunk_len: 117,
+        chunk_len: 116,
         reply: false,
     };
-    b.handle_frame(T0, &frame(A, B, 0, hello(1), &[])).unwrap();
-    b.handle_frame(T0, &frame(A, B, 0, hello(2), &[])).unwrap();
+    b.handle_frame(T0, &frame(A, B, 0, hello, &[])).unwrap();
+    b.handle_frame(T0, &frame(A, B, 0, hello, &[])).unwrap();
     // b owes a Hello of its own and two replies: they coalesce into one frame.
     let hellos = drain(&mut b, T0)
         .into_iter()
@@ -626,9 +642,8 @@ fn incompatible_layout_is_refused() {
     let mut mb = mem();
     let mut b = node(B, &mut mb);
     let hello = Kind::Hello {
-        incarnation: 0,
         model_len: 301,
-        chunk_len: 117,
+        chunk_len: 116,
         reply: false,
     };
     assert_eq!(

@@ -37,6 +37,7 @@ fn update_header(chunk: u32, chunks: u32) -> Header {
         integrity: Integrity::Crc32,
         cluster: 7,
         from: NodeId(1),
+        incarnation: 0,
         to: NodeId(2),
         round: 1000,
         kind: Kind::Update {

@@ -20,6 +20,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{random_vectors, NodeMemory};
 
+/// Time a run goes on after its last fault healed, beyond the settle rounds: peers
+/// must hear from each other again (heartbeats every 100 ms) before rounds mean much.
+const SETTLE_TIME: Duration = Duration::from_millis(500);
+
 /// Peer-table capacity of simulated nodes.
 pub const SIM_PEERS: usize = 32;
 
@@ -532,7 +536,18 @@ impl Sim {
     /// Every node did the scenario's rounds and, when faults were injected, enough
     /// rounds after the last one healed to settle (ten periods, plus ten).
     fn done(&self) -> bool {
-        self.min_rounds() >= self.scenario.rounds && (!self.has_faults() || self.healed_rounds() >= self.settle())
+        self.min_rounds() >= self.scenario.rounds
+            && (!self.has_faults()
+                || (self.healed_rounds() >= self.settle() && self.now >= self.healed_at() + SETTLE_TIME))
+    }
+
+    /// When the last fault healed.
+    fn healed_at(&self) -> Instant {
+        let partitions = self.scenario.partitions.iter().map(|p| p.end);
+        partitions
+            .chain(self.scenario.crashes.iter().map(|c| c.at + c.down_for))
+            .max()
+            .unwrap_or(Instant::ZERO)
     }
 
     fn has_faults(&self) -> bool {
@@ -646,14 +661,7 @@ impl Sim {
 
     /// Rounds every node finished after the last fault healed.
     fn healed_rounds(&self) -> u32 {
-        let healed = self
-            .scenario
-            .partitions
-            .iter()
-            .map(|p| p.end)
-            .chain(self.scenario.crashes.iter().map(|c| c.at + c.down_for))
-            .max()
-            .unwrap_or(Instant::ZERO);
+        let healed = self.healed_at();
         let at = self
             .report
             .time_per_round
