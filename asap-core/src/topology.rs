@@ -659,20 +659,28 @@ impl Topology {
         }
     }
 
-    /// Power iteration over the implicit operator: the asymptotic per-round contraction
-    /// of the consensus error (`|λ2|`), per round of a period for time-varying graphs.
-    /// Uses `scratch[..3n]`. Push-sum graphs are iterated with their mass vector.
-    pub fn measured_contraction(&self, scratch: &mut [f64]) -> f64 {
+    /// Splits `scratch` into a seeded random start `x` (values in [-0.5, 0.5)), a
+    /// buffer for the next iterate, and a unit push-sum mass.
+    fn seeded_start<'s>(&self, scratch: &'s mut [f64], salt: u64) -> (&'s mut [f64], &'s mut [f64], &'s mut [f64]) {
         let n = self.n as usize;
         let (x, rest) = scratch.split_at_mut(n);
         let (next, rest) = rest.split_at_mut(n);
         let mass = &mut rest[..n];
-        let mut state = self.seed ^ 0x2545_f491_4f6c_dd1d;
+        let mut state = self.seed ^ salt;
         for v in x.iter_mut() {
             state = mix(state.wrapping_add(1));
             *v = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
         }
         mass.fill(1.0);
+        (x, next, mass)
+    }
+
+    /// Power iteration over the implicit operator: the asymptotic per-round contraction
+    /// of the consensus error (`|λ2|`), per round of a period for time-varying graphs.
+    /// Uses `scratch[..3n]`. Push-sum graphs are iterated with their mass vector.
+    pub fn measured_contraction(&self, scratch: &mut [f64]) -> f64 {
+        let n = self.n as usize;
+        let (x, next, mass) = self.seeded_start(scratch, 0x2545_f491_4f6c_dd1d);
         let period = self.period();
         let mut rate = 1.0;
         let mut last = f64::NAN;
@@ -749,15 +757,7 @@ impl Topology {
     /// Uses `scratch[..3n]`.
     pub fn measured_rounds(&self, factor: f64, limit: u32, scratch: &mut [f64]) -> Option<u32> {
         let n = self.n as usize;
-        let (x, rest) = scratch.split_at_mut(n);
-        let (next, rest) = rest.split_at_mut(n);
-        let mass = &mut rest[..n];
-        let mut state = self.seed ^ 0x9e37_79b9;
-        for v in x.iter_mut() {
-            state = mix(state.wrapping_add(1));
-            *v = (state >> 11) as f64 / (1u64 << 53) as f64;
-        }
-        mass.fill(1.0);
+        let (x, next, mass) = self.seeded_start(scratch, 0x9e37_79b9);
         let mean = x.iter().sum::<f64>() / n as f64;
         let spread = |x: &[f64], m: &[f64]| x.iter().zip(m).map(|(v, w)| (v / w - mean).abs()).fold(0.0, f64::max);
         let start = spread(x, mass);
