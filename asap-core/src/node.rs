@@ -161,6 +161,8 @@ struct Peer {
     early_notify: Option<u32>,
     /// The last round whose update this node began sending to the peer.
     sent_round: Option<u32>,
+    /// This node is leaving: say so.
+    leave_due: bool,
     missing_due: Option<u32>,
 }
 
@@ -375,6 +377,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 deferred_ack: None,
                 early_notify: None,
                 sent_round: None,
+                leave_due: false,
                 missing_due: None,
             };
             // Cannot fail: the length was checked against P above.
@@ -560,6 +563,15 @@ impl<'a, const P: usize> Node<'a, P> {
             true
         } else {
             false
+        }
+    }
+
+    /// Leaves the cluster for good: the next `poll_transmit` calls send every peer a
+    /// Leave, so none waits for this node until its `peer_timeout`. (A lost Leave costs
+    /// that timeout.) Send them before closing the socket.
+    pub fn leave(&mut self) {
+        for p in self.peers.iter_mut() {
+            p.leave_due = true;
         }
     }
 
@@ -1016,6 +1028,10 @@ impl<'a, const P: usize> Node<'a, P> {
         let p = &mut self.peers[i];
         if p.left {
             return None;
+        }
+        if p.leave_due {
+            p.leave_due = false;
+            return Some((Kind::Leave, self.round));
         }
         if p.hello_due || p.hello_reply_due {
             let reply = !p.hello_due;

@@ -1,5 +1,6 @@
 //! Drives `asap-core` over mio sockets on servers, and the `asap` command's building
-//! blocks. The socket event loop is the transport-mio issue's work; what is here now is
-//! the topology report behind `asap topology`.
+//! blocks: the UDP runtime ([`runtime`]) and the topology report behind
+//! `asap topology` ([`report`]).
 
 pub mod report;
+pub mod runtime;

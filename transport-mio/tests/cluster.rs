@@ -1,0 +1,184 @@
+//! Real clusters: `asap node` processes on loopback UDP ports average their seeded
+//! replicas to the exact mean.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use transport_mio::runtime::initial_vector;
+
+/// Free loopback UDP ports (bound, noted, released; the race with other programs is
+/// accepted).
+fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    sockets.iter().map(|s| s.local_addr().expect("addr").port()).collect()
+}
+
+/// Waits for every child, killing them all past `limit`. Returns their outputs.
+fn wait_all(children: Vec<Child>, limit: Duration) -> Vec<std::process::Output> {
+    let deadline = Instant::now() + limit;
+    let mut children: Vec<Option<Child>> = children.into_iter().map(Some).collect();
+    loop {
+        let running = children
+            .iter_mut()
+            .flatten()
+            .filter_map(|c| c.try_wait().ok().filter(|s| s.is_none()))
+            .count();
+        if running == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            for c in children.iter_mut().flatten() {
+                let _ = c.kill();
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    children
+        .iter_mut()
+        .map(|c| c.take().expect("child").wait_with_output().expect("output"))
+        .collect()
+}
+
+fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<serde_json::Value> {
+    let ports = free_ports(world);
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let children: Vec<Child> = (0..world)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_asap"))
+                .args(["node", "--rank", &rank.to_string(), "--world", &world.to_string()])
+                .args(["--peers", &peers.join(","), "--topology", topology])
+                .args(["--rounds", &rounds.to_string(), "--model", &model.to_string(), "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("asap node starts")
+        })
+        .collect();
+    let outputs = wait_all(children, Duration::from_secs(120));
+    outputs
+        .iter()
+        .enumerate()
+        .map(|(rank, out)| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "rank {rank} failed ({:?}): {stderr}", out.status);
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rank {rank}: {e}: {stderr}"))
+        })
+        .collect()
+}
+
+#[test]
+fn four_processes_reach_the_exact_mean() {
+    let (world, model) = (4usize, 500usize);
+    let results = run_cluster(world, "exp", 40, model);
+    let initial: Vec<Vec<f32>> = (0..world as u32).map(|r| initial_vector(1, r, model)).collect();
+    let mean: Vec<f64> = (0..model)
+        .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / world as f64)
+        .collect();
+    for (rank, r) in results.iter().enumerate() {
+        assert_eq!(r["rank"], rank);
+        assert_eq!(r["rounds"], 40);
+        let values: Vec<f64> = r["final"]
+            .as_array()
+            .expect("final replica")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(values.len(), model);
+        let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-5, "rank {rank}: max error {err:e}");
+    }
+}
+
+#[test]
+fn one_peer_exponential_cluster_is_exact_in_log_n_rounds() {
+    let (world, model) = (8usize, 200usize);
+    // Three rounds (log2 8) give the exact average; run a few more periods.
+    let results = run_cluster(world, "one-peer-exp", 9, model);
+    let initial: Vec<Vec<f32>> = (0..world as u32).map(|r| initial_vector(1, r, model)).collect();
+    let mean: Vec<f64> = (0..model)
+        .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / world as f64)
+        .collect();
+    for (rank, r) in results.iter().enumerate() {
+        let values: Vec<f64> = r["final"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-5, "rank {rank}: max error {err:e}");
+    }
+}
+
+#[test]
+fn configuration_errors_are_one_line_and_exit_2() {
+    let asap = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_asap"))
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    for args in [
+        &["node", "--rank", "4", "--world", "4"][..],
+        &[
+            "node",
+            "--rank",
+            "0",
+            "--world",
+            "3",
+            "--peers",
+            "127.0.0.1:1,127.0.0.1:2",
+        ],
+        &[
+            "node",
+            "--rank",
+            "0",
+            "--world",
+            "2",
+            "--peers",
+            "not-an-address,127.0.0.1:2",
+        ],
+        &["node", "--rank", "0", "--world", "12", "--topology", "hypercube"],
+    ] {
+        let out = asap(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+    // A port already in use.
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = asap(&[
+        "node",
+        "--rank",
+        "0",
+        "--world",
+        "2",
+        "--peers",
+        &format!("127.0.0.1:{port},127.0.0.1:9"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[test]
+fn launcher_environment_gives_rank_and_world() {
+    // torchrun's variables name the rank and world when the flags are absent; a bad
+    // rank from the environment is refused like a bad flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node"])
+        .env("RANK", "5")
+        .env("WORLD_SIZE", "4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rank 5 is not below world size 4"));
+}
