@@ -41,21 +41,27 @@ fn wait_all(children: Vec<Child>, limit: Duration) -> Vec<std::process::Output> 
         .collect()
 }
 
-fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<serde_json::Value> {
+/// Starts `world` workers on free loopback ports with `extra` flags.
+fn spawn_cluster(world: usize, topology: &str, rounds: u32, model: usize, extra: &[&str]) -> Vec<Child> {
     let ports = free_ports(world);
     let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let children: Vec<Child> = (0..world)
+    (0..world)
         .map(|rank| {
             Command::new(env!("CARGO_BIN_EXE_asap"))
                 .args(["node", "--rank", &rank.to_string(), "--world", &world.to_string()])
                 .args(["--peers", &peers.join(","), "--topology", topology])
                 .args(["--rounds", &rounds.to_string(), "--model", &model.to_string(), "--json"])
+                .args(extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("asap node starts")
         })
-        .collect();
+        .collect()
+}
+
+fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<serde_json::Value> {
+    let children = spawn_cluster(world, topology, rounds, model, &[]);
     let outputs = wait_all(children, Duration::from_secs(120));
     outputs
         .iter()
@@ -181,4 +187,48 @@ fn launcher_environment_gives_rank_and_world() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rank 5 is not below world size 4"));
+}
+
+#[test]
+fn survivors_of_a_killed_worker_declare_it_down_and_agree() {
+    let (world, model, rounds) = (4usize, 100usize, 120u32);
+    // 10 ms of "compute" a round: the run lasts over a second, time enough to kill one.
+    let mut children = spawn_cluster(world, "exp", rounds, model, &["--compute-ms", "10"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut victim = children.pop().expect("rank 3");
+    victim.kill().expect("SIGKILL");
+    let _ = victim.wait();
+    let outputs = wait_all(children, Duration::from_secs(120));
+    let finals: Vec<Vec<f64>> = outputs
+        .iter()
+        .enumerate()
+        .map(|(rank, out)| {
+            assert!(
+                out.status.success(),
+                "rank {rank}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            assert_eq!(r["rounds"], rounds, "rank {rank} finished every round");
+            assert!(
+                r["peers_down"].as_u64().unwrap() >= 1,
+                "rank {rank} saw the victim go down"
+            );
+            r["final"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    // The victim's mass is lost, so the target is no longer the initial mean; the
+    // survivors must agree with each other.
+    for k in 0..model {
+        let (lo, hi) = finals
+            .iter()
+            .map(|f| f[k])
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        assert!(hi - lo <= 1e-5, "value {k}: survivors disagree by {:e}", hi - lo);
+    }
 }

@@ -71,6 +71,10 @@ struct NodeArgs {
     /// Give up on a round after this many seconds.
     #[arg(long, default_value_t = 30)]
     round_timeout: u64,
+    /// Local compute per round in milliseconds (emulated by sleeping between rounds:
+    /// a stand-in for the training step until `asap demo` brings one).
+    #[arg(long, default_value_t = 0)]
+    compute_ms: u64,
     /// After the last round, keep answering peers this many milliseconds.
     #[arg(long, default_value_t = 500)]
     linger_ms: u64,
@@ -217,6 +221,9 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
     let mut runtime = UdpRuntime::new(node, socket, peers).map_err(|e| e.to_string())?;
     let mut params = initial_vector(args.seed, rank, args.model);
     for round in 0..args.rounds {
+        if args.compute_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.compute_ms));
+        }
         if let Err(e) = runtime.run_round(&mut params, Duration::from_secs(args.round_timeout)) {
             eprintln!("asap node {rank}: round {round}: {e}");
             return Ok(ExitCode::FAILURE);
