@@ -34,3 +34,21 @@ fn seeded_scenarios_keep_every_invariant() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn learning_progresses_under_loss_and_a_straggler() {
+    use asap_core::topology::Family;
+    use asap_tests::sim::{Network, Workload};
+    let mut scenario = Scenario::new(11, 16, Family::Exponential);
+    scenario.model_len = 20;
+    scenario.rounds = 100;
+    scenario.workload = Workload::Logistic { samples: 100, rate: 0.5 };
+    scenario.network = Network { loss: 0.1, ..Network::default() };
+    scenario.stragglers = vec![(3, 4.0)];
+    let report = sim::run(scenario).unwrap_or_else(|v| panic!("{v}"));
+    let (first, last) = (report.loss_per_round[0], *report.loss_per_round.last().unwrap());
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+    // Mostly downhill: at most a few rounds where the average model got worse.
+    let ups = report.loss_per_round.windows(2).filter(|w| w[1] > w[0] + 1e-9).count();
+    assert!(ups <= 5, "{ups} rounds increased the loss");
+}

@@ -10,7 +10,7 @@ use std::time::Instant as WallClock;
 
 use asap_core::topology::Family;
 use asap_core::{Duration, Instant, Wait};
-use asap_tests::sim::{self, Crash, Network, Partition, Scenario};
+use asap_tests::sim::{self, Crash, Network, Partition, Scenario, Workload};
 use clap::Parser;
 use serde_json::json;
 
@@ -71,6 +71,15 @@ struct Args {
     /// Consensus target for `time_to_target`.
     #[arg(long, default_value_t = 1e-5)]
     target: f64,
+    /// Workload between rounds: `average`, or `logistic` (SGD on per-node shards).
+    #[arg(long, default_value = "average")]
+    workload: String,
+    /// Logistic workload: samples per node.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Logistic workload: learning rate.
+    #[arg(long, default_value_t = 0.5)]
+    learning_rate: f32,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -158,6 +167,17 @@ fn main() -> ExitCode {
     scenario.stragglers = args.straggler;
     scenario.partitions = args.partition;
     scenario.crashes = args.crash;
+    scenario.workload = match args.workload.as_str() {
+        "average" => Workload::Average,
+        "logistic" => Workload::Logistic {
+            samples: args.samples,
+            rate: args.learning_rate,
+        },
+        other => {
+            eprintln!("asap-sim: workload `{other}`: average or logistic");
+            return ExitCode::from(2);
+        }
+    };
     let description = scenario.to_string();
     let wall = WallClock::now();
     let result = sim::run(scenario);
@@ -179,6 +199,7 @@ fn main() -> ExitCode {
             "scenario": description,
             "rounds": report.rounds,
             "consensus_error_per_round": report.error_per_round,
+            "loss_per_round": report.loss_per_round,
             "time_per_round_s": report.time_per_round.iter().map(|t| t.total_micros() as f64 / 1e6).collect::<Vec<_>>(),
             "rounds_to_target": to_target,
             "time_to_target_s": time_to_target.map(|t| t.total_micros() as f64 / 1e6),
