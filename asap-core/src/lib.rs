@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
+pub mod allreduce;
 pub mod config;
 pub mod error;
 mod flow;

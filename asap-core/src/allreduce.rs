@@ -1,0 +1,406 @@
+//! The baseline: a synchronous ring all-reduce (reduce-scatter, then all-gather) over the
+//! same frames and the same per-edge reliability as ASAP, so every comparison of the two
+//! is made on the same wire.
+//!
+//! With `n` nodes on a ring the model is cut into `n` segments. In step `s` of the
+//! reduce-scatter node `i` sends its partial sum of segment `i - s` to node `i + 1` and
+//! adds what node `i - 1` sends into segment `i - s - 1`; after `n - 1` steps it holds
+//! the full sum of segment `i + 1`. The all-gather then passes the finished segments
+//! round the ring in `n - 1` more steps. Each node sends `2(n-1)/n` models a round — the
+//! bandwidth-optimal all-reduce — and every step waits for the slowest link: the
+//! barrier ASAP removes.
+//!
+//! Each step is one update on the edge to the right neighbour (NOTIFY-ACK, chunk
+//! retransmission, backoff: `flow::OutEdge`), tagged with the step's global number
+//! `round · 2(n-1) + step`. A received step is applied to the working vector chunk by
+//! chunk as it arrives and acknowledged once complete.
+
+use crate::config::Config;
+use crate::error::{ConfigError, FrameError, RoundError, Violation};
+use crate::flow::{bits, AckOutcome, Emit, OutEdge};
+use crate::node::Transmit;
+use crate::reduce;
+use crate::time::Instant;
+use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
+
+/// Memory an all-reduce node borrows: the vector being reduced and one segment's chunk
+/// bitmap.
+#[derive(Debug)]
+pub struct AllReduceBuffers<'a> {
+    /// `model_len` values: the node's contribution, then the sum.
+    pub work: &'a mut [f32],
+    /// `AllReduce::bitmap_words(&config, world)` words.
+    pub chunk_bits: &'a mut [u32],
+}
+
+/// One member of a ring all-reduce, sans-IO like [`crate::Node`]: feed it frames and
+/// time, send what `poll_transmit` writes, call `start` with the parameters and
+/// `finish` once `is_done`.
+#[derive(Debug)]
+pub struct AllReduce<'a> {
+    config: Config,
+    world: u32,
+    me: u32,
+    buffers: AllReduceBuffers<'a>,
+    out: OutEdge,
+    /// Rounds started.
+    round: u32,
+    started: bool,
+    /// The step this node sends next (`0..2(n-1)`); `steps` when all are sent.
+    send_step: u32,
+    /// The step it is receiving (`0..2(n-1)`); `steps` when all arrived.
+    recv_step: u32,
+    /// Chunks of `recv_step` applied.
+    received: u32,
+    /// The left neighbour announced `recv_step` complete (NOTIFY seen).
+    ack_due: Option<u32>,
+    missing_due: Option<u32>,
+}
+
+impl<'a> AllReduce<'a> {
+    /// Bitmap words the buffers need: one bit per chunk of the largest segment.
+    pub fn bitmap_words(config: &Config, world: u32) -> usize {
+        let seg = config.model_len.div_ceil(world.max(1) as usize);
+        seg.div_ceil(config.chunk_len()).div_ceil(32).max(1)
+    }
+
+    /// A ring member `config.id` of `world` nodes (ids `0..world`).
+    pub fn new(config: Config, world: u32, buffers: AllReduceBuffers<'a>) -> Result<Self, ConfigError> {
+        config.layout(0)?;
+        let me = u32::from(config.id.0);
+        if world < 2 || me >= world {
+            return Err(ConfigError::NotInTopology);
+        }
+        if buffers.work.len() != config.model_len {
+            return Err(ConfigError::Buffer {
+                which: "work",
+                needed: config.model_len,
+                got: buffers.work.len(),
+            });
+        }
+        let words = Self::bitmap_words(&config, world);
+        if buffers.chunk_bits.len() != words {
+            return Err(ConfigError::Buffer {
+                which: "chunk_bits",
+                needed: words,
+                got: buffers.chunk_bits.len(),
+            });
+        }
+        let steps = 2 * (world - 1);
+        Ok(AllReduce {
+            out: OutEdge::new(config.rto_bounds()),
+            config,
+            world,
+            me,
+            buffers,
+            round: 0,
+            started: false,
+            send_step: steps,
+            recv_step: steps,
+            received: 0,
+            ack_due: None,
+            missing_due: None,
+        })
+    }
+
+    fn steps(&self) -> u32 {
+        2 * (self.world - 1)
+    }
+
+    fn right(&self) -> NodeId {
+        NodeId(((self.me + 1) % self.world) as u16)
+    }
+
+    fn left(&self) -> NodeId {
+        NodeId(((self.me + self.world - 1) % self.world) as u16)
+    }
+
+    /// The global tag of `step` of this round.
+    fn tag(&self, step: u32) -> u32 {
+        self.round.wrapping_mul(self.steps()).wrapping_add(step)
+    }
+
+    /// Segment `k`'s values.
+    fn segment(&self, k: u32) -> core::ops::Range<usize> {
+        let (len, n) = (self.config.model_len, self.world as usize);
+        let k = k as usize % n;
+        (k * len / n)..((k + 1) * len / n)
+    }
+
+    /// The segment node `node` sends in `step`.
+    fn sent_segment(&self, node: u32, step: u32) -> u32 {
+        let n = self.world;
+        if step < n - 1 {
+            (node + n - step % n) % n
+        } else {
+            (node + 1 + n - (step - (n - 1)) % n) % n
+        }
+    }
+
+    fn chunks_of(&self, seg: u32) -> u32 {
+        self.segment(seg).len().div_ceil(self.config.chunk_len()) as u32
+    }
+
+    /// Whether a round is running.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether the round's sum is complete here (`finish` will succeed).
+    pub fn is_done(&self) -> bool {
+        self.started && self.recv_step == self.steps() && self.send_step == self.steps()
+    }
+
+    /// Starts a round with this node's contribution `params`.
+    pub fn start(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
+        if self.started {
+            return Err(RoundError::AlreadyStarted);
+        }
+        if params.len() != self.config.model_len {
+            return Err(RoundError::ParamsLength {
+                expected: self.config.model_len,
+                got: params.len(),
+            });
+        }
+        if !reduce::all_finite(params) {
+            return Err(RoundError::NonFiniteParams);
+        }
+        if !self.out.is_idle() {
+            return Err(RoundError::SendWindowClosed);
+        }
+        let _ = now;
+        self.buffers.work.copy_from_slice(params);
+        self.started = true;
+        self.send_step = 0;
+        self.recv_step = 0;
+        self.received = 0;
+        self.buffers.chunk_bits.fill(0);
+        self.out.begin(self.tag(0));
+        Ok(())
+    }
+
+    /// Ends the round: `params` becomes the average of every node's contribution.
+    pub fn finish(&mut self, params: &mut [f32]) -> Result<(), RoundError> {
+        if !self.is_done() {
+            return Err(if self.started {
+                RoundError::NotReady
+            } else {
+                RoundError::NotStarted
+            });
+        }
+        if params.len() != self.config.model_len {
+            return Err(RoundError::ParamsLength {
+                expected: self.config.model_len,
+                got: params.len(),
+            });
+        }
+        let scale = 1.0 / self.world as f32;
+        for (p, w) in params.iter_mut().zip(self.buffers.work.iter()) {
+            *p = w * scale;
+        }
+        self.started = false;
+        self.round = self.round.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Handles one received frame (only the left neighbour's updates and the right
+    /// neighbour's ACKs matter).
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+        let (frame, _) = wire::decode(bytes)?;
+        let h = frame.header;
+        if h.cluster != self.config.cluster {
+            return Err(FrameError::WrongCluster(h.cluster));
+        }
+        if h.to != self.config.id {
+            return Err(FrameError::Misaddressed(h.to));
+        }
+        if h.from == self.right() {
+            match h.kind {
+                Kind::Ack if self.out.on_ack(h.round) == AckOutcome::Acked => self.advance_send(now),
+                Kind::Missing { base, mask } => {
+                    let chunks = self.chunks_of(self.sent_segment(self.me, self.send_step.min(self.steps() - 1)));
+                    self.out.on_missing(h.round, base, mask, chunks, now);
+                }
+                _ => {}
+            }
+        }
+        if h.from == self.left() {
+            match h.kind {
+                Kind::Update {
+                    chunk,
+                    weight: _,
+                    encoding: Encoding::F32Le,
+                    ..
+                } => self.handle_chunk(h.round, chunk, frame.payload)?,
+                Kind::Notify { .. } => self.handle_notify(h.round),
+                _ => {}
+            }
+        }
+        if h.from != self.left() && h.from != self.right() {
+            return Err(FrameError::UnknownPeer(h.from));
+        }
+        Ok(h.from)
+    }
+
+    fn recv_tag(&self) -> Option<u32> {
+        (self.started && self.recv_step < self.steps()).then(|| self.tag(self.recv_step))
+    }
+
+    fn handle_chunk(&mut self, tag: u32, chunk: u32, payload: &[u8]) -> Result<(), FrameError> {
+        if self.recv_tag() != Some(tag) {
+            // A duplicate of a finished step, or a step this node has not started.
+            return Ok(());
+        }
+        let seg = self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step);
+        let range = self.segment(seg);
+        let chunk_len = self.config.chunk_len();
+        let start = range.start + chunk as usize * chunk_len;
+        let end = (start + chunk_len).min(range.end);
+        let left = self.left();
+        let violation = |v| FrameError::Violation(left, v);
+        let values = F32Le::new(payload)
+            .filter(|v| start < end && v.len() == end - start)
+            .ok_or(violation(Violation::ChunkLength))?;
+        if bits::get(self.buffers.chunk_bits, chunk) {
+            return Ok(());
+        }
+        let target = &mut self.buffers.work[start..end];
+        let applied = if self.recv_step < self.world - 1 {
+            reduce::fold_le(target, 1.0, values.raw())
+        } else {
+            reduce::init_le(target, 1.0, values.raw())
+        };
+        applied.map_err(|_| violation(Violation::NonFinite))?;
+        bits::set(self.buffers.chunk_bits, chunk);
+        self.received += 1;
+        if self.received == self.chunks_of(seg) {
+            self.complete_recv_step();
+        }
+        Ok(())
+    }
+
+    fn handle_notify(&mut self, tag: u32) {
+        // Everything tagged below this arrived (and was acknowledged once).
+        let first_missing = if self.started {
+            self.tag(self.recv_step)
+        } else {
+            self.tag(0)
+        };
+        if self.recv_tag() == Some(tag) {
+            self.missing_due = Some(tag);
+        } else if tag < first_missing {
+            // Our ACK was lost.
+            self.ack_due = Some(tag);
+        }
+        // A step of a round this node has not started: answered once it starts (the
+        // sender's timer repeats the NOTIFY).
+    }
+
+    fn complete_recv_step(&mut self) {
+        self.ack_due = Some(self.tag(self.recv_step));
+        self.missing_due = None;
+        self.recv_step += 1;
+        self.received = 0;
+        self.buffers.chunk_bits.fill(0);
+        self.advance_send(Instant::ZERO);
+    }
+
+    /// Begins the next send step once the previous one was acknowledged and, in the
+    /// reduce-scatter, the segment it sends has received its addend.
+    fn advance_send(&mut self, _now: Instant) {
+        if !self.started || !self.out.is_idle() || self.send_step >= self.steps() {
+            return;
+        }
+        let next = self.send_step + 1;
+        if next == self.steps() {
+            self.send_step = next;
+            return;
+        }
+        // Step `next` sends what arrived in step `next - 1`.
+        if self.recv_step >= next {
+            self.send_step = next;
+            self.out.begin(self.tag(next));
+        }
+    }
+
+    /// Handles timers (retransmission).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.on_timeout(now);
+    }
+
+    /// The next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.out.deadline()
+    }
+
+    /// Writes the next frame into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        if buf.len() < self.config.max_frame {
+            return Err(BufferTooSmall {
+                needed: self.config.max_frame,
+            });
+        }
+        self.advance_send(now);
+        if let Some(tag) = self.ack_due.take() {
+            return self.emit(self.left(), tag, Kind::Ack, 0..0, buf).map(Some);
+        }
+        if let Some(tag) = self.missing_due.take() {
+            let chunks = self.chunks_of(self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step));
+            let (base, mask) = bits::missing(self.buffers.chunk_bits, chunks);
+            return self
+                .emit(self.left(), tag, Kind::Missing { base, mask }, 0..0, buf)
+                .map(Some);
+        }
+        if !self.started || self.send_step >= self.steps() {
+            return Ok(None);
+        }
+        let seg = self.sent_segment(self.me, self.send_step);
+        let chunks = self.chunks_of(seg);
+        let Some((what, _)) = self.out.next(chunks, now) else {
+            return Ok(None);
+        };
+        let tag = self.tag(self.send_step);
+        match what {
+            Emit::Chunk(c) => {
+                let range = self.segment(seg);
+                let chunk_len = self.config.chunk_len();
+                let start = range.start + c as usize * chunk_len;
+                let end = (start + chunk_len).min(range.end);
+                let kind = Kind::Update {
+                    chunk: c,
+                    chunks,
+                    weight: 1.0,
+                    encoding: Encoding::F32Le,
+                };
+                self.emit(self.right(), tag, kind, start..end, buf).map(Some)
+            }
+            Emit::Notify => self
+                .emit(self.right(), tag, Kind::Notify { chunks }, 0..0, buf)
+                .map(Some),
+        }
+    }
+
+    fn emit(
+        &self,
+        to: NodeId,
+        round: u32,
+        kind: Kind,
+        values: core::ops::Range<usize>,
+        buf: &mut [u8],
+    ) -> Result<Transmit, BufferTooSmall> {
+        let header = Header {
+            version: wire::VERSION,
+            integrity: self.config.integrity(),
+            cluster: self.config.cluster,
+            from: self.config.id,
+            incarnation: self.config.incarnation,
+            to,
+            round,
+            kind,
+            payload_len: 0,
+        };
+        let values = self.buffers.work.get(values).unwrap_or(&[]);
+        let len = wire::encode(header, values, buf)?;
+        Ok(Transmit { to, len })
+    }
+}
