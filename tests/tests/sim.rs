@@ -42,8 +42,14 @@ fn learning_progresses_under_loss_and_a_straggler() {
     let mut scenario = Scenario::new(11, 16, Family::Exponential);
     scenario.model_len = 20;
     scenario.rounds = 100;
-    scenario.workload = Workload::Logistic { samples: 100, rate: 0.5 };
-    scenario.network = Network { loss: 0.1, ..Network::default() };
+    scenario.workload = Workload::Logistic {
+        samples: 100,
+        rate: 0.5,
+    };
+    scenario.network = Network {
+        loss: 0.1,
+        ..Network::default()
+    };
     scenario.stragglers = vec![(3, 4.0)];
     let report = sim::run(scenario).unwrap_or_else(|v| panic!("{v}"));
     let (first, last) = (report.loss_per_round[0], *report.loss_per_round.last().unwrap());
