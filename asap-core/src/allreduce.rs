@@ -141,6 +141,11 @@ impl<'a> AllReduce<'a> {
         self.segment(seg).len().div_ceil(self.config.chunk_len()) as u32
     }
 
+    /// Whether `start` would succeed now (no round running, the last step acknowledged).
+    pub fn can_start(&self) -> bool {
+        !self.started && self.out.is_idle()
+    }
+
     /// Whether a round is running.
     pub fn is_started(&self) -> bool {
         self.started
@@ -287,7 +292,13 @@ impl<'a> AllReduce<'a> {
             self.tag(0)
         };
         if self.recv_tag() == Some(tag) {
-            self.missing_due = Some(tag);
+            let seg = self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step);
+            if self.chunks_of(seg) == 0 {
+                // An empty segment (a model smaller than the ring): the NOTIFY is all.
+                self.complete_recv_step();
+            } else {
+                self.missing_due = Some(tag);
+            }
         } else if tag < first_missing {
             // Our ACK was lost.
             self.ack_due = Some(tag);

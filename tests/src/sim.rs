@@ -13,8 +13,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 
+use asap_core::allreduce::{AllReduce, AllReduceBuffers};
 use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Config, Duration, Event, Instant, Node, NodeId, Wait};
+use asap_core::{Config, Duration, Event, Instant, Node, NodeId, RoundError, Transmit, Wait};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -126,6 +127,9 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// What nodes compute between rounds.
     pub workload: Workload,
+    /// Run the synchronous ring all-reduce baseline instead of ASAP (same links, faults,
+    /// stragglers and workload).
+    pub allreduce: bool,
 }
 
 impl Scenario {
@@ -147,6 +151,7 @@ impl Scenario {
             crashes: Vec::new(),
             time_limit: Duration::from_secs(3_600),
             workload: Workload::Average,
+            allreduce: false,
         }
     }
 
@@ -210,7 +215,10 @@ impl Scenario {
                 side,
             });
         }
-        if rng.random_bool(0.15) {
+        // The all-reduce baseline has no membership: it survives loss and partitions
+        // (it waits them out), not crashes.
+        s.allreduce = rng.random_bool(0.1);
+        if !s.allreduce && rng.random_bool(0.15) {
             let at = Instant::from_millis(rng.random_range(0..300));
             s.crashes.push(Crash {
                 node: rng.random_range(0..nodes),
@@ -233,7 +241,8 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {:?} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            "{}{} {:?} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            if self.allreduce { "allreduce-baseline/" } else { "" },
             self.family,
             self.wait,
             self.nodes,
@@ -319,8 +328,93 @@ struct EdgeLog {
     acked: bool,
 }
 
+/// What a simulated node runs: ASAP, or the all-reduce baseline.
+#[derive(Debug)]
+enum Engine {
+    Asap(Box<Node<'static, SIM_PEERS>>),
+    AllReduce(AllReduce<'static>),
+}
+
+impl Engine {
+    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        // Refusals are counted by the engine; the simulator only moves bytes.
+        let _ = match self {
+            Engine::Asap(n) => n.handle_frame(now, bytes),
+            Engine::AllReduce(a) => a.handle_frame(now, bytes),
+        };
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Engine::Asap(n) => n.handle_timeout(now),
+            Engine::AllReduce(a) => a.handle_timeout(now),
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = match self {
+            Engine::Asap(n) => n.poll_transmit(now, buf),
+            Engine::AllReduce(a) => a.poll_transmit(now, buf),
+        };
+        t.expect("buffer holds max_frame")
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Engine::Asap(n) => n.poll_timeout(),
+            Engine::AllReduce(a) => a.poll_timeout(),
+        }
+    }
+
+    fn is_started(&self) -> bool {
+        match self {
+            Engine::Asap(n) => n.is_started(),
+            Engine::AllReduce(a) => a.is_started(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Engine::Asap(n) => n.is_ready(),
+            Engine::AllReduce(a) => a.is_done(),
+        }
+    }
+
+    fn can_start(&self) -> bool {
+        match self {
+            Engine::Asap(n) => n.can_start_round().is_ok(),
+            Engine::AllReduce(a) => a.can_start(),
+        }
+    }
+
+    fn start(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
+        match self {
+            Engine::Asap(n) => n.start_round(now, params),
+            Engine::AllReduce(a) => a.start(now, params),
+        }
+    }
+
+    fn finish(&mut self, now: Instant, params: &mut [f32]) -> Result<(), RoundError> {
+        match self {
+            Engine::Asap(n) => n.finish_round(now, params).map(|_| ()),
+            Engine::AllReduce(a) => a.finish(params),
+        }
+    }
+
+    /// Peers the engine declared down since the last call.
+    fn peers_down(&mut self, mut down: impl FnMut(NodeId)) {
+        if let Engine::Asap(n) = self {
+            while let Some(event) = n.poll_event() {
+                if let Event::PeerDown(p) = event {
+                    down(p);
+                }
+            }
+        }
+    }
+}
+
 struct SimNode {
-    node: Option<Node<'static, SIM_PEERS>>,
+    node: Option<Engine>,
     params: Vec<f32>,
     rounds_done: u32,
     computing_until: Option<Instant>,
@@ -421,12 +515,23 @@ impl Sim {
         }
     }
 
-    fn build_node(&self, i: u32, incarnation: u32) -> Result<Node<'static, SIM_PEERS>, String> {
+    fn build_node(&self, i: u32, incarnation: u32) -> Result<Engine, String> {
         let config = self.config(i, incarnation);
+        if self.scenario.allreduce {
+            let words = AllReduce::bitmap_words(&config, self.scenario.nodes);
+            let work: &'static mut [f32] = Box::leak(vec![0.0; config.model_len].into_boxed_slice());
+            let chunk_bits: &'static mut [u32] = Box::leak(vec![0; words].into_boxed_slice());
+            let buffers = AllReduceBuffers { work, chunk_bits };
+            return AllReduce::new(config, self.scenario.nodes, buffers)
+                .map(Engine::AllReduce)
+                .map_err(|e| e.to_string());
+        }
         let peers = self.topology.peers_of(i).count();
         let layout = config.layout(peers).map_err(|e| e.to_string())?;
         let memory: &'static mut NodeMemory = Box::leak(Box::new(NodeMemory::new(&layout)));
-        Node::with_topology(config, &self.topology, memory.buffers(), self.now).map_err(|e| e.to_string())
+        let node =
+            Node::with_topology(config, &self.topology, memory.buffers(), self.now).map_err(|e| e.to_string())?;
+        Ok(Engine::Asap(Box::new(node)))
     }
 
     fn push(&mut self, at: Instant, what: What) {
@@ -459,7 +564,7 @@ impl Sim {
                     let (to, len, ref bytes) = self.pool[slot];
                     let from = asap_core::wire::peek(&bytes[..len]).map(|(h, _)| h.from.0).ok();
                     if let Some(node) = self.nodes[to as usize].node.as_mut() {
-                        let _ = node.handle_frame(self.now, &bytes[..len]);
+                        node.handle_frame(self.now, &bytes[..len]);
                     }
                     if let Some(from) = from {
                         self.observe_delivery(slot, u32::from(from), to);
@@ -593,6 +698,9 @@ impl Sim {
 
     /// The consensus error the gap predicts after `rounds` (from an initial spread of 2).
     fn expected_error_bound(&self, rounds: u32) -> f64 {
+        if self.scenario.allreduce {
+            return 0.0; // exact every round
+        }
         let rho = 1.0 - self.topology.spectral_gap();
         2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(rounds as i32)
     }
@@ -613,7 +721,7 @@ impl Sim {
         let mut finished = false;
         if node.is_started() {
             if node.is_ready() {
-                node.finish_round(self.now, &mut s.params).map_err(|e| Violation {
+                node.finish(self.now, &mut s.params).map_err(|e| Violation {
                     seed: self.scenario.seed,
                     at: self.now,
                     what: format!("node {i}: ready round does not finish: {e}"),
@@ -621,10 +729,10 @@ impl Sim {
                 s.rounds_done += 1;
                 finished = true;
             }
-        } else if s.computing_until.is_none() && node.can_start_round().is_ok() {
+        } else if s.computing_until.is_none() && node.can_start() {
             // Nodes keep going until the slowest is done, as training does: one that
             // stopped early would starve its neighbours.
-            node.start_round(self.now, &s.params).map_err(|e| Violation {
+            node.start(self.now, &s.params).map_err(|e| Violation {
                 seed: self.scenario.seed,
                 at: self.now,
                 what: format!("node {i}: start refused: {e}"),
@@ -640,12 +748,11 @@ impl Sim {
         self.flush(i)?;
         let s = &mut self.nodes[idx];
         let node = s.node.as_mut().expect("checked above");
-        while let Some(event) = node.poll_event() {
-            if let Event::PeerDown(p) = event {
-                s.down[usize::from(p.0)] = true;
-                self.report.peers_down += 1;
-            }
-        }
+        let (down, peers_down) = (&mut s.down, &mut self.report.peers_down);
+        node.peers_down(|p| {
+            down[usize::from(p.0)] = true;
+            *peers_down += 1;
+        });
         let node = self.nodes[idx].node.as_ref().expect("checked above");
         let deadline = node.poll_timeout();
         if let Some(deadline) = deadline.filter(|d| Some(*d) != self.nodes[idx].timer) {
@@ -780,10 +887,7 @@ impl Sim {
             let Some(node) = self.nodes[idx].node.as_mut() else {
                 return Ok(());
             };
-            let Some(t) = node
-                .poll_transmit(self.now, &mut self.buf)
-                .expect("buffer holds max_frame")
-            else {
+            let Some(t) = node.poll_transmit(self.now, &mut self.buf) else {
                 return Ok(());
             };
             self.check_send(i, u32::from(t.to.0), t.len)?;
@@ -894,8 +998,8 @@ impl Sim {
     pub fn dump(&self) -> String {
         let mut out = String::new();
         for (i, s) in self.nodes.iter().enumerate() {
-            let Some(n) = s.node.as_ref() else {
-                out.push_str(&format!("node {i}: crashed\n"));
+            let Some(Engine::Asap(n)) = s.node.as_ref() else {
+                out.push_str(&format!("node {i}: crashed, or all-reduce\n"));
                 continue;
             };
             out.push_str(&format!(

@@ -80,6 +80,9 @@ struct Args {
     /// Logistic workload: learning rate.
     #[arg(long, default_value_t = 0.5)]
     learning_rate: f32,
+    /// Also run this baseline on the same links, faults and workload: `allreduce`.
+    #[arg(long)]
+    baseline: Option<String>,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -179,52 +182,74 @@ fn main() -> ExitCode {
         }
     };
     let description = scenario.to_string();
-    let wall = WallClock::now();
-    let result = sim::run(scenario);
-    let seconds = wall.elapsed().as_secs_f64();
-    let report = match result {
-        Ok(report) => report,
-        Err(violation) => {
-            eprintln!("asap-sim: {violation}\n  scenario: {description}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let to_target = report.error_per_round.iter().position(|&e| e <= args.target);
-    let time_to_target = to_target
-        .and_then(|r| r.checked_sub(1))
-        .and_then(|r| report.time_per_round.get(r));
-    if args.json {
+    let mut runs = vec![("asap", scenario.clone())];
+    if args.baseline.as_deref() == Some("allreduce") {
+        runs.push((
+            "allreduce",
+            Scenario {
+                allreduce: true,
+                ..scenario
+            },
+        ));
+    } else if let Some(other) = &args.baseline {
+        eprintln!("asap-sim: baseline `{other}`: only `allreduce`");
+        return ExitCode::from(2);
+    }
+    let mut json = serde_json::Map::new();
+    json.insert("seed".into(), seed.into());
+    json.insert("scenario".into(), description.clone().into());
+    for (name, scenario) in runs {
+        let wall = WallClock::now();
+        let result = sim::run(scenario);
+        let seconds = wall.elapsed().as_secs_f64();
+        let report = match result {
+            Ok(report) => report,
+            Err(violation) => {
+                eprintln!("asap-sim ({name}): {violation}\n  scenario: {description}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let to_target = report.error_per_round.iter().position(|&e| e <= args.target);
+        let time_to_target = to_target
+            .and_then(|r| r.checked_sub(1))
+            .and_then(|r| report.time_per_round.get(r));
+        let seconds_of = |t: &Duration| t.total_micros() as f64 / 1e6;
         let out = json!({
-            "seed": seed,
-            "scenario": description,
             "rounds": report.rounds,
             "consensus_error_per_round": report.error_per_round,
             "loss_per_round": report.loss_per_round,
-            "time_per_round_s": report.time_per_round.iter().map(|t| t.total_micros() as f64 / 1e6).collect::<Vec<_>>(),
+            "time_per_round_s": report.time_per_round.iter().map(seconds_of).collect::<Vec<_>>(),
             "rounds_to_target": to_target,
-            "time_to_target_s": time_to_target.map(|t| t.total_micros() as f64 / 1e6),
+            "time_to_target_s": time_to_target.map(seconds_of),
             "bytes_per_node": report.bytes_per_node,
-            "simulated_s": report.time.total_micros() as f64 / 1e6,
+            "bytes_per_node_per_round": report.bytes_per_node / f64::from(report.rounds.max(1)),
+            "simulated_s": seconds_of(&report.time),
             "events": report.events,
             "events_per_wall_s": report.events as f64 / seconds,
             "wall_s": seconds,
             "dropped": report.dropped,
             "peers_down": report.peers_down,
         });
-        println!("{out}");
+        if !args.json {
+            println!(
+                "{name:>9}: rounds {}  final error {:.3e}  rounds to {:e}: {}  time to it {}  simulated {:.3}s  bytes/node/round {:.0}  events {} ({:.0}/s wall)",
+                report.rounds,
+                report.error_per_round.last().copied().unwrap_or(f64::NAN),
+                args.target,
+                to_target.map_or("not reached".to_string(), |r| r.to_string()),
+                time_to_target.map_or("-".to_string(), |t| format!("{:.4}s", seconds_of(t))),
+                seconds_of(&report.time),
+                report.bytes_per_node / f64::from(report.rounds.max(1)),
+                report.events,
+                report.events as f64 / seconds
+            );
+        }
+        json.insert(name.into(), out);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(json));
     } else {
         println!("{description}");
-        println!(
-            "rounds {}  final error {:.3e}  rounds to {:e}: {}  simulated {:.3}s  bytes/node {:.0}  events {} ({:.0}/s wall)",
-            report.rounds,
-            report.error_per_round.last().copied().unwrap_or(f64::NAN),
-            args.target,
-            to_target.map_or("not reached".to_string(), |r| r.to_string()),
-            report.time.total_micros() as f64 / 1e6,
-            report.bytes_per_node,
-            report.events,
-            report.events as f64 / seconds
-        );
     }
     ExitCode::SUCCESS
 }
