@@ -332,7 +332,7 @@ struct EdgeLog {
 #[derive(Debug)]
 enum Engine {
     Asap(Box<Node<'static, SIM_PEERS>>),
-    AllReduce(AllReduce<'static>),
+    AllReduce(Box<AllReduce<'static>>),
 }
 
 impl Engine {
@@ -523,7 +523,7 @@ impl Sim {
             let chunk_bits: &'static mut [u32] = Box::leak(vec![0; words].into_boxed_slice());
             let buffers = AllReduceBuffers { work, chunk_bits };
             return AllReduce::new(config, self.scenario.nodes, buffers)
-                .map(Engine::AllReduce)
+                .map(|a| Engine::AllReduce(Box::new(a)))
                 .map_err(|e| e.to_string());
         }
         let peers = self.topology.peers_of(i).count();
