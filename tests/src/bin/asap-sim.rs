@@ -230,7 +230,18 @@ fn main() -> ExitCode {
             "dropped": report.dropped,
             "peers_down": report.peers_down,
         });
-        if !args.json {
+        if !args.json && !report.loss_per_round.is_empty() {
+            let (first, last) = (
+                report.loss_per_round[0],
+                report.loss_per_round[report.loss_per_round.len() - 1],
+            );
+            println!(
+                "{name:>9}: rounds {}  loss {first:.4} -> {last:.4}  simulated {:.3}s  bytes/node/round {:.0}",
+                report.rounds,
+                seconds_of(&report.time),
+                report.bytes_per_node / f64::from(report.rounds.max(1)),
+            );
+        } else if !args.json {
             println!(
                 "{name:>9}: rounds {}  final error {:.3e}  rounds to {:e}: {}  time to it {}  simulated {:.3}s  bytes/node/round {:.0}  events {} ({:.0}/s wall)",
                 report.rounds,
