@@ -1435,7 +1435,11 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             Place::Stale => self.stats.stale += 1,
             Place::Newer if p.inn.incoming.is_some_and(|inc| inc.received > 0) => {
+                // The partly folded update waits for the next mix; the newer one is
+                // dropped but acknowledged, so its sender is not held up (it may be
+                // what this node waits for to be able to mix at all).
                 Self::supersede(&mut p.inn, &mut self.stats);
+                p.ack_due = Some(round);
             }
             Place::Newer => {
                 if p.inn.incoming.is_some() {
