@@ -736,6 +736,8 @@ impl<'a, const P: usize> Node<'a, P> {
             if p.up && now >= p.last_heard + cfg.peer_timeout {
                 p.up = false;
                 p.out.abandon();
+                // Not delivered: if it comes back between rounds, it gets the update again.
+                p.sent_round = None;
                 self.stats.peers_down += 1;
                 let id = p.spec.id;
                 self.push_event(Event::PeerDown(id));
@@ -1189,6 +1191,8 @@ impl<'a, const P: usize> Node<'a, P> {
                 p.left = true;
                 p.up = false;
                 p.out.abandon();
+                // Not delivered: if it comes back between rounds, it gets the update again.
+                p.sent_round = None;
                 self.stats.peers_down += 1;
                 self.push_event(Event::PeerDown(h.from));
                 Ok(())
