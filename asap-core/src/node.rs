@@ -947,7 +947,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// now passed are acknowledged and dropped; early NOTIFYs of this round are answered.
     fn advance_to(&mut self, round: u32) {
         if round > self.round.wrapping_add(1) {
-            self.stats.rounds_skipped += u64::from(round - self.round - 1);
+            self.stats.rounds_skipped += u64::from(round.wrapping_sub(self.round).wrapping_sub(1));
         }
         self.round = round;
         let exact = self.exact_rounds();
@@ -1024,7 +1024,7 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// The most urgent control frame owed to peer `i`, with its round.
     fn take_control(&mut self, i: usize) -> Option<(Kind, u32)> {
-        let started_rounds = self.round + u32::from(self.started);
+        let started_rounds = self.round.saturating_add(u32::from(self.started));
         let (model_len, chunk_len) = (self.layout.model_len as u32, self.config.chunk_len() as u32);
         let chunks = self.chunks;
         let p = &mut self.peers[i];
