@@ -329,6 +329,9 @@ impl InEdge {
             return Place::Consumed;
         }
         match self.incoming {
+            // A superseded update (its sender moved on, or restarted and counts rounds
+            // anew) says nothing about which rounds are old.
+            Some(inc) if inc.superseded => Place::Newer,
             Some(inc) if round < inc.round => Place::Stale,
             Some(inc) if round == inc.round => Place::Current,
             _ => Place::Newer,
