@@ -236,7 +236,15 @@ pub fn peek(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
         postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
         _ => DecodeError::Malformed,
     })?;
-    Ok((header, bytes.len() - rest.len()))
+    let len = bytes.len() - rest.len();
+    // postcard also reads over-long varints (0xdb 0x00 for 0x5b): accept only the one
+    // canonical encoding, so a frame has exactly one byte form and its header stays
+    // within MAX_HEADER_LEN.
+    let mut canonical = [0u8; MAX_HEADER_LEN];
+    match postcard::to_slice(&header, &mut canonical) {
+        Ok(enc) if enc == &bytes[..len] => Ok((header, len)),
+        _ => Err(DecodeError::Malformed),
+    }
 }
 
 /// Decodes one frame from the front of `bytes`; returns it and the bytes it took.
@@ -462,6 +470,21 @@ mod tests {
         let mut ack_with_payload = ACK_BYTES;
         ack_with_payload[8] = 4;
         assert_eq!(decode(&ack_with_payload).unwrap_err(), DecodeError::PayloadLength);
+    }
+
+    #[test]
+    fn over_long_varints_are_refused() {
+        // The Ack fixture with its cluster id (7) spelled in two bytes: 0x87 0x00.
+        let mut bytes = [0u8; 14];
+        bytes[..2].copy_from_slice(&ACK_BYTES[..2]);
+        bytes[2] = 0x87;
+        bytes[3] = 0x00;
+        bytes[4..10].copy_from_slice(&ACK_BYTES[3..9]);
+        let crc = crc32fast::hash(&bytes[..10]);
+        bytes[10..].copy_from_slice(&crc.to_le_bytes());
+        // A valid CRC over the over-long form: still refused, before the CRC is read.
+        assert_eq!(postcard::from_bytes::<Header>(&bytes[..10]).map(|h| h.cluster), Ok(7));
+        assert_eq!(decode(&bytes).unwrap_err(), DecodeError::Malformed);
     }
 
     #[test]
