@@ -74,23 +74,31 @@ fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<s
         .collect()
 }
 
-#[test]
-fn four_processes_reach_the_exact_mean() {
-    let (world, model) = (4usize, 500usize);
-    let results = run_cluster(world, "exp", 40, model);
+/// The exact mean of the seeded replicas `asap node` starts from.
+fn initial_mean(world: usize, model: usize) -> Vec<f64> {
     let initial: Vec<Vec<f32>> = (0..world as u32).map(|r| initial_vector(1, r, model)).collect();
-    let mean: Vec<f64> = (0..model)
+    (0..model)
         .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / world as f64)
-        .collect();
+        .collect()
+}
+
+/// The final replica a worker printed.
+fn final_replica(result: &serde_json::Value) -> Vec<f64> {
+    result["final"]
+        .as_array()
+        .expect("final replica")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect()
+}
+
+/// Every worker ran `rounds` rounds and ended within 1e-5 of the exact mean.
+fn assert_exact_mean(results: &[serde_json::Value], rounds: u32, model: usize) {
+    let mean = initial_mean(results.len(), model);
     for (rank, r) in results.iter().enumerate() {
         assert_eq!(r["rank"], rank);
-        assert_eq!(r["rounds"], 40);
-        let values: Vec<f64> = r["final"]
-            .as_array()
-            .expect("final replica")
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        assert_eq!(r["rounds"], rounds);
+        let values = final_replica(r);
         assert_eq!(values.len(), model);
         let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
         assert!(err <= 1e-5, "rank {rank}: max error {err:e}");
@@ -98,24 +106,14 @@ fn four_processes_reach_the_exact_mean() {
 }
 
 #[test]
+fn four_processes_reach_the_exact_mean() {
+    assert_exact_mean(&run_cluster(4, "exp", 40, 500), 40, 500);
+}
+
+#[test]
 fn one_peer_exponential_cluster_is_exact_in_log_n_rounds() {
-    let (world, model) = (8usize, 200usize);
     // Three rounds (log2 8) give the exact average; run a few more periods.
-    let results = run_cluster(world, "one-peer-exp", 9, model);
-    let initial: Vec<Vec<f32>> = (0..world as u32).map(|r| initial_vector(1, r, model)).collect();
-    let mean: Vec<f64> = (0..model)
-        .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / world as f64)
-        .collect();
-    for (rank, r) in results.iter().enumerate() {
-        let values: Vec<f64> = r["final"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
-        assert!(err <= 1e-5, "rank {rank}: max error {err:e}");
-    }
+    assert_exact_mean(&run_cluster(8, "one-peer-exp", 9, 200), 9, 200);
 }
 
 #[test]
@@ -214,12 +212,7 @@ fn survivors_of_a_killed_worker_declare_it_down_and_agree() {
                 r["peers_down"].as_u64().unwrap() >= 1,
                 "rank {rank} saw the victim go down"
             );
-            r["final"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
+            final_replica(&r)
         })
         .collect();
     // The victim's mass is lost, so the target is no longer the initial mean; the
