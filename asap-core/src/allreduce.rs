@@ -161,15 +161,7 @@ impl<'a> AllReduce<'a> {
         if self.started {
             return Err(RoundError::AlreadyStarted);
         }
-        if params.len() != self.config.model_len {
-            return Err(RoundError::ParamsLength {
-                expected: self.config.model_len,
-                got: params.len(),
-            });
-        }
-        if !reduce::all_finite(params) {
-            return Err(RoundError::NonFiniteParams);
-        }
+        RoundError::check_params(params, self.config.model_len)?;
         if !self.out.is_idle() {
             return Err(RoundError::SendWindowClosed);
         }

@@ -137,6 +137,23 @@ impl fmt::Display for RoundError {
 
 impl core::error::Error for RoundError {}
 
+impl RoundError {
+    /// The checks every round makes of the application's parameters: the model's length,
+    /// and only finite values (a NaN sent would be refused by every peer).
+    pub(crate) fn check_params(params: &[f32], expected: usize) -> Result<(), RoundError> {
+        if params.len() != expected {
+            return Err(RoundError::ParamsLength {
+                expected,
+                got: params.len(),
+            });
+        }
+        if !crate::reduce::all_finite(params) {
+            return Err(RoundError::NonFiniteParams);
+        }
+        Ok(())
+    }
+}
+
 /// Why a node cannot be built from a configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

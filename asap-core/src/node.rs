@@ -583,15 +583,7 @@ impl<'a, const P: usize> Node<'a, P> {
         if round != self.round {
             self.advance_to(round);
         }
-        if params.len() != self.layout.model_len {
-            return Err(RoundError::ParamsLength {
-                expected: self.layout.model_len,
-                got: params.len(),
-            });
-        }
-        if !reduce::all_finite(params) {
-            return Err(RoundError::NonFiniteParams);
-        }
+        RoundError::check_params(params, self.layout.model_len)?;
         self.buffers.snapshot.copy_from_slice(params);
         let barrier = self.config.wait == Wait::Barrier;
         for i in 0..self.peers.len() {

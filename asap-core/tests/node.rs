@@ -102,10 +102,14 @@ fn deliver(to: &mut Node<'_, 4>, now: Instant, frames: &[(Header, Vec<f32>, Vec<
 }
 
 fn update(chunk: u32) -> Kind {
+    update_kind(chunk, CHUNKS, 0.5)
+}
+
+fn update_kind(chunk: u32, chunks: u32, weight: f32) -> Kind {
     Kind::Update {
         chunk,
-        chunks: CHUNKS,
-        weight: 0.5,
+        chunks,
+        weight,
         encoding: Encoding::F32Le,
     }
 }
@@ -405,32 +409,17 @@ fn frames_not_for_this_node_are_refused_and_counted() {
     assert_eq!(b.stats().decode_errors, 1);
 
     // Protocol violations: wrong layout, bad weight, index out of range.
-    let wrong_count = Kind::Update {
-        chunk: 0,
-        chunks: 4,
-        weight: 0.5,
-        encoding: Encoding::F32Le,
-    };
+    let wrong_count = update_kind(0, 4, 0.5);
     assert_eq!(
         b.handle_frame(T0, &frame(A, B, 0, wrong_count, &chunk_values(0, 1.0))),
         Err(FrameError::Violation(A, Violation::ChunkCount))
     );
-    let heavy = Kind::Update {
-        chunk: 0,
-        chunks: CHUNKS,
-        weight: 1.5,
-        encoding: Encoding::F32Le,
-    };
+    let heavy = update_kind(0, CHUNKS, 1.5);
     assert_eq!(
         b.handle_frame(T0, &frame(A, B, 0, heavy, &chunk_values(0, 1.0))),
         Err(FrameError::Violation(A, Violation::Weight))
     );
-    let past = Kind::Update {
-        chunk: 3,
-        chunks: CHUNKS,
-        weight: 0.5,
-        encoding: Encoding::F32Le,
-    };
+    let past = update_kind(3, CHUNKS, 0.5);
     assert_eq!(
         b.handle_frame(T0, &frame(A, B, 0, past, &chunk_values(0, 1.0))),
         Err(FrameError::Violation(A, Violation::ChunkIndex))
@@ -453,12 +442,7 @@ fn weights_from_in_neighbours_never_exceed_one() {
     };
     let mut mb = Mem::new(&config, 2);
     let mut b = Node::<4>::new(config, &peers, mb.buffers(), T0).unwrap();
-    let heavy = |chunk| Kind::Update {
-        chunk,
-        chunks: CHUNKS,
-        weight: 0.75,
-        encoding: Encoding::F32Le,
-    };
+    let heavy = |chunk| update_kind(chunk, CHUNKS, 0.75);
     b.handle_frame(T0, &frame(A, B, 0, heavy(0), &chunk_values(0, 1.0)))
         .unwrap();
     assert_eq!(
@@ -674,12 +658,7 @@ fn wait_policies() {
         let config = Config { wait, ..config(A) };
         let mut m = Mem::new(&config, 3);
         let mut n = Node::<4>::new(config, &peers, m.buffers(), T0).unwrap();
-        let q = |c| Kind::Update {
-            chunk: c,
-            chunks: CHUNKS,
-            weight: 0.25,
-            encoding: Encoding::F32Le,
-        };
+        let q = |c| update_kind(c, CHUNKS, 0.25);
         for c in 0..CHUNKS {
             n.handle_frame(T0, &frame(NodeId(1), A, 0, q(c), &chunk_values(c, 4.0)))
                 .unwrap();
