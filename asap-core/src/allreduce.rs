@@ -18,7 +18,7 @@
 use crate::config::Config;
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, OutEdge};
-use crate::node::Transmit;
+use crate::node::{Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
 use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
@@ -55,6 +55,7 @@ pub struct AllReduce<'a> {
     /// The left neighbour announced `recv_step` complete (NOTIFY seen).
     ack_due: Option<u32>,
     missing_due: Option<u32>,
+    stats: Stats,
 }
 
 impl<'a> AllReduce<'a> {
@@ -100,6 +101,7 @@ impl<'a> AllReduce<'a> {
             received: 0,
             ack_due: None,
             missing_due: None,
+            stats: Stats::default(),
         })
     }
 
@@ -197,13 +199,14 @@ impl<'a> AllReduce<'a> {
         }
         self.started = false;
         self.round = self.round.wrapping_add(1);
+        self.stats.rounds += 1;
         Ok(())
     }
 
     /// Handles one received frame (only the left neighbour's updates and the right
     /// neighbour's ACKs matter).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let (frame, _) = wire::decode(bytes)?;
+        let (frame, _) = wire::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
         let h = frame.header;
         if h.cluster != self.config.cluster {
             return Err(FrameError::WrongCluster(h.cluster));
@@ -234,8 +237,11 @@ impl<'a> AllReduce<'a> {
             }
         }
         if h.from != self.left() && h.from != self.right() {
+            self.stats.frames_refused += 1;
             return Err(FrameError::UnknownPeer(h.from));
         }
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
         Ok(h.from)
     }
 
@@ -328,7 +334,20 @@ impl<'a> AllReduce<'a> {
 
     /// Handles timers (retransmission).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.out.deadline().is_some_and(|at| at <= now) {
+            self.stats.retransmit_timeouts += 1;
+        }
         self.out.on_timeout(now);
+    }
+
+    /// Counters (the subset of [`Stats`] a ring member keeps).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The next deadline.
@@ -359,9 +378,15 @@ impl<'a> AllReduce<'a> {
         }
         let seg = self.sent_segment(self.me, self.send_step);
         let chunks = self.chunks_of(seg);
-        let Some((what, _)) = self.out.next(chunks, now) else {
+        let Some((what, again)) = self.out.next(chunks, now) else {
             return Ok(None);
         };
+        match (what, again) {
+            (Emit::Chunk(_), false) => self.stats.chunks_sent += 1,
+            (Emit::Chunk(_), true) => self.stats.chunks_resent += 1,
+            (Emit::Notify, true) => self.stats.notifies_resent += 1,
+            (Emit::Notify, false) => {}
+        }
         let tag = self.tag(self.send_step);
         match what {
             Emit::Chunk(c) => {
@@ -384,7 +409,7 @@ impl<'a> AllReduce<'a> {
     }
 
     fn emit(
-        &self,
+        &mut self,
         to: NodeId,
         round: u32,
         kind: Kind,
@@ -404,6 +429,8 @@ impl<'a> AllReduce<'a> {
         };
         let values = self.buffers.work.get(values).unwrap_or(&[]);
         let len = wire::encode(header, values, buf)?;
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += len as u64;
         Ok(Transmit { to, len })
     }
 }

@@ -1,5 +1,7 @@
-//! One node on one UDP socket: the event loop that moves frames between a mio socket and
-//! an `asap-core` [`Node`], and arms one timer at the node's deadline.
+//! One engine on one UDP socket: the event loop that moves frames between a mio socket
+//! and an `asap-core` [`Reducer`] (an ASAP [`Node`](asap_core::Node) or the ring
+//! [`AllReduce`](asap_core::allreduce::AllReduce) baseline), and arms one timer at the
+//! engine's deadline.
 //!
 //! The runtime only translates: it never decides anything the core decides. Peers are
 //! addressed by node id (index into the address list); a frame's sender is known by the
@@ -9,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as WallClock};
 
-use asap_core::{Finished, Instant, Node, NodeId, RoundError};
+use asap_core::{Instant, NodeId, Reducer, RoundError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
@@ -60,9 +62,14 @@ impl From<io::Error> for RuntimeError {
     }
 }
 
-/// A node driven over a UDP socket.
-pub struct UdpRuntime<'m> {
-    node: Node<'m, MAX_PEERS>,
+/// Socket buffer size the runtime asks for: a whole update of a large model arrives as
+/// a burst, and the default (~200 KiB) drops most of it. The kernel caps the request
+/// at `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// An engine driven over a UDP socket.
+pub struct UdpRuntime<R> {
+    node: R,
     socket: UdpSocket,
     poll: Poll,
     events: Events,
@@ -73,10 +80,15 @@ pub struct UdpRuntime<'m> {
     stats: SocketStats,
 }
 
-impl<'m> UdpRuntime<'m> {
+impl<R: Reducer> UdpRuntime<R> {
     /// Drives `node` over `socket` (already bound). `peers[i]` is node `i`'s address.
-    pub fn new(node: Node<'m, MAX_PEERS>, socket: std::net::UdpSocket, peers: Vec<SocketAddr>) -> io::Result<Self> {
+    pub fn new(node: R, socket: std::net::UdpSocket, peers: Vec<SocketAddr>) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        let socket = socket2::Socket::from(socket);
+        // Best effort: a smaller buffer only costs retransmissions.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        let socket = std::net::UdpSocket::from(socket);
         let mut socket = UdpSocket::from_std(socket);
         let poll = Poll::new()?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
@@ -94,9 +106,14 @@ impl<'m> UdpRuntime<'m> {
         })
     }
 
-    /// The node.
-    pub fn node(&self) -> &Node<'m, MAX_PEERS> {
+    /// The engine.
+    pub fn node(&self) -> &R {
         &self.node
+    }
+
+    /// The receive buffer the kernel granted (see [`SOCKET_BUFFER`]).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        socket2::SockRef::from(&self.socket).recv_buffer_size()
     }
 
     /// Socket counters.
@@ -108,17 +125,17 @@ impl<'m> UdpRuntime<'m> {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    /// Runs one round: waits until the node may start it, starts it from `params`,
-    /// waits for its wait policy, and mixes the neighbours' updates into `params`.
-    pub fn run_round(&mut self, params: &mut [f32], limit: Duration) -> Result<Finished, RuntimeError> {
+    /// Runs one round: waits until the engine may start it, starts it from `params`,
+    /// waits for its wait policy, and writes the reduced parameters into `params`.
+    pub fn run_round(&mut self, params: &mut [f32], limit: Duration) -> Result<(), RuntimeError> {
         let give_up = WallClock::now() + limit;
         loop {
             let now = self.now();
-            if !self.node.is_started() && self.node.can_start_round().is_ok() {
-                self.node.start_round(now, params).map_err(RuntimeError::Round)?;
+            if !self.node.is_started() && self.node.can_start() {
+                self.node.start(now, params).map_err(RuntimeError::Round)?;
             }
             if self.node.is_ready() {
-                return self.node.finish_round(now, params).map_err(RuntimeError::Round);
+                return self.node.finish(now, params).map_err(RuntimeError::Round);
             }
             if WallClock::now() >= give_up {
                 return Err(RuntimeError::Timeout);
@@ -128,14 +145,21 @@ impl<'m> UdpRuntime<'m> {
     }
 
     /// Keeps serving peers (answering retransmission requests, acknowledging) for
-    /// `linger`, then says goodbye: every peer gets a Leave.
+    /// `linger`, then says goodbye (an ASAP node sends every peer a Leave).
     pub fn finish(&mut self, linger: Duration) -> Result<(), RuntimeError> {
-        let until = WallClock::now() + linger;
+        self.serve(linger)?;
+        self.node.leave();
+        self.flush()?;
+        Ok(())
+    }
+
+    /// Serves peers for `span` without starting or finishing a round: what the event
+    /// loop does while the application computes (sending, acknowledging, resending).
+    pub fn serve(&mut self, span: Duration) -> Result<(), RuntimeError> {
+        let until = WallClock::now() + span;
         while WallClock::now() < until {
             self.turn(until)?;
         }
-        self.node.leave();
-        self.flush()?;
         Ok(())
     }
 

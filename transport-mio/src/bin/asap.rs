@@ -1,14 +1,18 @@
 //! The `asap` command.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use asap_core::topology::{Family, Topology, TopologySpec, DEFAULT_MIN_GAP};
-use asap_core::{Buffers, Config, Node, NodeId, Wait};
+use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
+use asap_core::Wait;
 use clap::{Parser, Subcommand};
-use transport_mio::report;
-use transport_mio::runtime::{initial_vector, UdpRuntime, MAX_PEERS};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use transport_mio::demo::{self, Line};
+use transport_mio::train::{self, Dataset, Synthetic};
+use transport_mio::worker::{self, Engine, WorkerError, WorkerSpec, Workload};
+use transport_mio::{plot, report};
 
 #[derive(Parser)]
 #[command(
@@ -27,10 +31,136 @@ enum Command {
     /// to 1e-6 consensus, beside a ring all-reduce.
     Topology(TopologyArgs),
     /// One worker of a cluster: averages a seeded replica with its neighbours over UDP
-    /// for a number of rounds, then prints its result. Rank and world size come from
-    /// the flags or from torchrun (RANK, WORLD_SIZE), Slurm (SLURM_PROCID, SLURM_NTASKS)
-    /// or Open MPI (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE).
+    /// (or trains logistic regression, --workload logistic) for a number of rounds, then
+    /// prints its result. Rank and world size come from the flags or from torchrun
+    /// (RANK, WORLD_SIZE), Slurm (SLURM_PROCID, SLURM_NTASKS) or Open MPI
+    /// (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE).
     Node(NodeArgs),
+    /// The main job: N worker processes on this machine train logistic regression with
+    /// ASAP, then with a ring all-reduce; prints a comparison, draws the loss curves.
+    Demo(DemoArgs),
+}
+
+/// What a worker does between rounds.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WorkloadKind {
+    /// Average seeded replicas (the result is checkable: the exact mean).
+    Average,
+    /// SGD on logistic regression (synthetic data, or --data FILE).
+    Logistic,
+}
+
+/// The training problem (shared by `node` and `demo`).
+#[derive(clap::Args, Clone, Debug)]
+struct TrainArgs {
+    /// Train on this LIBSVM file instead of synthetic data (every tenth row is the test set).
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Synthetic data: features (the model's length).
+    #[arg(long, default_value_t = 20_000)]
+    features: usize,
+    /// Synthetic data: training rows per worker.
+    #[arg(long, default_value_t = 10_000)]
+    rows: usize,
+    /// Synthetic data: mean non-zeros a row.
+    #[arg(long, default_value_t = 75)]
+    nonzeros: usize,
+    /// Rows per SGD step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// SGD learning rate (rows have unit L2 norm, so their values are small: ~0.1).
+    #[arg(long, default_value_t = 128.0)]
+    rate: f32,
+    /// Evaluate the replica on the test set every this many rounds.
+    #[arg(long, default_value_t = 1)]
+    eval_every: u32,
+}
+
+impl TrainArgs {
+    fn problem(&self, seed: u64) -> Result<Synthetic, String> {
+        if self.features == 0 || self.features > train::MAX_FEATURES {
+            return Err(format!(
+                "--features {}: must be in 1..={}",
+                self.features,
+                train::MAX_FEATURES
+            ));
+        }
+        if self.rows == 0 || self.nonzeros == 0 || self.batch == 0 {
+            return Err("--rows, --nonzeros and --batch must be at least 1".into());
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(format!("--rate {}: must be a positive number", self.rate));
+        }
+        Ok(Synthetic {
+            features: self.features,
+            rows_per_worker: self.rows,
+            nonzeros: self.nonzeros,
+            ..Synthetic::new(seed)
+        })
+    }
+
+    /// The flags that reproduce these arguments (for the demo's workers).
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            format!("--features={}", self.features),
+            format!("--rows={}", self.rows),
+            format!("--nonzeros={}", self.nonzeros),
+            format!("--batch={}", self.batch),
+            format!("--rate={}", self.rate),
+            format!("--eval-every={}", self.eval_every),
+        ];
+        if let Some(d) = &self.data {
+            a.push(format!("--data={}", d.display()));
+        }
+        a
+    }
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Rounds (one SGD step each).
+    #[arg(long, default_value_t = 300)]
+    rounds: u32,
+    /// ASAP's graph (see `asap topology`).
+    #[arg(long, default_value = "one-peer-exp", value_parser = parse_family)]
+    topology: Family,
+    /// Degree, for families that take one.
+    #[arg(long)]
+    degree: Option<u32>,
+    /// ASAP's wait policy: all, none (asynchronous), barrier, or a number k (at least k
+    /// in-neighbours' updates).
+    #[arg(long, default_value = "all", value_parser = parse_wait)]
+    wait: Wait,
+    /// Emulated compute a round, in milliseconds (a GPU step; the workers keep serving
+    /// the network meanwhile).
+    #[arg(long, default_value_t = 10.0)]
+    compute_ms: f64,
+    /// Slow one worker down: RANK:FACTOR multiplies its compute time.
+    #[arg(long, value_parser = parse_straggler, value_name = "RANK:FACTOR")]
+    straggler: Option<(u32, f64)>,
+    /// Time both runs to this test loss (default: 1% above the worse final loss).
+    #[arg(long)]
+    target_loss: Option<f64>,
+    /// Largest datagram in bytes (loopback carries 64 KiB datagrams).
+    #[arg(long, default_value_t = 1_400)]
+    max_frame: usize,
+    /// Seed of the data, the SGD order and random graphs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for loss.png and summary.json.
+    #[arg(long, default_value = "asap-demo")]
+    out: PathBuf,
+    /// Print the summary as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 #[derive(clap::Args)]
@@ -59,9 +189,22 @@ struct NodeArgs {
     /// Rounds to run.
     #[arg(long, default_value_t = 50)]
     rounds: u32,
-    /// Model values.
+    /// ASAP, or the ring all-reduce baseline.
+    #[arg(long, value_enum, default_value_t = Engine::Asap)]
+    engine: Engine,
+    /// ASAP's wait policy: all, none (asynchronous), barrier, or a number k (at least k
+    /// in-neighbours' updates).
+    #[arg(long, default_value = "all", value_parser = parse_wait)]
+    wait: Wait,
+    /// What to do between rounds.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Average)]
+    workload: WorkloadKind,
+    /// Model values (average workload).
     #[arg(long, default_value_t = 1_000)]
     model: usize,
+    /// Largest datagram in bytes.
+    #[arg(long, default_value_t = 1_400)]
+    max_frame: usize,
     /// Seed of the replicas and of random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -71,16 +214,22 @@ struct NodeArgs {
     /// Give up on a round after this many seconds.
     #[arg(long, default_value_t = 30)]
     round_timeout: u64,
-    /// Local compute per round in milliseconds (emulated by sleeping between rounds:
-    /// a stand-in for the training step until `asap demo` brings one).
-    #[arg(long, default_value_t = 0)]
-    compute_ms: u64,
+    /// Emulated compute a round in milliseconds (on top of the workload's own step; the
+    /// worker keeps serving the network meanwhile).
+    #[arg(long, default_value_t = 0.0)]
+    compute_ms: f64,
     /// After the last round, keep answering peers this many milliseconds.
     #[arg(long, default_value_t = 500)]
     linger_ms: u64,
-    /// Print one JSON object (with the final replica) instead of a summary.
+    /// Print one JSON object (with the final replica, average workload) instead of a
+    /// summary line.
     #[arg(long)]
     json: bool,
+    /// Print one JSON line per evaluation (logistic workload) as it happens.
+    #[arg(long)]
+    progress: bool,
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 #[derive(clap::Args)]
@@ -122,10 +271,49 @@ fn parse_family(s: &str) -> Result<Family, String> {
     })
 }
 
+fn parse_wait(s: &str) -> Result<Wait, String> {
+    match s {
+        "all" => Ok(Wait::All),
+        "none" => Ok(Wait::None),
+        "barrier" => Ok(Wait::Barrier),
+        k => k
+            .parse()
+            .map(Wait::AtLeast)
+            .map_err(|_| format!("wait `{k}`: one of all, none, barrier, or a number")),
+    }
+}
+
+fn wait_name(w: Wait) -> String {
+    match w {
+        Wait::All => "all".into(),
+        Wait::None => "none".into(),
+        Wait::Barrier => "barrier".into(),
+        Wait::AtLeast(k) => k.to_string(),
+    }
+}
+
+fn parse_straggler(s: &str) -> Result<(u32, f64), String> {
+    let bad = || format!("straggler `{s}`: expected RANK:FACTOR, e.g. 0:4");
+    let (rank, factor) = s.split_once(':').ok_or_else(bad)?;
+    let rank = rank.parse().map_err(|_| bad())?;
+    let factor: f64 = factor.parse().map_err(|_| bad())?;
+    if !(factor.is_finite() && factor >= 1.0) {
+        return Err(format!("straggler factor {factor}: must be at least 1"));
+    }
+    Ok((rank, factor))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Topology(args) => topology(args),
+        Command::Demo(args) => match demo(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("asap demo: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Node(args) => match node(args) {
             Ok(code) => code,
             Err(e) => {
@@ -190,71 +378,242 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or(format!("address {addr}: nothing to connect to"))
 }
 
+/// The workload a `node` (or each of the demo's workers) runs.
+fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> {
+    let t = &args.train;
+    let logistic = |(shard, test): (Dataset, Dataset)| Workload::Logistic {
+        shard: Box::new(shard),
+        test: Box::new(test),
+        batch: t.batch,
+        rate: t.rate,
+        eval_every: t.eval_every.max(1),
+    };
+    if let Some(path) = &t.data {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let split = train::read_libsvm(std::io::BufReader::new(file), rank, world)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(logistic(split));
+    }
+    Ok(match args.workload {
+        WorkloadKind::Average => Workload::Average { model: args.model },
+        WorkloadKind::Logistic => {
+            let problem = t.problem(args.seed)?;
+            logistic((problem.shard(rank), problem.test_set()))
+        }
+    })
+}
+
 fn node(args: NodeArgs) -> Result<ExitCode, String> {
     let (rank, world) = rank_and_world(&args)?;
     let peers = addresses(&args, world)?;
-    let spec = TopologySpec {
-        degree: args.degree,
+    let spec = WorkerSpec {
+        rank,
+        peers,
+        engine: args.engine,
+        topology: TopologySpec {
+            degree: args.degree,
+            seed: args.seed,
+            ..TopologySpec::new(args.topology, world)
+        },
+        wait: args.wait,
+        rounds: args.rounds,
         seed: args.seed,
-        ..TopologySpec::new(args.topology, world)
-    };
-    let topology = Topology::new(spec, &mut vec![0.0; 3 * world as usize]).map_err(|e| format!("topology: {e}"))?;
-    let config = Config {
         cluster: args.cluster,
-        wait: Wait::All,
-        ..Config::new(args.cluster, NodeId(rank as u16), args.model)
+        max_frame: args.max_frame,
+        round_timeout: Duration::from_secs(args.round_timeout),
+        compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
+        linger: Duration::from_millis(args.linger_ms),
     };
-    let peer_count = topology.peers_of(rank).count();
-    let layout = config.layout(peer_count).map_err(|e| e.to_string())?;
-    let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.model_len]);
-    let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
-    let buffers = Buffers {
-        snapshot: &mut snapshot,
-        accumulator: &mut acc,
-        chunk_weights: &mut weights,
-        chunk_bits: &mut bits,
-    };
-    let node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
-        .map_err(|e| e.to_string())?;
-    let bind = peers[rank as usize];
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-    let mut runtime = UdpRuntime::new(node, socket, peers).map_err(|e| e.to_string())?;
-    let mut params = initial_vector(args.seed, rank, args.model);
-    for round in 0..args.rounds {
-        if args.compute_ms > 0 {
-            std::thread::sleep(Duration::from_millis(args.compute_ms));
+    let workload = workload(&args, rank, world)?;
+    let progress = args.progress;
+    let summary = worker::run(&spec, workload, |p| {
+        if progress {
+            println!(
+                "{}",
+                serde_json::to_string(&Line::Progress(p.clone())).expect("serialisable")
+            );
         }
-        if let Err(e) = runtime.run_round(&mut params, Duration::from_secs(args.round_timeout)) {
-            eprintln!("asap node {rank}: round {round}: {e}");
+    });
+    let summary = match summary {
+        Ok(s) => s,
+        Err(WorkerError::Setup(e)) => return Err(e),
+        Err(WorkerError::Run(e)) => {
+            eprintln!("asap node {rank}: {e}");
             return Ok(ExitCode::FAILURE);
         }
-    }
-    runtime
-        .finish(Duration::from_millis(args.linger_ms))
-        .map_err(|e| e.to_string())?;
-    let stats = runtime.node().stats();
-    let socket = runtime.stats();
+    };
     if args.json {
-        let out = serde_json::json!({
-            "rank": rank,
-            "world": world,
-            "topology": args.topology.name(),
-            "rounds": stats.rounds,
-            "bytes_sent": stats.bytes_sent,
-            "frames_sent": stats.frames_sent,
-            "chunks_resent": stats.chunks_resent,
-            "peers_down": stats.peers_down,
-            "datagrams_refused": socket.refused,
-            "final": params,
-        });
-        println!("{out}");
+        println!("{}", serde_json::to_string(&Line::Done(summary)).expect("serialisable"));
     } else {
+        let loss = summary
+            .last
+            .as_ref()
+            .and_then(|p| p.loss.zip(p.accuracy))
+            .map_or(String::new(), |(l, a)| {
+                format!(", test loss {l:.4}, accuracy {:.1}%", 100.0 * a)
+            });
         println!(
-            "rank {rank}/{world}: {} rounds on {}, {} bytes sent, {} chunks resent, {} peers down",
-            stats.rounds, args.topology, stats.bytes_sent, stats.chunks_resent, stats.peers_down
+            "rank {rank}/{world}: {} rounds of {} in {:.2} s, {} bytes sent, {} chunks resent, {} peers down{loss}",
+            summary.rounds,
+            summary.topology,
+            summary.elapsed_s,
+            summary.bytes_sent,
+            summary.chunks_resent,
+            summary.peers_down
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `asap demo`: the same training with ASAP and with the all-reduce baseline.
+fn demo(args: DemoArgs) -> Result<(), String> {
+    if args.workers < 2 {
+        return Err(format!("--workers {}: need at least 2", args.workers));
+    }
+    let straggler = match args.straggler {
+        Some((rank, _)) if rank >= args.workers => {
+            return Err(format!(
+                "--straggler rank {rank} is not below --workers {}",
+                args.workers
+            ))
+        }
+        s => s,
+    };
+    // Fail early on a bad problem (and on a bad file) rather than in every worker.
+    if let Some(path) = &args.train.data {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        train::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    } else {
+        args.train.problem(args.seed)?;
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the asap executable: {e}"))?;
+    let engines = [
+        (Engine::Asap, args.topology.name()),
+        (Engine::Allreduce, "ring all-reduce"),
+    ];
+    let bars = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos:>4}/{len} rounds {elapsed:>4} {msg}")
+        .expect("template")
+        .progress_chars("=> ");
+    let mut runs = Vec::new();
+    for (engine, graph) in engines {
+        let bar = bars.add(ProgressBar::new(u64::from(args.rounds)));
+        bar.set_style(style.clone());
+        bar.set_prefix(format!("{engine} ({graph})"));
+        let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
+        let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let commands = (0..args.workers)
+            .map(|rank| {
+                let compute = match straggler {
+                    Some((r, factor)) if r == rank => args.compute_ms * factor,
+                    _ => args.compute_ms,
+                };
+                let mut c = std::process::Command::new(&exe);
+                c.args([
+                    "node",
+                    "--rank",
+                    &rank.to_string(),
+                    "--world",
+                    &args.workers.to_string(),
+                ])
+                .args(["--peers", &peers.join(","), "--engine", &engine.to_string()])
+                .args(["--topology", args.topology.name(), "--wait", &wait_name(args.wait)])
+                .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
+                .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
+                .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
+                .args(["--progress", "--json"])
+                .args(args.train.to_args());
+                if let Some(d) = args.degree {
+                    c.args(["--degree", &d.to_string()]);
+                }
+                c
+            })
+            .collect();
+        let mut rounds_seen = vec![0u32; args.workers as usize];
+        let run = demo::run_cluster(commands, std::f64::consts::LN_2, |rank, p, loss| {
+            rounds_seen[rank as usize] = p.round;
+            bar.set_position(u64::from(*rounds_seen.iter().min().unwrap_or(&0)));
+            bar.set_message(format!("loss {loss:.4}"));
+        })
+        .map_err(|e| format!("{engine}: {e}"))?;
+        bar.finish();
+        runs.push(run);
+    }
+    let target = args.target_loss.unwrap_or_else(|| demo::default_target(&runs, 0.01));
+    let title = format!(
+        "{} workers, logistic regression ({} features){}",
+        args.workers,
+        runs[0].workers.first().map_or(0, |_| args.train.features),
+        straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower"))
+    );
+    let png = args.out.join("loss.png");
+    let plotted = plot::loss_curves(&runs, target, &title, &png);
+    let summary = serde_json::json!({
+        "workers": args.workers,
+        "rounds": args.rounds,
+        "compute_ms": args.compute_ms,
+        "straggler": straggler.map(|(r, f)| serde_json::json!({"rank": r, "factor": f})),
+        "target_loss": target,
+        "runs": runs.iter().map(|r| serde_json::json!({
+            "engine": r.engine,
+            "topology": r.topology,
+            "rounds": r.rounds,
+            "train_s": r.train_s,
+            "wall_s": r.wall_s,
+            "ms_per_round": 1e3 * r.seconds_per_round(),
+            "time_to_target_s": r.time_to(target),
+            "final_loss": r.final_loss,
+            "final_accuracy": r.final_accuracy,
+            "bytes_per_worker": r.bytes_per_worker,
+            "chunks_resent": r.chunks_resent,
+            "curve": r.curve,
+        })).collect::<Vec<_>>(),
+    });
+    let json_path = args.out.join("summary.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&summary).expect("serialisable"),
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!("{title}; {} ms of compute a round (emulated)", args.compute_ms);
+        println!("target loss {target:.4} (time from the workers' start)\n");
+        print!("{}", demo::table(&runs, target));
+        let (a, b) = (&runs[0], &runs[1]);
+        if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
+            println!(
+                "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
+                tb / ta,
+                a.bytes_per_worker / b.bytes_per_worker
+            );
+        }
+        if runs.iter().any(|r| r.final_loss >= std::f64::consts::LN_2) {
+            println!("\nThe loss did not fall below its start (ln 2): the learning rate is too high for this data; lower --rate.");
+        }
+        match &plotted {
+            Ok(()) => println!("plot: {}", png.display()),
+            Err(e) => println!("plot: not drawn: {e}"),
+        }
+        println!("summary: {}", json_path.display());
+    }
+    Ok(())
+}
+
+/// Free loopback UDP ports (bound, noted, released: a race with other programs is
+/// possible and reported by the worker as a port in use).
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
 }
 
 fn topology(args: TopologyArgs) -> ExitCode {

@@ -1,0 +1,282 @@
+//! One worker process of a cluster, as `asap node` runs it: build the engine (ASAP or
+//! the ring all-reduce baseline) over a UDP socket, then alternate the workload's local
+//! step with a round of reduce, reporting progress as it goes.
+
+use std::fmt;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant as WallClock};
+
+use asap_core::allreduce::{AllReduce, AllReduceBuffers};
+use asap_core::topology::{Topology, TopologySpec};
+use asap_core::{Buffers, Config, Node, NodeId, Reducer, Stats, Wait};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{initial_vector, RuntimeError, UdpRuntime, MAX_PEERS};
+use crate::train::{Dataset, Sgd};
+
+/// Which reduce a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// ASAP: stochastic reduce with neighbours, NOTIFY-ACK per edge.
+    Asap,
+    /// The baseline: a ring all-reduce with a barrier every round.
+    Allreduce,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Asap => "asap",
+            Engine::Allreduce => "allreduce",
+        })
+    }
+}
+
+/// What a worker does between rounds.
+#[derive(Debug)]
+pub enum Workload {
+    /// Nothing: the replicas (seeded, see [`initial_vector`]) are averaged.
+    Average {
+        /// Model values.
+        model: usize,
+    },
+    /// Minibatch SGD of logistic regression on a shard, evaluated on a test set.
+    Logistic {
+        /// This worker's training rows.
+        shard: Box<Dataset>,
+        /// The rows every worker is evaluated on.
+        test: Box<Dataset>,
+        /// Rows per step.
+        batch: usize,
+        /// Learning rate.
+        rate: f32,
+        /// Evaluate every this many rounds (and after the last).
+        eval_every: u32,
+    },
+}
+
+impl Workload {
+    fn model_len(&self) -> usize {
+        match self {
+            Workload::Average { model } => *model,
+            Workload::Logistic { shard, .. } => shard.features(),
+        }
+    }
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct WorkerSpec {
+    /// This worker.
+    pub rank: u32,
+    /// Every worker's address, by rank.
+    pub peers: Vec<SocketAddr>,
+    /// ASAP or all-reduce.
+    pub engine: Engine,
+    /// ASAP's graph.
+    pub topology: TopologySpec,
+    /// ASAP's wait policy.
+    pub wait: Wait,
+    /// Rounds to run.
+    pub rounds: u32,
+    /// Seed of the replicas and of the SGD order.
+    pub seed: u64,
+    /// Cluster id.
+    pub cluster: u32,
+    /// Largest datagram.
+    pub max_frame: usize,
+    /// Give up on a round after this long.
+    pub round_timeout: Duration,
+    /// Emulated compute a round (the event loop keeps serving peers meanwhile, as a
+    /// communication thread beside a GPU would).
+    pub compute: Duration,
+    /// After the last round, keep answering peers this long.
+    pub linger: Duration,
+}
+
+/// One line of progress.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Progress {
+    /// Rounds finished.
+    pub round: u32,
+    /// Seconds since the worker started its first round.
+    pub elapsed_s: f64,
+    /// Test loss of this worker's replica (logistic workload).
+    pub loss: Option<f64>,
+    /// Test accuracy of this worker's replica (logistic workload).
+    pub accuracy: Option<f64>,
+    /// Bytes this worker sent so far.
+    pub bytes_sent: u64,
+}
+
+/// What a worker did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// This worker.
+    pub rank: u32,
+    /// Workers.
+    pub world: u32,
+    /// ASAP or all-reduce.
+    pub engine: Engine,
+    /// The graph (ASAP).
+    pub topology: String,
+    /// Rounds finished.
+    pub rounds: u64,
+    /// Seconds from the first round's start to the last round's end.
+    pub elapsed_s: f64,
+    /// Bytes sent (headers, retransmissions and control frames included).
+    pub bytes_sent: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Update chunks sent again.
+    pub chunks_resent: u64,
+    /// Peers declared down.
+    pub peers_down: u64,
+    /// Datagrams the engine refused.
+    pub datagrams_refused: u64,
+    /// The socket receive buffer the kernel granted.
+    pub recv_buffer: usize,
+    /// The last evaluation (logistic workload).
+    pub last: Option<Progress>,
+    /// The final replica (average workload only: models can be large).
+    #[serde(rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_replica: Option<Vec<f32>>,
+}
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerError {
+    /// It could not start: a bad graph, model or address, a port in use.
+    Setup(String),
+    /// It started and failed: a socket error, a round that never finished.
+    Run(String),
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerError::Setup(e) | WorkerError::Run(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+/// Runs one worker to the end; `report` sees every evaluation.
+pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progress)) -> Result<Summary, WorkerError> {
+    let setup = WorkerError::Setup;
+    let world = spec.peers.len() as u32;
+    let rank = spec.rank;
+    let model_len = workload.model_len();
+    let bind = spec.peers[rank as usize];
+    let socket = UdpSocket::bind(bind).map_err(|e| setup(format!("cannot listen on {bind}: {e}")))?;
+    let config = Config {
+        cluster: spec.cluster,
+        wait: spec.wait,
+        max_frame: spec.max_frame,
+        ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
+    };
+    let mut params = match &workload {
+        Workload::Average { model } => initial_vector(spec.seed, rank, *model),
+        Workload::Logistic { .. } => vec![0.0; model_len],
+    };
+    match spec.engine {
+        Engine::Asap => {
+            let topology = Topology::new(spec.topology, &mut vec![0.0; 3 * world as usize])
+                .map_err(|e| setup(format!("topology: {e}")))?;
+            let layout = config
+                .layout(topology.peers_of(rank).count())
+                .map_err(|e| setup(e.to_string()))?;
+            let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.model_len]);
+            let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
+            let buffers = Buffers {
+                snapshot: &mut snapshot,
+                accumulator: &mut acc,
+                chunk_weights: &mut weights,
+                chunk_bits: &mut bits,
+            };
+            let node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
+                .map_err(|e| setup(e.to_string()))?;
+            drive(spec, node, socket, &mut params, &mut workload, report)
+        }
+        Engine::Allreduce => {
+            let mut work = vec![0.0; model_len];
+            let mut bits = vec![0; AllReduce::bitmap_words(&config, world)];
+            let buffers = AllReduceBuffers {
+                work: &mut work,
+                chunk_bits: &mut bits,
+            };
+            let ring = AllReduce::new(config, world, buffers).map_err(|e| setup(e.to_string()))?;
+            drive(spec, ring, socket, &mut params, &mut workload, report)
+        }
+    }
+}
+
+fn drive<R: Reducer>(
+    spec: &WorkerSpec,
+    engine: R,
+    socket: UdpSocket,
+    params: &mut [f32],
+    workload: &mut Workload,
+    mut report: impl FnMut(&Progress),
+) -> Result<Summary, WorkerError> {
+    let mut runtime =
+        UdpRuntime::new(engine, socket, spec.peers.clone()).map_err(|e| WorkerError::Setup(e.to_string()))?;
+    let fail = |e: RuntimeError| WorkerError::Run(e.to_string());
+    let mut sgd = match workload {
+        Workload::Logistic { shard, batch, rate, .. } => {
+            Some(Sgd::new(shard.len(), *batch, *rate, spec.seed ^ u64::from(spec.rank)))
+        }
+        Workload::Average { .. } => None,
+    };
+    let started = WallClock::now();
+    let mut last = None;
+    for round in 1..=spec.rounds {
+        if let (Some(sgd), Workload::Logistic { shard, .. }) = (&mut sgd, &*workload) {
+            sgd.step(shard, params);
+        }
+        if !spec.compute.is_zero() {
+            runtime.serve(spec.compute).map_err(fail)?;
+        }
+        runtime
+            .run_round(params, spec.round_timeout)
+            .map_err(|e| WorkerError::Run(format!("round {round}: {e}")))?;
+        if let Workload::Logistic { test, eval_every, .. } = workload {
+            if round % *eval_every == 0 || round == spec.rounds {
+                let e = test.evaluate(params);
+                let p = Progress {
+                    round,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    loss: Some(e.loss),
+                    accuracy: Some(e.accuracy),
+                    bytes_sent: runtime.node().stats().bytes_sent,
+                };
+                report(&p);
+                last = Some(p);
+            }
+        }
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    runtime.finish(spec.linger).map_err(fail)?;
+    let stats: Stats = *runtime.node().stats();
+    Ok(Summary {
+        rank: spec.rank,
+        world: spec.peers.len() as u32,
+        engine: spec.engine,
+        topology: match spec.engine {
+            Engine::Asap => spec.topology.family.name().to_string(),
+            Engine::Allreduce => "ring all-reduce".to_string(),
+        },
+        rounds: stats.rounds,
+        elapsed_s,
+        bytes_sent: stats.bytes_sent,
+        frames_sent: stats.frames_sent,
+        chunks_resent: stats.chunks_resent,
+        peers_down: stats.peers_down,
+        datagrams_refused: runtime.stats().refused,
+        recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
+        last,
+        final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),
+    })
+}
