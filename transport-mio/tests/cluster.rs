@@ -43,11 +43,31 @@ fn wait_all(children: Vec<Child>, limit: Duration) -> Vec<std::process::Output> 
 
 /// Starts `world` workers on free loopback ports with `extra` flags.
 fn spawn_cluster(world: usize, topology: &str, rounds: u32, model: usize, extra: &[&str]) -> Vec<Child> {
-    let ports = free_ports(world);
+    spawn_cluster_on(&[], &free_ports(world), topology, rounds, model, extra)
+}
+
+/// Starts one worker per port, each through the `launcher` prefix (empty: directly).
+fn spawn_cluster_on(
+    launcher: &[&str],
+    ports: &[u16],
+    topology: &str,
+    rounds: u32,
+    model: usize,
+    extra: &[&str],
+) -> Vec<Child> {
+    let world = ports.len();
     let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     (0..world)
         .map(|rank| {
-            Command::new(env!("CARGO_BIN_EXE_asap"))
+            let mut command = match launcher.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(env!("CARGO_BIN_EXE_asap"));
+                    c
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_asap")),
+            };
+            command
                 .args(["node", "--rank", &rank.to_string(), "--world", &world.to_string()])
                 .args(["--peers", &peers.join(","), "--topology", topology])
                 .args(["--rounds", &rounds.to_string(), "--model", &model.to_string(), "--json"])
@@ -61,7 +81,11 @@ fn spawn_cluster(world: usize, topology: &str, rounds: u32, model: usize, extra:
 }
 
 fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<serde_json::Value> {
-    let children = spawn_cluster(world, topology, rounds, model, &[]);
+    results(spawn_cluster(world, topology, rounds, model, &[]))
+}
+
+/// Every worker's JSON result; each must exit 0.
+fn results(children: Vec<Child>) -> Vec<serde_json::Value> {
     let outputs = wait_all(children, Duration::from_secs(120));
     outputs
         .iter()
@@ -223,5 +247,146 @@ fn survivors_of_a_killed_worker_declare_it_down_and_agree() {
             .map(|f| f[k])
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
         assert!(hi - lo <= 1e-5, "value {k}: survivors disagree by {:e}", hi - lo);
+    }
+}
+
+/// Skips (with the reason on stderr) unless `programs` are installed and we are root.
+fn have_root_and(programs: &[&str]) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let missing: Vec<&&str> = programs
+        .iter()
+        .filter(|p| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .collect();
+    if !root || !missing.is_empty() {
+        eprintln!("SKIPPED: needs root and {programs:?} (scripts/setup installs them as root); missing {missing:?}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn mpirun_launches_a_cluster() {
+    if !have_root_and(&["mpirun"]) {
+        return;
+    }
+    let (world, rounds, model) = (4usize, 20u32, 300usize);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let peers: Vec<String> = free_ports(world).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    // No --rank/--world: each process reads OMPI_COMM_WORLD_RANK / _SIZE.
+    let status = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", &world.to_string()])
+        .args(["--output-filename", dir.path().to_str().unwrap()])
+        .arg(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--peers", &peers.join(","), "--rounds", &rounds.to_string()])
+        .args(["--model", &model.to_string(), "--json"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("mpirun runs");
+    assert!(status.success(), "mpirun: {status}");
+    let results: Vec<serde_json::Value> = (0..world)
+        .map(|rank| {
+            let out = dir.path().join(format!("1/rank.{rank}/stdout"));
+            let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("rank {rank}: {e}: {text}"))
+        })
+        .collect();
+    assert_exact_mean(&results, rounds, model);
+}
+
+/// A network namespace of the test's own, with loopback up; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let ns = Netns(format!("asap-{tag}-{}", std::process::id()));
+        ns.ip(&["netns", "add", &ns.0]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn exec(&self, args: &[&str]) {
+        self.ip(&[&["netns", "exec", &self.0][..], args].concat());
+    }
+
+    /// One nftables command inside the namespace.
+    fn nft(&self, rule: &str) {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        self.exec(&[&["nft"][..], &words].concat());
+    }
+
+    fn launcher(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.0]
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn fifteen_percent_loss_between_processes_still_gives_the_exact_mean() {
+    if !have_root_and(&["ip", "nft"]) {
+        return;
+    }
+    let ns = Netns::new("loss");
+    ns.nft("add table inet asap");
+    ns.nft("add chain inet asap input { type filter hook input priority 0 ; }");
+    // On the receiver's input: dropping on output would fail the sender's sendto.
+    ns.nft("add rule inet asap input udp dport 40000-40099 numgen random mod 100 < 15 drop");
+    let (rounds, model) = (30u32, 5_000usize);
+    let ports: Vec<u16> = (40_000..40_004).collect();
+    let results = results(spawn_cluster_on(&ns.launcher(), &ports, "exp", rounds, model, &[]));
+    assert_exact_mean(&results, rounds, model);
+    let resent: u64 = results.iter().map(|r| r["chunks_resent"].as_u64().unwrap()).sum();
+    assert!(resent > 0, "the loss rule dropped nothing");
+}
+
+#[test]
+fn a_healed_partition_costs_time_not_the_exact_mean() {
+    if !have_root_and(&["ip", "nft"]) {
+        return;
+    }
+    let ns = Netns::new("partition");
+    ns.nft("add table inet asap");
+    ns.nft("add chain inet asap input { type filter hook input priority 0 ; }");
+    let (rounds, model) = (80u32, 500usize);
+    let ports: Vec<u16> = (40_100..40_104).collect();
+    let children = spawn_cluster_on(&ns.launcher(), &ports, "exp", rounds, model, &["--compute-ms", "10"]);
+    // Cut worker 0 off both ways for 0.8 s (shorter than the 2 s peer timeout), mid-run.
+    std::thread::sleep(Duration::from_millis(200));
+    ns.nft("add rule inet asap input udp dport 40100 drop");
+    ns.nft("add rule inet asap input udp sport 40100 drop");
+    std::thread::sleep(Duration::from_millis(800));
+    ns.nft("flush chain inet asap input");
+    let results = results(children);
+    assert_exact_mean(&results, rounds, model);
+    // 80 rounds of 10 ms compute take 0.8 s; every worker waits for worker 0 (the
+    // 4-node exponential graph is complete), so the cut adds its 0.8 s to everyone.
+    for r in &results {
+        let elapsed = r["elapsed_s"].as_f64().unwrap();
+        assert!(
+            elapsed >= 1.4,
+            "rank {}: {elapsed} s: the partition did not stall the round",
+            r["rank"]
+        );
     }
 }
