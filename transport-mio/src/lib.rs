@@ -1,5 +1,5 @@
 //! Drives `asap-core` over mio sockets on servers, and the `asap` command's building
-//! blocks: the UDP runtime ([`runtime`]), one worker process ([`worker`]) and its
+//! blocks: the event loop ([`runtime`]) over UDP ([`udp`]) or TCP ([`tcp`]), one worker process ([`worker`]) and its
 //! training workload ([`train`]), and the topology report behind `asap topology`
 //! ([`report`]).
 
@@ -7,5 +7,7 @@ pub mod demo;
 pub mod plot;
 pub mod report;
 pub mod runtime;
+pub mod tcp;
 pub mod train;
+pub mod udp;
 pub mod worker;

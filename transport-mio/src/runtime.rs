@@ -1,36 +1,42 @@
-//! One engine on one UDP socket: the event loop that moves frames between a mio socket
-//! and an `asap-core` [`Reducer`] (an ASAP [`Node`](asap_core::Node) or the ring
+//! One engine on one set of sockets: the event loop that moves frames between mio
+//! sockets and an `asap-core` [`Reducer`] (an ASAP [`Node`](asap_core::Node) or the ring
 //! [`AllReduce`](asap_core::allreduce::AllReduce) baseline), and arms one timer at the
 //! engine's deadline.
 //!
-//! The runtime only translates: it never decides anything the core decides. Peers are
-//! addressed by node id (index into the address list); a frame's sender is known by the
-//! id it carries, and its source address is learned from it (NATs rewrite ports).
+//! The runtime only translates: it never decides anything the core decides. What moves
+//! the bytes is a [`Link`]: datagrams ([`crate::udp::UdpLink`], the default) or
+//! length-prefixed frames on TCP streams ([`crate::tcp::TcpLink`]). Peers are addressed
+//! by node id (index into the address list); a frame's sender is known by the id it
+//! carries.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as WallClock};
 
 use asap_core::{Instant, NodeId, Reducer, RoundError};
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::event::Event;
+use mio::{Events, Poll, Registry};
+
+use crate::tcp::TcpLink;
+use crate::udp::UdpLink;
 
 /// Peer-table capacity of a server node.
 pub const MAX_PEERS: usize = 64;
 
-const SOCKET: Token = Token(0);
-
-/// Counters of the socket side (the node keeps its own in `Node::stats`).
+/// Counters of the socket side (the engine keeps its own in `Reducer::stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketStats {
-    /// Datagrams sent.
+    /// Frames handed to the network.
     pub sent: u64,
-    /// Datagrams received.
+    /// Frames received.
     pub received: u64,
-    /// Sends that failed (the frame is dropped: the protocol retransmits).
+    /// Frames the link had to drop (a send error, a full queue to a dead peer); the
+    /// protocol retransmits what matters.
     pub send_errors: u64,
-    /// Datagrams the node refused.
+    /// Frames the engine refused.
     pub refused: u64,
+    /// Connections lost (TCP) and re-established.
+    pub reconnects: u64,
 }
 
 /// Why a round could not be run.
@@ -62,45 +68,78 @@ impl From<io::Error> for RuntimeError {
     }
 }
 
-/// Socket buffer size the runtime asks for: a whole update of a large model arrives as
-/// a burst, and the default (~200 KiB) drops most of it. The kernel caps the request
-/// at `net.core.rmem_max` / `wmem_max`.
+/// Socket buffer size the links ask for: a whole update of a large model arrives as a
+/// burst, and the default (~200 KiB) drops most of it. The kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// An engine driven over a UDP socket.
-pub struct UdpRuntime<R> {
+/// What a frame received by a link is handed to: the engine, which says who sent it
+/// (`None`: refused).
+pub type Deliver<'a> = dyn FnMut(&[u8]) -> Option<NodeId> + 'a;
+
+/// How frames travel: the socket side of a [`Runtime`].
+pub trait Link {
+    /// Registers the link's sockets with the event loop.
+    fn register(&mut self, registry: &Registry) -> io::Result<()>;
+    /// Sends (or queues) one frame to node `to`. `Ok(false)`: dropped, as the network
+    /// may drop it; `Err` only for failures of the machine, not of the peer.
+    fn send(&mut self, registry: &Registry, to: usize, frame: &[u8], stats: &mut SocketStats) -> io::Result<bool>;
+    /// Handles one readiness event, handing every complete frame to `deliver`.
+    fn ready(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        deliver: &mut Deliver<'_>,
+        stats: &mut SocketStats,
+    ) -> io::Result<()>;
+    /// The receive buffer the kernel granted (see [`SOCKET_BUFFER`]).
+    fn recv_buffer_size(&self) -> io::Result<usize>;
+}
+
+/// An engine driven over a link.
+pub struct Runtime<R, L> {
     node: R,
-    socket: UdpSocket,
+    link: L,
     poll: Poll,
     events: Events,
-    peers: Vec<SocketAddr>,
     tx: Vec<u8>,
-    rx: Vec<u8>,
     epoch: WallClock,
     stats: SocketStats,
 }
 
-impl<R: Reducer> UdpRuntime<R> {
+/// An engine over UDP.
+pub type UdpRuntime<R> = Runtime<R, UdpLink>;
+
+/// An engine over TCP.
+pub type TcpRuntime<R> = Runtime<R, TcpLink>;
+
+impl<R: Reducer> Runtime<R, UdpLink> {
     /// Drives `node` over `socket` (already bound). `peers[i]` is node `i`'s address.
     pub fn new(node: R, socket: std::net::UdpSocket, peers: Vec<SocketAddr>) -> io::Result<Self> {
-        socket.set_nonblocking(true)?;
-        let socket = socket2::Socket::from(socket);
-        // Best effort: a smaller buffer only costs retransmissions.
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-        let socket = std::net::UdpSocket::from(socket);
-        let mut socket = UdpSocket::from_std(socket);
+        Runtime::with_link(node, UdpLink::new(socket, peers)?)
+    }
+}
+
+impl<R: Reducer> Runtime<R, TcpLink> {
+    /// Drives `node` over TCP: `listener` (already bound) accepts the peers'
+    /// connections; `peers[i]` is where node `i` listens.
+    pub fn tcp(node: R, listener: std::net::TcpListener, peers: Vec<SocketAddr>) -> io::Result<Self> {
+        Runtime::with_link(node, TcpLink::new(listener, peers)?)
+    }
+}
+
+impl<R: Reducer, L: Link> Runtime<R, L> {
+    /// Drives `node` over `link`.
+    pub fn with_link(node: R, mut link: L) -> io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
+        link.register(poll.registry())?;
         let max_frame = node.config().max_frame;
-        Ok(UdpRuntime {
+        Ok(Runtime {
             node,
-            socket,
+            link,
             poll,
-            events: Events::with_capacity(64),
-            peers,
+            events: Events::with_capacity(256),
             tx: vec![0; max_frame],
-            rx: vec![0; asap_core::wire::MAX_FRAME_LEN],
             epoch: WallClock::now(),
             stats: SocketStats::default(),
         })
@@ -111,9 +150,14 @@ impl<R: Reducer> UdpRuntime<R> {
         &self.node
     }
 
+    /// The engine, to call what [`Reducer`] does not cover (e.g. `Node::leave`).
+    pub fn node_mut(&mut self) -> &mut R {
+        &mut self.node
+    }
+
     /// The receive buffer the kernel granted (see [`SOCKET_BUFFER`]).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        socket2::SockRef::from(&self.socket).recv_buffer_size()
+        self.link.recv_buffer_size()
     }
 
     /// Socket counters.
@@ -150,6 +194,11 @@ impl<R: Reducer> UdpRuntime<R> {
         self.serve(linger)?;
         self.node.leave();
         self.flush()?;
+        // Give queued (TCP) frames a moment to leave.
+        let until = WallClock::now() + Duration::from_millis(50);
+        while WallClock::now() < until {
+            self.poll_once(until)?;
+        }
         Ok(())
     }
 
@@ -163,19 +212,20 @@ impl<R: Reducer> UdpRuntime<R> {
         Ok(())
     }
 
-    /// One turn of the loop: send what the node has, wait for a datagram or its
-    /// deadline (never past `give_up`), feed the node.
+    /// One turn of the loop: send what the node has, wait for a frame or its deadline
+    /// (never past `give_up`), feed the node.
     fn turn(&mut self, give_up: WallClock) -> Result<(), RuntimeError> {
         self.flush()?;
         while self.node.poll_event().is_some() {}
         let now = self.now();
-        let wait = match self.node.poll_timeout() {
-            Some(at) => Duration::from_micros(at.total_micros().saturating_sub(now.total_micros())),
-            None => Duration::from_millis(100),
+        let wait_until = match self.node.poll_timeout() {
+            Some(at) => {
+                let wait = Duration::from_micros(at.total_micros().saturating_sub(now.total_micros()));
+                (WallClock::now() + wait).min(give_up)
+            }
+            None => (WallClock::now() + Duration::from_millis(100)).min(give_up),
         };
-        let wait = wait.min(give_up.saturating_duration_since(WallClock::now()));
-        self.poll.poll(&mut self.events, Some(wait))?;
-        self.receive()?;
+        self.poll_once(wait_until)?;
         let now = self.now();
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
@@ -183,51 +233,59 @@ impl<R: Reducer> UdpRuntime<R> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), RuntimeError> {
-        let now = self.now();
-        loop {
-            let Some(t) = self
-                .node
-                .poll_transmit(now, &mut self.tx)
-                .expect("tx buffer holds max_frame")
-            else {
-                return Ok(());
-            };
-            let Some(addr) = self.peers.get(usize::from(t.to.0)) else {
-                continue;
-            };
-            match self.socket.send_to(&self.tx[..t.len], *addr) {
-                Ok(_) => self.stats.sent += 1,
-                // A full socket buffer or an ICMP error from a dead peer: the frame is
-                // lost like any other; the protocol's timers resend what matters.
-                Err(_) => self.stats.send_errors += 1,
-            }
+    /// Waits for readiness (at most until `until`) and handles it.
+    fn poll_once(&mut self, until: WallClock) -> Result<(), RuntimeError> {
+        let wait = until.saturating_duration_since(WallClock::now());
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
+        let Runtime {
+            node,
+            link,
+            poll,
+            events,
+            epoch,
+            stats,
+            ..
+        } = self;
+        let mut refused = 0;
+        let mut deliver = |bytes: &[u8]| {
+            let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
+            match node.handle_frame(now, bytes) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    refused += 1;
+                    None
+                }
+            }
+        };
+        for event in events.iter() {
+            link.ready(poll.registry(), event, &mut deliver, stats)?;
+        }
+        stats.refused += refused;
+        Ok(())
     }
 
-    fn receive(&mut self) -> Result<(), RuntimeError> {
-        loop {
-            match self.socket.recv_from(&mut self.rx) {
-                Ok((len, from_addr)) => {
-                    self.stats.received += 1;
-                    let now = self.now();
-                    match self.node.handle_frame(now, &self.rx[..len]) {
-                        Ok(NodeId(id)) => {
-                            // Learn where the peer really is (a NAT may have moved it).
-                            if let Some(addr) = self.peers.get_mut(usize::from(id)) {
-                                *addr = from_addr;
-                            }
-                        }
-                        Err(_) => self.stats.refused += 1,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                // ICMP port unreachable from a peer that is gone, and the like.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+    fn flush(&mut self) -> Result<(), RuntimeError> {
+        let now = self.now();
+        while let Some(t) = self
+            .node
+            .poll_transmit(now, &mut self.tx)
+            .expect("tx buffer holds max_frame")
+        {
+            let to = usize::from(t.to.0);
+            if self
+                .link
+                .send(self.poll.registry(), to, &self.tx[..t.len], &mut self.stats)?
+            {
+                self.stats.sent += 1;
+            } else {
+                self.stats.send_errors += 1;
             }
         }
+        Ok(())
     }
 }
 

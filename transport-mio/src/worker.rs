@@ -11,7 +11,7 @@ use asap_core::topology::{Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{initial_vector, RuntimeError, UdpRuntime, MAX_PEERS};
+use crate::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
 use crate::train::{Dataset, Sgd};
 
 /// Which reduce a worker runs.
@@ -31,6 +31,22 @@ impl fmt::Display for Engine {
             Engine::Allreduce => "allreduce",
         })
     }
+}
+
+/// How frames travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Datagrams (lost ones are retransmitted by the protocol).
+    Udp,
+    /// Length-prefixed frames on one TCP stream per directed edge.
+    Tcp,
+}
+
+/// The socket a worker listens on.
+enum Bound {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
 }
 
 /// What a worker does between rounds.
@@ -74,6 +90,8 @@ pub struct WorkerSpec {
     pub peers: Vec<SocketAddr>,
     /// ASAP or all-reduce.
     pub engine: Engine,
+    /// UDP or TCP.
+    pub transport: Transport,
     /// ASAP's graph.
     pub topology: TopologySpec,
     /// ASAP's wait policy.
@@ -119,6 +137,8 @@ pub struct Summary {
     pub world: u32,
     /// ASAP or all-reduce.
     pub engine: Engine,
+    /// UDP or TCP.
+    pub transport: Transport,
     /// The graph (ASAP).
     pub topology: String,
     /// Rounds finished.
@@ -135,6 +155,8 @@ pub struct Summary {
     pub peers_down: u64,
     /// Datagrams the engine refused.
     pub datagrams_refused: u64,
+    /// Connections lost or refused and tried again (TCP).
+    pub reconnects: u64,
     /// The socket receive buffer the kernel granted.
     pub recv_buffer: usize,
     /// The last evaluation (logistic workload).
@@ -170,7 +192,11 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
     let rank = spec.rank;
     let model_len = workload.model_len();
     let bind = spec.peers[rank as usize];
-    let socket = UdpSocket::bind(bind).map_err(|e| setup(format!("cannot listen on {bind}: {e}")))?;
+    let socket = match spec.transport {
+        Transport::Udp => UdpSocket::bind(bind).map(Bound::Udp),
+        Transport::Tcp => std::net::TcpListener::bind(bind).map(Bound::Tcp),
+    }
+    .map_err(|e| setup(format!("cannot listen on {bind}: {e}")))?;
     let config = Config {
         cluster: spec.cluster,
         wait: spec.wait,
@@ -216,13 +242,38 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
 fn drive<R: Reducer>(
     spec: &WorkerSpec,
     engine: R,
-    socket: UdpSocket,
+    socket: Bound,
+    params: &mut [f32],
+    workload: &mut Workload,
+    report: impl FnMut(&Progress),
+) -> Result<Summary, WorkerError> {
+    let peers = spec.peers.clone();
+    let setup = |e: std::io::Error| WorkerError::Setup(e.to_string());
+    match socket {
+        Bound::Udp(s) => rounds(
+            spec,
+            Runtime::new(engine, s, peers).map_err(setup)?,
+            params,
+            workload,
+            report,
+        ),
+        Bound::Tcp(l) => rounds(
+            spec,
+            Runtime::tcp(engine, l, peers).map_err(setup)?,
+            params,
+            workload,
+            report,
+        ),
+    }
+}
+
+fn rounds<R: Reducer, L: Link>(
+    spec: &WorkerSpec,
+    mut runtime: Runtime<R, L>,
     params: &mut [f32],
     workload: &mut Workload,
     mut report: impl FnMut(&Progress),
 ) -> Result<Summary, WorkerError> {
-    let mut runtime =
-        UdpRuntime::new(engine, socket, spec.peers.clone()).map_err(|e| WorkerError::Setup(e.to_string()))?;
     let fail = |e: RuntimeError| WorkerError::Run(e.to_string());
     let mut sgd = match workload {
         Workload::Logistic { shard, batch, rate, .. } => {
@@ -264,6 +315,7 @@ fn drive<R: Reducer>(
         rank: spec.rank,
         world: spec.peers.len() as u32,
         engine: spec.engine,
+        transport: spec.transport,
         topology: match spec.engine {
             Engine::Asap => spec.topology.family.name().to_string(),
             Engine::Allreduce => "ring all-reduce".to_string(),
@@ -275,6 +327,7 @@ fn drive<R: Reducer>(
         chunks_resent: stats.chunks_resent,
         peers_down: stats.peers_down,
         datagrams_refused: runtime.stats().refused,
+        reconnects: runtime.stats().reconnects,
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
         last,
         final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),

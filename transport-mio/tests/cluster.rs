@@ -390,3 +390,36 @@ fn a_healed_partition_costs_time_not_the_exact_mean() {
         );
     }
 }
+
+#[test]
+fn tcp_cluster_reaches_the_exact_mean() {
+    let (rounds, model) = (30u32, 3_000usize);
+    let children = spawn_cluster(4, "exp", rounds, model, &["--transport", "tcp"]);
+    assert_exact_mean(&results(children), rounds, model);
+}
+
+#[test]
+fn tcp_workers_reconnect_to_a_peer_that_starts_late() {
+    // Workers 0-2 start at once and find worker 3's port closed (connection refused);
+    // they retry, and every frame they owe it arrives once it listens.
+    let (world, rounds, model) = (4usize, 20u32, 1_000usize);
+    let ports = free_ports(world);
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let spawn = |rank: usize| {
+        Command::new(env!("CARGO_BIN_EXE_asap"))
+            .args(["node", "--rank", &rank.to_string(), "--world", &world.to_string()])
+            .args(["--peers", &peers.join(","), "--transport", "tcp", "--topology", "exp"])
+            .args(["--rounds", &rounds.to_string(), "--model", &model.to_string(), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("asap node starts")
+    };
+    let mut children: Vec<Child> = (0..3).map(spawn).collect();
+    std::thread::sleep(Duration::from_millis(400));
+    children.push(spawn(3));
+    let results = results(children);
+    assert_exact_mean(&results, rounds, model);
+    let retried: u64 = results[..3].iter().map(|r| r["reconnects"].as_u64().unwrap()).sum();
+    assert!(retried >= 1, "no worker had to reconnect: the late start did not happen");
+}

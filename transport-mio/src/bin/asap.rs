@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use transport_mio::demo::{self, Line};
 use transport_mio::train::{self, Dataset, Synthetic};
-use transport_mio::worker::{self, Engine, WorkerError, WorkerSpec, Workload};
+use transport_mio::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
 use transport_mio::{plot, report};
 
 #[derive(Parser)]
@@ -147,6 +147,9 @@ struct DemoArgs {
     /// Largest datagram in bytes (loopback carries 64 KiB datagrams).
     #[arg(long, default_value_t = 1_400)]
     max_frame: usize,
+    /// How frames travel (both runs).
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -192,6 +195,9 @@ struct NodeArgs {
     /// ASAP, or the ring all-reduce baseline.
     #[arg(long, value_enum, default_value_t = Engine::Asap)]
     engine: Engine,
+    /// How frames travel.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
     /// ASAP's wait policy: all, none (asynchronous), barrier, or a number k (at least k
     /// in-neighbours' updates).
     #[arg(long, default_value = "all", value_parser = parse_wait)]
@@ -289,6 +295,13 @@ fn wait_name(w: Wait) -> String {
         Wait::None => "none".into(),
         Wait::Barrier => "barrier".into(),
         Wait::AtLeast(k) => k.to_string(),
+    }
+}
+
+fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
     }
 }
 
@@ -410,6 +423,7 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         rank,
         peers,
         engine: args.engine,
+        transport: args.transport,
         topology: TopologySpec {
             degree: args.degree,
             seed: args.seed,
@@ -527,6 +541,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
                 .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
                 .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
+                .args(["--transport", transport_name(args.transport)])
                 .args(["--progress", "--json"])
                 .args(args.train.to_args());
                 if let Some(d) = args.degree {
