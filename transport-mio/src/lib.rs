@@ -3,6 +3,7 @@
 //! training workload ([`train`]), and the topology report behind `asap topology`
 //! ([`report`]).
 
+pub mod config_file;
 pub mod demo;
 pub mod plot;
 pub mod report;

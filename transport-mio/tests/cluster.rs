@@ -421,5 +421,57 @@ fn tcp_workers_reconnect_to_a_peer_that_starts_late() {
     let results = results(children);
     assert_exact_mean(&results, rounds, model);
     let retried: u64 = results[..3].iter().map(|r| r["reconnects"].as_u64().unwrap()).sum();
-    assert!(retried >= 1, "no worker had to reconnect: the late start did not happen");
+    assert!(
+        retried >= 1,
+        "no worker had to reconnect: the late start did not happen"
+    );
+}
+
+#[test]
+fn a_shared_config_file_and_hosts_file_describe_the_cluster() {
+    let (world, rounds, model) = (4usize, 12u32, 400usize);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    let lines: Vec<String> = free_ports(world)
+        .iter()
+        .enumerate()
+        .map(|(rank, p)| format!("127.0.0.1:{p}   # worker {rank}"))
+        .collect();
+    std::fs::write(&hosts, format!("# the cluster\n{}\n", lines.join("\n"))).unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "world = {world}\nhosts = {:?}\ntopology = \"one-peer-exp\"\nrounds = 99\nmodel = {model}\njson = true\n",
+            hosts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let children = (0..world)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_asap"))
+                .args([
+                    "node",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--rank",
+                    &rank.to_string(),
+                ])
+                // The command line wins over the file.
+                .args(["--rounds", &rounds.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("asap node starts")
+        })
+        .collect();
+    assert_exact_mean(&results(children), rounds, model);
+    // A key that is not a flag is refused by name.
+    std::fs::write(&config, "colour = \"blue\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`colour` is not a flag of `asap node`"));
 }

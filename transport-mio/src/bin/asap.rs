@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Wait;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use transport_mio::demo::{self, Line};
 use transport_mio::train::{self, Dataset, Synthetic};
 use transport_mio::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
-use transport_mio::{plot, report};
+use transport_mio::{config_file, plot, report};
 
 #[derive(Parser)]
 #[command(
@@ -162,6 +162,10 @@ struct DemoArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Take flags from a TOML file (`workers = 4`, `straggler = "3:4"`); the command
+    /// line wins.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -177,6 +181,13 @@ struct NodeArgs {
     /// Every worker's address, in rank order: HOST:PORT,HOST:PORT,...
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Every worker's address, one HOST:PORT a line in rank order (`#` comments).
+    #[arg(long, value_name = "FILE", conflicts_with = "peers")]
+    hosts: Option<PathBuf>,
+    /// Take flags from a TOML file (`topology = "exp"`, `peers = [...]`); the command
+    /// line wins.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
     /// Without --peers: worker r listens on HOST:(BASE_PORT + r).
     #[arg(long, default_value_t = 47_000)]
     base_port: u16,
@@ -317,7 +328,14 @@ fn parse_straggler(s: &str) -> Result<(u32, f64), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config_file::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("asap: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Topology(args) => topology(args),
         Command::Demo(args) => match demo(args) {
@@ -365,6 +383,22 @@ fn rank_and_world(args: &NodeArgs) -> Result<(u32, u32), String> {
 }
 
 fn addresses(args: &NodeArgs, world: u32) -> Result<Vec<SocketAddr>, String> {
+    if let Some(path) = &args.hosts {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let hosts: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if hosts.len() != world as usize {
+            return Err(format!(
+                "{} lists {} addresses for a world of {world}",
+                path.display(),
+                hosts.len()
+            ));
+        }
+        return hosts.iter().map(|h| resolve(h)).collect();
+    }
     if args.peers.is_empty() {
         return (0..world)
             .map(|r| {
