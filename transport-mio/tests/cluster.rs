@@ -475,3 +475,46 @@ fn a_shared_config_file_and_hosts_file_describe_the_cluster() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`colour` is not a flag of `asap node`"));
 }
+
+/// `n` consecutive free loopback UDP ports (the base-port rule needs them).
+fn free_consecutive_ports(n: u16) -> u16 {
+    let start = free_ports(1)[0] % 20_000 + 20_000;
+    (0..200u16)
+        .map(|i| start + i * (n + 1))
+        .find(|&base| {
+            let held: Vec<_> = (0..n)
+                .filter_map(|k| UdpSocket::bind(("127.0.0.1", base + k)).ok())
+                .collect();
+            held.len() == usize::from(n)
+        })
+        .expect("consecutive free ports")
+}
+
+#[test]
+fn torchrun_variables_alone_describe_a_single_machine_cluster() {
+    let (world, rounds, model) = (4u16, 40u32, 300usize);
+    let base = free_consecutive_ports(world);
+    let children = (0..world)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_asap"))
+                .args([
+                    "node",
+                    "--rounds",
+                    &rounds.to_string(),
+                    "--model",
+                    &model.to_string(),
+                    "--json",
+                ])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                // Workers listen from MASTER_PORT + 1 on.
+                .env("MASTER_PORT", (base - 1).to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("asap node starts")
+        })
+        .collect();
+    assert_exact_mean(&results(children), rounds, model);
+}

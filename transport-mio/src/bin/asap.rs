@@ -188,12 +188,14 @@ struct NodeArgs {
     /// line wins.
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
-    /// Without --peers: worker r listens on HOST:(BASE_PORT + r).
-    #[arg(long, default_value_t = 47_000)]
-    base_port: u16,
-    /// Host for --base-port addressing.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    /// Without --peers or --hosts: worker r listens on HOST:(BASE_PORT + r). Default
+    /// torchrun's MASTER_PORT + 1, else 47000.
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// Host for --base-port addressing (all workers on one machine). Default torchrun's
+    /// MASTER_ADDR, else 127.0.0.1.
+    #[arg(long)]
+    host: Option<String>,
     /// Graph family (see `asap topology`).
     #[arg(long, default_value = "exp", value_parser = parse_family)]
     topology: Family,
@@ -400,12 +402,27 @@ fn addresses(args: &NodeArgs, world: u32) -> Result<Vec<SocketAddr>, String> {
         return hosts.iter().map(|h| resolve(h)).collect();
     }
     if args.peers.is_empty() {
+        // torchrun names the rendezvous host and port; single-machine clusters live there.
+        let host = args
+            .host
+            .clone()
+            .or_else(|| std::env::var("MASTER_ADDR").ok())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let base_port = match (args.base_port, std::env::var("MASTER_PORT")) {
+            (Some(p), _) => p,
+            (None, Ok(p)) => p
+                .parse::<u16>()
+                .ok()
+                .and_then(|p| p.checked_add(1))
+                .ok_or(format!("bad MASTER_PORT: {p}"))?,
+            (None, Err(_)) => 47_000,
+        };
         return (0..world)
             .map(|r| {
-                let port = u32::from(args.base_port) + r;
-                let port = u16::try_from(port)
-                    .map_err(|_| format!("base port {} + rank {r} exceeds 65535", args.base_port))?;
-                resolve(&format!("{}:{port}", args.host))
+                let port = u32::from(base_port) + r;
+                let port =
+                    u16::try_from(port).map_err(|_| format!("base port {base_port} + rank {r} exceeds 65535"))?;
+                resolve(&format!("{host}:{port}"))
             })
             .collect();
     }
