@@ -21,6 +21,42 @@ pub enum Wait {
     Barrier,
 }
 
+/// Names of the wait policies, as configuration files and command lines spell them:
+/// `all`, `none`, `barrier`, or a number `k` for `AtLeast(k)`.
+impl core::str::FromStr for Wait {
+    type Err = UnknownWait;
+
+    fn from_str(s: &str) -> Result<Self, UnknownWait> {
+        match s {
+            "all" => Ok(Wait::All),
+            "none" => Ok(Wait::None),
+            "barrier" => Ok(Wait::Barrier),
+            k => k.parse().map(Wait::AtLeast).map_err(|_| UnknownWait),
+        }
+    }
+}
+
+impl core::fmt::Display for Wait {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Wait::All => f.write_str("all"),
+            Wait::None => f.write_str("none"),
+            Wait::Barrier => f.write_str("barrier"),
+            Wait::AtLeast(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// A wait policy name that is none of `all`, `none`, `barrier` or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownWait;
+
+impl core::fmt::Display for UnknownWait {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a wait policy is one of all, none, barrier, or a number k (at least k updates)")
+    }
+}
+
 /// One entry of the peer table.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeerSpec {
@@ -203,6 +239,30 @@ impl Config {
             initial: self.retransmit_initial,
             min: self.retransmit_min,
             max: self.retransmit_max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn wait_policies_parse_from_their_names_and_print_back() {
+        for (name, wait) in [
+            ("all", Wait::All),
+            ("none", Wait::None),
+            ("barrier", Wait::Barrier),
+            ("3", Wait::AtLeast(3)),
+        ] {
+            assert_eq!(name.parse(), Ok(wait));
+            let mut printed = heapless::String::<16>::new();
+            write!(printed, "{wait}").unwrap();
+            assert_eq!(printed, name);
+        }
+        for bad in ["", "sometimes", "-1", "70000", "All"] {
+            assert_eq!(bad.parse::<Wait>(), Err(UnknownWait), "{bad:?}");
         }
     }
 }

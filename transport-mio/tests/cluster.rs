@@ -312,6 +312,14 @@ impl Netns {
         ns
     }
 
+    /// A namespace with an empty nftables input chain (`inet asap input`) to add rules to.
+    fn with_input_chain(tag: &str) -> Self {
+        let ns = Netns::new(tag);
+        ns.nft("add table inet asap");
+        ns.nft("add chain inet asap input { type filter hook input priority 0 ; }");
+        ns
+    }
+
     fn ip(&self, args: &[&str]) {
         let out = Command::new("ip").args(args).output().expect("ip runs");
         assert!(
@@ -347,9 +355,7 @@ fn fifteen_percent_loss_between_processes_still_gives_the_exact_mean() {
     if !have_root_and(&["ip", "nft"]) {
         return;
     }
-    let ns = Netns::new("loss");
-    ns.nft("add table inet asap");
-    ns.nft("add chain inet asap input { type filter hook input priority 0 ; }");
+    let ns = Netns::with_input_chain("loss");
     // On the receiver's input: dropping on output would fail the sender's sendto.
     ns.nft("add rule inet asap input udp dport 40000-40099 numgen random mod 100 < 15 drop");
     let (rounds, model) = (30u32, 5_000usize);
@@ -365,9 +371,7 @@ fn a_healed_partition_costs_time_not_the_exact_mean() {
     if !have_root_and(&["ip", "nft"]) {
         return;
     }
-    let ns = Netns::new("partition");
-    ns.nft("add table inet asap");
-    ns.nft("add chain inet asap input { type filter hook input priority 0 ; }");
+    let ns = Netns::with_input_chain("partition");
     let (rounds, model) = (80u32, 500usize);
     let ports: Vec<u16> = (40_100..40_104).collect();
     let children = spawn_cluster_on(&ns.launcher(), &ports, "exp", rounds, model, &["--compute-ms", "10"]);

@@ -291,24 +291,7 @@ fn parse_family(s: &str) -> Result<Family, String> {
 }
 
 fn parse_wait(s: &str) -> Result<Wait, String> {
-    match s {
-        "all" => Ok(Wait::All),
-        "none" => Ok(Wait::None),
-        "barrier" => Ok(Wait::Barrier),
-        k => k
-            .parse()
-            .map(Wait::AtLeast)
-            .map_err(|_| format!("wait `{k}`: one of all, none, barrier, or a number")),
-    }
-}
-
-fn wait_name(w: Wait) -> String {
-    match w {
-        Wait::All => "all".into(),
-        Wait::None => "none".into(),
-        Wait::Barrier => "barrier".into(),
-        Wait::AtLeast(k) => k.to_string(),
-    }
+    s.parse().map_err(|e| format!("`{s}`: {e}"))
 }
 
 fn transport_name(t: Transport) -> &'static str {
@@ -588,7 +571,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                     &args.workers.to_string(),
                 ])
                 .args(["--peers", &peers.join(","), "--engine", &engine.to_string()])
-                .args(["--topology", args.topology.name(), "--wait", &wait_name(args.wait)])
+                .args(["--topology", args.topology.name(), "--wait", &args.wait.to_string()])
                 .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
                 .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
                 .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
