@@ -1,4 +1,31 @@
-//! Drives `asap-core` over smoltcp on edge devices. Filled by the transport-smoltcp issue (#6).
+//! Drives `asap-core` over smoltcp on edge devices, speaking the exact frames the
+//! servers' transport (`transport-mio`) speaks, so boards and servers share a cluster.
+//!
+//! `#![no_std]`, no allocation: the application owns the smoltcp `Interface`, `SocketSet`
+//! and the UDP socket's buffers, the engine's buffers, the peer table and the transmit
+//! buffer, and lends them to a [`Driver`]. Time is an argument, as in smoltcp and the
+//! core: the board's main loop calls [`Driver::poll`] and sleeps until the deadline it
+//! returns (or until the network interrupt).
+//!
+//! ```text
+//! loop {
+//!     let next = driver.poll(now(), &mut iface, &mut device, &mut sockets);
+//!     if let Step::Finished = driver.step(now(), &mut params)? {
+//!         local_sgd_step(&mut params);
+//!     }
+//!     wait_for_interrupt_or(next);
+//! }
+//! ```
+//!
+//! RAM for a model of `m` f32 values with `c` chunks and `p` peers (ASAP node, one
+//! socket): engine buffers `4·(2m + c) + 4·p·⌈c/32⌉` bytes (see `asap_core::Layout::bytes`),
+//! one transmit buffer of `max_frame` bytes, the socket's receive and transmit payload
+//! buffers (a few frames each), and the peer table (`p` endpoints). The application's
+//! own replica (`4m` bytes) comes on top. See the crate README for figures.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+mod driver;
+
+pub use driver::{Driver, DriverError, DriverStats, Step};
