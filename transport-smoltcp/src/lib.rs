@@ -5,7 +5,10 @@
 //! and the UDP socket's buffers, the engine's buffers, the peer table and the transmit
 //! buffer, and lends them to a [`Driver`]. Time is an argument, as in smoltcp and the
 //! core: the board's main loop calls [`Driver::poll`] and sleeps until the deadline it
-//! returns (or until the network interrupt).
+//! returns (or until the network interrupt). smoltcp and the engine share that clock,
+//! so count it from the engine's creation (`Node::new(.., now)`): a node created at
+//! `Instant::ZERO` and then polled with wall-clock time since 1970 would find every
+//! peer silent for decades and declare it down.
 //!
 //! ```text
 //! loop {
