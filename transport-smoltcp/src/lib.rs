@@ -30,5 +30,9 @@
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 mod driver;
+#[cfg(feature = "embassy")]
+mod embassy;
 
 pub use driver::{Driver, DriverError, DriverStats, Step};
+#[cfg(feature = "embassy")]
+pub use embassy::AsyncDriver;

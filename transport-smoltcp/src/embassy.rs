@@ -1,0 +1,141 @@
+//! The async driver (feature `embassy`): the same loop as [`crate::Driver`], as an
+//! `async` API over an `embassy-net` UDP socket with `embassy-time` timers, for boards
+//! that run the embassy executor.
+//!
+//! Time comes from `embassy_time::Instant::now()` (ticks since boot), so create the
+//! engine at boot time or pass it `Instant::ZERO` and build it before the first round.
+
+use asap_core::{Instant, Reducer, RoundError};
+use embassy_futures::select::{select, Either};
+use embassy_net::udp::UdpSocket;
+use embassy_net::IpEndpoint;
+use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
+
+use crate::driver::{DriverError, DriverStats};
+
+/// Longest sleep without a deadline (the engine has no timer armed).
+const IDLE: Duration = Duration::from_millis(100);
+
+fn core_now() -> Instant {
+    Instant::from_micros(EmbassyInstant::now().as_micros())
+}
+
+/// One engine on one embassy-net UDP socket.
+pub struct AsyncDriver<'a, R> {
+    engine: R,
+    socket: UdpSocket<'a>,
+    peers: &'a mut [IpEndpoint],
+    tx: &'a mut [u8],
+    rx: &'a mut [u8],
+    stats: DriverStats,
+}
+
+impl<'a, R: Reducer> AsyncDriver<'a, R> {
+    /// Drives `engine` over `socket` (bound). `peers[i]` is node `i`'s endpoint; `tx`
+    /// and `rx` hold one frame each (`engine.config().max_frame` bytes; `rx` as large as
+    /// the largest frame a peer may send).
+    pub fn new(
+        engine: R,
+        socket: UdpSocket<'a>,
+        peers: &'a mut [IpEndpoint],
+        tx: &'a mut [u8],
+        rx: &'a mut [u8],
+    ) -> Result<Self, DriverError> {
+        let needed = engine.config().max_frame;
+        if tx.len() < needed || rx.len() < needed {
+            return Err(DriverError::TxBuffer(asap_core::BufferTooSmall { needed }));
+        }
+        if peers.len() <= usize::from(engine.config().id.0) {
+            return Err(DriverError::PeerTable { got: peers.len() });
+        }
+        Ok(AsyncDriver {
+            engine,
+            socket,
+            peers,
+            tx,
+            rx,
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &R {
+        &self.engine
+    }
+
+    /// The engine, for what [`Reducer`] does not cover.
+    pub fn engine_mut(&mut self) -> &mut R {
+        &mut self.engine
+    }
+
+    /// Socket counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    /// Runs one round: waits until the engine may start it, starts it from `params`,
+    /// serves the network until its wait policy is met, and writes the reduced replica
+    /// into `params`.
+    pub async fn run_round(&mut self, params: &mut [f32]) -> Result<(), RoundError> {
+        loop {
+            let now = core_now();
+            if !self.engine.is_started() && self.engine.can_start() {
+                self.engine.start(now, params)?;
+            }
+            if self.engine.is_ready() {
+                return self.engine.finish(now, params);
+            }
+            self.turn(None).await;
+        }
+    }
+
+    /// Serves the network (acknowledging, resending) until `until`: call it while the
+    /// application has nothing else to do, and after the last round.
+    pub async fn serve_until(&mut self, until: EmbassyInstant) {
+        while EmbassyInstant::now() < until {
+            self.turn(Some(until)).await;
+        }
+    }
+
+    /// Sends what the engine has, then waits for a datagram or the next deadline.
+    async fn turn(&mut self, until: Option<EmbassyInstant>) {
+        let now = core_now();
+        while let Ok(Some(frame)) = self.engine.poll_transmit(now, self.tx) {
+            let Some(&endpoint) = self.peers.get(usize::from(frame.to.0)) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            // Waits for room in the socket's buffer rather than dropping.
+            match self.socket.send_to(&self.tx[..frame.len], endpoint).await {
+                Ok(()) => self.stats.sent += 1,
+                Err(_) => self.stats.dropped += 1,
+            }
+        }
+        let deadline = self
+            .engine
+            .poll_timeout()
+            .map(|at| EmbassyInstant::from_micros(at.total_micros()))
+            .unwrap_or_else(|| EmbassyInstant::now() + IDLE);
+        let deadline = until.map_or(deadline, |u| deadline.min(u));
+        match select(self.socket.recv_from(self.rx), Timer::at(deadline)).await {
+            Either::First(Ok((len, meta))) => {
+                self.stats.received += 1;
+                match self.engine.handle_frame(core_now(), &self.rx[..len]) {
+                    Ok(id) => {
+                        if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
+                            *peer = meta.endpoint;
+                        }
+                    }
+                    Err(_) => self.stats.refused += 1,
+                }
+            }
+            // A datagram larger than `rx`: dropped, as the wire would truncate it.
+            Either::First(Err(_)) => self.stats.dropped += 1,
+            Either::Second(()) => {}
+        }
+        let now = core_now();
+        if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+            self.engine.handle_timeout(now);
+        }
+    }
+}
