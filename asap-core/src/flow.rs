@@ -254,6 +254,21 @@ impl OutEdge {
         AckOutcome::Progress
     }
 
+    /// The receiver moved on past the update's round, which it finishes by ACKing the
+    /// update, yet no ACK came: it was lost. The timer may have backed off far (to
+    /// `max`) while the receiver answered that it was busy; that wait is over, so the
+    /// NOTIFY is repeated now and the timeout starts again from the round trip. Returns
+    /// whether a NOTIFY was scheduled (not when one is due already, or chunks are).
+    pub(crate) fn on_receiver_progress(&mut self) -> bool {
+        if self.state != SendState::AwaitAck || self.notify_due || self.resend_mask != 0 {
+            return false;
+        }
+        self.notify_due = true;
+        self.retransmit_at = None;
+        self.rto = self.rtt.rto(self.bounds);
+        true
+    }
+
     /// Deadline of the retransmission timer.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.state {
@@ -501,6 +516,32 @@ mod tests {
     }
 
     #[test]
+    fn receiver_progress_repeats_notify_at_once_from_the_round_trip() {
+        let mut e = OutEdge::new(BOUNDS);
+        assert!(!e.on_receiver_progress(), "idle: nothing to ask for");
+        e.begin(7);
+        assert!(!e.on_receiver_progress(), "still sending");
+        let mut e = awaiting_ack();
+        // The receiver is busy: the timer backs off to its cap.
+        let mut t = T0;
+        for _ in 0..3 {
+            t = e.deadline().unwrap();
+            assert!(e.on_timeout(t));
+            assert_eq!(e.next(3, t), Some((Emit::Notify, true)));
+        }
+        assert_eq!(e.deadline(), Some(t + CAP));
+        // It moved on: NOTIFY now, and the timeout is the round trip's again.
+        assert!(e.on_receiver_progress());
+        assert_eq!(e.deadline(), None, "due now");
+        assert!(!e.on_receiver_progress(), "already due");
+        assert_eq!(e.next(3, t), Some((Emit::Notify, true)));
+        assert_eq!(e.deadline(), Some(t + RTO));
+        // Chunks to resend come first; their NOTIFY follows anyway.
+        e.on_missing(7, 0, 0b1, 3, t);
+        assert!(!e.on_receiver_progress());
+    }
+
+    #[test]
     fn receiver_places_rounds() {
         let mut r = InEdge::default();
         assert_eq!(r.place(0), Place::Newer);
@@ -513,6 +554,12 @@ mod tests {
         assert_eq!(r.place(4), Place::Consumed);
         assert_eq!(r.place(2), Place::Consumed);
         assert_eq!(r.place(5), Place::Newer);
+        // A partial update its sender abandoned (it restarted, say) orders nothing: a
+        // restarted sender's round 0 is new, not stale.
+        r.consumed = None;
+        r.begin(4, 0.5).superseded = true;
+        assert_eq!(r.place(0), Place::Newer);
+        assert_eq!(r.place(4), Place::Newer);
     }
 
     #[test]
