@@ -522,6 +522,10 @@ impl<'a, const P: usize> Node<'a, P> {
             // In-neighbours are ahead: finish with what arrived and catch up.
             return true;
         }
+        if self.stale_catch_up() > self.round.saturating_add(1) {
+            // Far behind an out-neighbour that was not held back: likewise.
+            return true;
+        }
         // In exact-round modes an update belongs to one round; otherwise the next update
         // of each in-neighbour is the one to wait for.
         let exact = self.exact_rounds().then_some(self.round);
@@ -534,6 +538,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 // An update its sender gave up on is mixed as far as it arrived; the
                 // sender's next one is taken after this finish.
                 || p.inn.incoming.is_some_and(|inc| inc.superseded)
+                // Bounded staleness: an out-neighbour `s` rounds ahead of this round
+                // cannot start another before this node does (it is behind: restarted,
+                // or a straggler). Waiting for its next update would wait for ourselves.
+                || self.holds_back(p)
         };
         let mut waiting = (0..self.peers.len())
             .filter(|&i| self.receives_from(i, self.round))
@@ -550,6 +558,29 @@ impl<'a, const P: usize> Node<'a, P> {
                 waiting.all(arrived) && self.peers.iter().all(|p| !p.live() || p.rounds_started > self.round)
             }
         }
+    }
+
+    /// Under a staleness bound `s`, the round `s` rounds behind this node's furthest
+    /// live out-neighbour (0 without a bound). Above this node's round by more than one,
+    /// that out-neighbour went ahead without being held back by this node (which
+    /// restarted, or was cut off and given up on): this node catches up to it rather than
+    /// hold it back while it redoes those rounds, and finishes a started round at once.
+    fn stale_catch_up(&self) -> u32 {
+        let Some(s) = self.config.staleness else {
+            return 0;
+        };
+        let ahead = self.peers.iter().filter(|p| p.live() && p.spec.send_weight.is_some());
+        ahead.map(|p| p.rounds_started.saturating_sub(s)).max().unwrap_or(0)
+    }
+
+    /// Whether peer `p`, an out-neighbour, is as far ahead of this node's started
+    /// round as the staleness bound lets it be: it started round `round + s` (or a later
+    /// one, before it heard of this node's restart, say), so it starts no other before
+    /// this node moves on.
+    fn holds_back(&self, p: &Peer) -> bool {
+        self.config.staleness.is_some_and(|s| {
+            p.spec.send_weight.is_some() && u64::from(p.rounds_started) > u64::from(self.round) + u64::from(s)
+        })
     }
 
     // ----- application commands -----
@@ -586,17 +617,22 @@ impl<'a, const P: usize> Node<'a, P> {
         RoundError::check_params(params, self.layout.model_len)?;
         self.buffers.snapshot.copy_from_slice(params);
         let barrier = self.config.wait == Wait::Barrier;
+        let stale = self.config.staleness.is_some();
         for i in 0..self.peers.len() {
             let sends = self.send_weight(i, self.round).is_some();
             let p = &mut self.peers[i];
             if p.left {
                 continue;
             }
-            if sends && p.live() && p.out.is_idle() {
+            let update = sends && p.live() && p.out.is_idle();
+            if update {
                 p.out.begin(self.round);
                 p.sent_round = Some(self.round);
             }
             p.barrier_due |= barrier;
+            // An out-neighbour held back by the staleness bound learns at once that this
+            // node moved, from its update or, without one this round, a heartbeat.
+            p.heartbeat_due |= stale && !update && p.spec.send_weight.is_some();
         }
         self.snapshot_mass = self.mass;
         self.snapshot_round = Some(self.round);
@@ -881,20 +917,28 @@ impl<'a, const P: usize> Node<'a, P> {
     /// An in-neighbour of this round that already started a later one, without its
     /// update for this round here, passed us: this node fell behind (a partition, a
     /// restart) and catches up to it, so rounds line up again.
+    ///
+    /// Under a staleness bound `s`, in every mode, a node between rounds also moves up
+    /// to `s` rounds behind its furthest out-neighbour. One further ahead was not held
+    /// back by this node (it restarted, or was cut off and given up on), and is held
+    /// back now: it should not wait for this node to redo those rounds.
     fn note_progress(&mut self) {
-        if !self.exact_rounds() {
-            return;
-        }
         let (round, chunks) = (self.round, self.chunks);
-        for i in 0..self.peers.len() {
-            let p = &self.peers[i];
-            let here = p
-                .inn
-                .incoming
-                .is_some_and(|inc| inc.round == round && inc.finished(chunks));
-            if p.live() && !here && p.rounds_started > round.saturating_add(1) && self.receives_from(i, round) {
-                self.catch_up = self.catch_up.max(p.rounds_started - 1);
+        if self.exact_rounds() {
+            for i in 0..self.peers.len() {
+                let p = &self.peers[i];
+                let here = p
+                    .inn
+                    .incoming
+                    .is_some_and(|inc| inc.round == round && inc.finished(chunks));
+                if p.live() && !here && p.rounds_started > round.saturating_add(1) && self.receives_from(i, round) {
+                    self.catch_up = self.catch_up.max(p.rounds_started - 1);
+                }
             }
+        }
+        let target = self.stale_catch_up();
+        if !self.started && target > self.round {
+            self.advance_to(target);
         }
         // Between rounds, move at once: what this node owes for the rounds it skips
         // (deferred ACKs) may be what others wait for.
@@ -1625,6 +1669,37 @@ mod tests {
         assert_eq!(done.round, 1);
         assert!(sent(&mut b, t1).contains(&(Kind::Ack, 1)));
         assert_eq!(b.round(), 2);
+    }
+
+    /// Bounded staleness (`s` = 2, waiting for at least one update): "b" restarted and
+    /// is far behind "a", which the bound holds back. "b" moves up to
+    /// `s` rounds behind "a" instead of redoing the rounds one by one, does not wait for
+    /// an update "a" cannot send before "b" moves, and tells "a" each round it starts.
+    #[test]
+    fn staleness_a_node_far_behind_catches_up_and_does_not_wait_for_who_waits_for_it() {
+        let mut mem = Mem::new();
+        let mut b = mem.node(Wait::AtLeast(1), Some(2));
+        let mut params = [0.0f32; MODEL];
+        from_a(&mut b, T0, 0, 0, HELLO);
+        // "a" started round 20 (21 rounds): "b", between rounds, moves to round 19.
+        from_a(&mut b, T0, 0, 21, Kind::Heartbeat);
+        assert_eq!(b.round(), 19);
+        assert_eq!(b.stats().rounds_skipped, 18);
+        b.start_round(T0, &params).unwrap();
+        assert!(sent(&mut b, T0).contains(&(NOTIFY, 19)));
+        // "a" may start round 21 now (19 + 2), and "b" waits for its update...
+        assert!(!b.is_ready());
+        // ...until "a" started round 21: it can start no other before "b" moves, so
+        // "b" does not wait for it.
+        from_a(&mut b, T0, 0, 22, Kind::Heartbeat);
+        assert!(b.is_ready());
+        b.finish_round(T0, &mut params).unwrap();
+        sent(&mut b, T0);
+        // Its update to "a" is delivered, not consumed yet: "b" starts round 20
+        // without sending "a" a new one, and says so with a heartbeat.
+        from_a(&mut b, T0, 0, 19, Kind::Missing { base: 0, mask: 0 });
+        b.start_round(T0, &params).unwrap();
+        assert_eq!(sent(&mut b, T0).as_slice(), &[(Kind::Heartbeat, 21)]);
     }
 
     /// A receiver that is busy with its round answers NOTIFYs with "nothing missing",
