@@ -38,6 +38,10 @@ struct Args {
     /// Wait policy: all, none, barrier, or a number k (at least k in-neighbours).
     #[arg(long, default_value = "all", value_parser = parse_wait)]
     wait: Wait,
+    /// Bounded staleness: no node starts a round more than this many rounds ahead of an
+    /// in-neighbour.
+    #[arg(long)]
+    staleness: Option<u32>,
     /// One-way latency in microseconds.
     #[arg(long, default_value_t = 200)]
     latency_us: u64,
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
     scenario.model_len = args.model;
     scenario.max_frame = args.max_frame;
     scenario.wait = args.wait;
+    scenario.staleness = args.staleness;
     scenario.network = Network {
         latency: Duration::from_micros(args.latency_us),
         jitter: Duration::from_micros(args.reorder_us),
@@ -229,6 +234,7 @@ fn main() -> ExitCode {
             "wall_s": seconds,
             "dropped": report.dropped,
             "peers_down": report.peers_down,
+            "longest_round_s": seconds_of(&report.longest_round),
         });
         if !args.json && !report.loss_per_round.is_empty() {
             let (first, last) = (
