@@ -220,10 +220,28 @@ pub fn encode(mut header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usi
     let end = header_len + payload_bytes;
     let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
     crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
-    let crc = crc32fast::hash(&frame[..end]);
+    let crc = crc32(&frame[..end]);
     frame[end..].copy_from_slice(&crc.to_le_bytes());
     Ok(end + trailer)
 }
+
+/// The frame checksum: CRC-32 as zlib computes it (ISO-HDLC), over header and payload.
+/// crc32fast (carry-less multiply or 16 KiB of slicing tables) by default; with the
+/// `small-flash` feature a 1 KiB-table implementation, for boards short of flash.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    #[cfg(feature = "small-flash")]
+    {
+        SMALL_CRC.checksum(bytes)
+    }
+    #[cfg(not(feature = "small-flash"))]
+    {
+        crc32fast::hash(bytes)
+    }
+}
+
+/// CRC-32 with one 256-entry table.
+#[cfg(any(test, feature = "small-flash"))]
+const SMALL_CRC: crc::Crc<u32, crc::Table<1>> = crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// Parses the header only, without checking the trailer: enough to route a frame
 /// (see `Node::accepts`), never enough to trust it.
@@ -267,7 +285,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
     let frame = bytes.get(..total).ok_or(DecodeError::Truncated)?;
     let (body, trailer) = frame.split_at(end);
     let Integrity::Crc32 = header.integrity;
-    if trailer != crc32fast::hash(body).to_le_bytes() {
+    if trailer != crc32(body).to_le_bytes() {
         return Err(DecodeError::BadChecksum);
     }
     Ok((
@@ -325,6 +343,25 @@ pub const fn chunk_len_for_frame(max_frame: usize, integrity: Integrity) -> usiz
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn both_crc_implementations_compute_zlib_crc32() {
+        // The CRC-32 check value (RFC 1952's CRC, as zlib.crc32).
+        assert_eq!(super::SMALL_CRC.checksum(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+        let mut state = 0x1234_5678u32;
+        let bytes: [u8; 4099] = core::array::from_fn(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        });
+        for len in [0, 1, 3, 64, 1400, 4099] {
+            assert_eq!(
+                super::SMALL_CRC.checksum(&bytes[..len]),
+                crc32fast::hash(&bytes[..len]),
+                "{len}"
+            );
+        }
+    }
+
     use super::*;
 
     fn header(kind: Kind) -> Header {

@@ -17,8 +17,10 @@ cargo build --release -j2 --target "$TARGET" >&2
 cp "$ELF" "$CARGO_TARGET_DIR/asap.elf"
 cargo build --release -j2 --target "$TARGET" --features baseline >&2
 cp "$ELF" "$CARGO_TARGET_DIR/baseline.elf"
+cargo build --release -j2 --target "$TARGET" --features small-flash >&2
+cp "$ELF" "$CARGO_TARGET_DIR/small.elf"
 
-for v in asap baseline; do
+for v in asap small baseline; do
     echo "== $v" >&2
     "$BIN/llvm-size" -A "$CARGO_TARGET_DIR/$v.elf" >&2
 done
@@ -28,5 +30,6 @@ echo "== asap: top 15 flash symbols" >&2
 # Berkeley format, second line: text data bss dec hex filename
 read -r t d b _ < <("$BIN/llvm-size" "$CARGO_TARGET_DIR/asap.elf" | sed -n 2p)
 read -r bt _ _ _ < <("$BIN/llvm-size" "$CARGO_TARGET_DIR/baseline.elf" | sed -n 2p)
-printf '{"text":%d,"data":%d,"bss":%d,"baseline_text":%d,"asap_core_text":%d}\n' \
-    "$t" "$d" "$b" "$bt" "$((t - bt))"
+read -r st _ _ _ < <("$BIN/llvm-size" "$CARGO_TARGET_DIR/small.elf" | sed -n 2p)
+printf '{"text":%d,"data":%d,"bss":%d,"baseline_text":%d,"asap_core_text":%d,"asap_core_text_small_flash":%d}\n' \
+    "$t" "$d" "$b" "$bt" "$((t - bt))" "$((st - bt))"
