@@ -904,14 +904,19 @@ impl<'a, const P: usize> Node<'a, P> {
         Some(t.weight(u32::from(self.config.id.0), self.round))
     }
 
-    /// Whether updates belong to the round they are tagged with: on time-varying graphs
-    /// (an update mixed in another round breaks exactness) and when waiting for every
+    /// Whether updates belong to the round they are tagged with: when waiting for every
     /// in-neighbour (rounds must stay aligned, or after a partition nodes that skipped
-    /// each other could wait on each other in a cycle). Asynchronous modes mix whatever
-    /// arrives.
+    /// each other could wait on each other in a cycle) and on time-varying graphs while
+    /// waiting for some (an update mixed in another round breaks exactness). `Wait::None`
+    /// mixes whatever arrived, whatever its round: it finishes a round as it starts it,
+    /// before this round's update can be there, so holding updates to their rounds would
+    /// drop every one as late and never mix anything.
     fn exact_rounds(&self) -> bool {
-        matches!(self.config.wait, Wait::All | Wait::Barrier)
-            || self.schedule.as_ref().is_some_and(Topology::is_time_varying)
+        match self.config.wait {
+            Wait::All | Wait::Barrier => true,
+            Wait::AtLeast(_) => self.schedule.as_ref().is_some_and(Topology::is_time_varying),
+            Wait::None => false,
+        }
     }
 
     /// An in-neighbour of this round that already started a later one, without its
@@ -1565,7 +1570,19 @@ mod tests {
     }
 
     /// Hands `node` a frame from "a" in its life `incarnation`.
-    fn from_a(node: &mut Node<'_, 2>, now: Instant, incarnation: u32, round: u32, kind: Kind) {
+    fn from_a<const P: usize>(node: &mut Node<'_, P>, now: Instant, incarnation: u32, round: u32, kind: Kind) {
+        from_peer(node, now, A, incarnation, round, kind);
+    }
+
+    /// Hands `node` a frame from `from` in its life `incarnation`.
+    fn from_peer<const P: usize>(
+        node: &mut Node<'_, P>,
+        now: Instant,
+        from: NodeId,
+        incarnation: u32,
+        round: u32,
+        kind: Kind,
+    ) {
         let values = [1.0f32; 116];
         let values = match kind {
             Kind::Update { chunk: 2, .. } => &values[..68],
@@ -1576,7 +1593,7 @@ mod tests {
             version: wire::VERSION,
             integrity: Integrity::Crc32,
             cluster: 9,
-            from: A,
+            from,
             incarnation,
             to: B,
             round,
@@ -1605,7 +1622,7 @@ mod tests {
     const NOTIFY: Kind = Kind::Notify { chunks: CHUNKS };
 
     /// The frames `node` sends now: (kind, round).
-    fn sent(node: &mut Node<'_, 2>, now: Instant) -> Vec<(Kind, u32), 16> {
+    fn sent<const P: usize>(node: &mut Node<'_, P>, now: Instant) -> Vec<(Kind, u32), 16> {
         let mut out = Vec::new();
         let mut buf = [0u8; 512];
         while let Some(t) = node.poll_transmit(now, &mut buf).unwrap() {
@@ -1700,6 +1717,49 @@ mod tests {
         from_a(&mut b, T0, 0, 19, Kind::Missing { base: 0, mask: 0 });
         b.start_round(T0, &params).unwrap();
         assert_eq!(sent(&mut b, T0).as_slice(), &[(Kind::Heartbeat, 21)]);
+    }
+
+    /// `Wait::None` on a time-varying graph (one-peer exponential, 4 nodes: "b" hears
+    /// "a" in even rounds): "b" finishes each round as it starts it, so "a"'s update of
+    /// round 0 comes after "b" passed round 0. It is mixed at the next finish, not
+    /// dropped as late (which dropped every update: the mode never mixed anything).
+    #[test]
+    fn wait_none_on_a_time_varying_graph_mixes_what_arrives_late() {
+        use crate::topology::{Family, TopologySpec};
+        let mut scratch = [0.0f64; 12];
+        let topology = Topology::new(TopologySpec::new(Family::OnePeerExponential, 4), &mut scratch).unwrap();
+        let (mut snapshot, mut acc) = ([0.0f32; MODEL], [0.0f32; MODEL]);
+        let (mut weights, mut bits) = ([0.0f32; CHUNKS as usize], [0u32; 3]);
+        let buffers = Buffers {
+            snapshot: &mut snapshot,
+            accumulator: &mut acc,
+            chunk_weights: &mut weights,
+            chunk_bits: &mut bits,
+        };
+        let config = Config {
+            max_frame: 512,
+            wait: Wait::None,
+            ..Config::new(9, B, MODEL)
+        };
+        let mut b = Node::<4>::with_topology(config, &topology, buffers, T0).unwrap();
+        let mut params = [0.0f32; MODEL];
+        b.start_round(T0, &params).unwrap();
+        assert!(b.is_ready(), "waits for nothing");
+        b.finish_round(T0, &mut params).unwrap();
+        sent(&mut b, T0);
+        // Node 2, which "b" sends to in round 0, has the whole update.
+        from_peer(&mut b, T0, NodeId(2), 0, 0, Kind::Missing { base: 0, mask: 0 });
+        // "a"'s round-0 update (every value 1.0, weight 1/2) arrives in round 1.
+        for c in 0..CHUNKS {
+            from_a(&mut b, T0, 0, 0, update(c));
+        }
+        from_a(&mut b, T0, 0, 0, NOTIFY);
+        assert_eq!(b.stats().chunks_folded, u64::from(CHUNKS));
+        b.start_round(T0, &params).unwrap();
+        let done = b.finish_round(T0, &mut params).unwrap();
+        assert_eq!(done.updates, 1);
+        assert!(params.iter().all(|&x| x == 0.5), "halfway to \"a\"");
+        assert!(sent(&mut b, T0).contains(&(Kind::Ack, 0)));
     }
 
     /// A receiver that is busy with its round answers NOTIFYs with "nothing missing",
