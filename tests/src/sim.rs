@@ -311,6 +311,9 @@ pub struct Report {
     pub rounds: u32,
     /// Rounds each node finished (in its last life), at the end.
     pub rounds_per_node: Vec<u32>,
+    /// Largest distance of any replica from the replicas' own mean, at the end (they may
+    /// agree on a value off the exact average: asynchronous modes do not conserve it).
+    pub spread: f64,
     /// The longest any node went without finishing a round once the last fault healed
     /// (counted from the heal, or from its previous finish when that came later).
     pub longest_round: Duration,
@@ -724,6 +727,7 @@ impl Sim {
         self.report.time = self.now - Instant::ZERO;
         self.report.rounds = self.min_rounds();
         self.report.rounds_per_node = self.nodes.iter().map(|s| s.rounds_done).collect();
+        self.report.spread = self.spread();
         let n = f64::from(self.scenario.nodes);
         self.report.bytes_per_node = self.nodes.iter().map(|s| s.bytes_sent as f64).sum::<f64>() / n;
         if !self.done() {

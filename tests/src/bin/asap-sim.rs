@@ -235,6 +235,7 @@ fn main() -> ExitCode {
             "dropped": report.dropped,
             "peers_down": report.peers_down,
             "longest_round_s": seconds_of(&report.longest_round),
+            "final_spread": report.spread,
         });
         if !args.json && !report.loss_per_round.is_empty() {
             let (first, last) = (
