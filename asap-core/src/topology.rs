@@ -13,12 +13,15 @@
 //! `Random` graphs are irregular and directed: they need push-sum (a scalar mass carried
 //! beside the vector), and [`Topology::needs_push_sum`] says so.
 //!
-//! The gap `1 - ρ`, with `ρ` the contraction of the consensus error per round (`|λ2(W)|`
-//! for the normal matrices of these families; per period for time-varying graphs), is
-//! computed exactly for circulant graphs, tori and hypercubes, and by power iteration
-//! over the implicit mixing operator (caller-provided buffers) for the others. A
-//! topology whose gap is below a threshold is refused when it is built: a graph that
-//! cannot converge never runs.
+//! The gap `1 - ρ`, with `ρ` the contraction of the consensus error per round (`|λ2(W)|`,
+//! the second largest eigenvalue modulus; per period for time-varying graphs), is
+//! computed in closed form for circulant graphs, tori, hypercubes and the degree-1
+//! `Random` graph (a directed ring), and measured over the implicit mixing operator
+//! (three caller-provided vectors) for the others: Lanczos for the symmetric expander
+//! (after an exact connectivity check), power iteration with a two-dimensional
+//! Rayleigh–Ritz step for the directed `Random` graph. The measurement's work is
+//! bounded ([`MAX_GAP_WORK`]). A topology whose gap is below a threshold, or 0, is
+//! refused when it is built: a graph that cannot converge never runs.
 
 use core::f64::consts::PI;
 use core::fmt;
@@ -31,6 +34,17 @@ pub const MAX_OFFSETS: usize = 32;
 /// Gap below which [`Topology::new`] refuses a graph (it would need more than about
 /// 14 million rounds per factor e of consensus).
 pub const DEFAULT_MIN_GAP: f64 = 1e-7;
+
+/// Most work [`Topology::new`] spends measuring the gap of the families without a closed
+/// form (`Expander`, `Random`), over all of an expander's redraws, in units of about a
+/// nanosecond: a `Random` coin is one, a round of an `Expander` permutation's Feistel
+/// network two. A few seconds at most on one core of a current x86 machine; past it the
+/// spec is refused with [`TopologyError::GapUnmeasured`] rather than measured for
+/// minutes. Every graph of up to 1,024 nodes fits, as do expanders of degree up to 16 on
+/// 65,536 nodes; a `Random` graph costs `n²` coins a round of iteration and needs at
+/// least 128 rounds, so it fits to about 2,890 nodes. (An expander whose draws each need
+/// a full measurement, against a threshold within a hair of their gaps, may not fit.)
+pub const MAX_GAP_WORK: u64 = 1 << 30;
 
 /// The graph families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,16 +189,27 @@ pub enum TopologyError {
     },
     /// `max_send` is zero.
     MaxSend,
-    /// The graph does not mix: its spectral gap is below the threshold (a gap of 0
-    /// means disconnected).
+    /// The graph does not mix: its spectral gap is below the threshold, or 0
+    /// (disconnected) whatever the threshold.
     GapTooSmall {
-        /// The gap.
+        /// The gap, or an upper bound on it below the threshold when the measurement of
+        /// an expander stopped as soon as it proved the graph too slow.
         gap: f64,
         /// The threshold.
         min_gap: f64,
     },
     /// The scratch buffer is shorter than [`Topology::scratch_len`].
     Scratch(usize),
+    /// Measuring the gap would take more than [`MAX_GAP_WORK`] (a `Random` graph of
+    /// thousands of nodes, an `Expander` of tens of thousands and a high degree, or a
+    /// threshold so close to the gaps of an expander's draws that each needs a full
+    /// measurement to decide).
+    GapUnmeasured {
+        /// Nodes.
+        nodes: u32,
+        /// Degree.
+        degree: u32,
+    },
 }
 
 impl fmt::Display for TopologyError {
@@ -198,6 +223,9 @@ impl fmt::Display for TopologyError {
                 write!(f, "a {degree}-regular graph on {nodes} nodes needs nodes × degree even")
             }
             TopologyError::MaxSend => f.write_str("max_send must be at least 1"),
+            TopologyError::GapTooSmall { gap, .. } if *gap <= 0.0 => {
+                f.write_str("spectral gap 0: the graph is disconnected and does not mix")
+            }
             TopologyError::GapTooSmall { gap, min_gap } => {
                 write!(
                     f,
@@ -205,6 +233,11 @@ impl fmt::Display for TopologyError {
                 )
             }
             TopologyError::Scratch(n) => write!(f, "scratch buffer needs {n} values"),
+            TopologyError::GapUnmeasured { nodes, degree } => write!(
+                f,
+                "measuring the spectral gap of {nodes} nodes at degree {degree} takes too long \
+                 (more than {MAX_GAP_WORK} units of work): fewer nodes or a lower degree"
+            ),
         }
     }
 }
@@ -268,7 +301,8 @@ impl Iterator for Neighbours<'_> {
 
 impl Topology {
     /// Builds and checks a topology. `scratch` (at least [`Topology::scratch_len`] values)
-    /// is used to measure the gap of the families without a closed form.
+    /// is used to measure the gap of the families without a closed form, which takes at
+    /// most [`MAX_GAP_WORK`] (a few seconds at most; an expander's redraws included).
     pub fn new(spec: TopologySpec, scratch: &mut [f64]) -> Result<Topology, TopologyError> {
         let n = spec.nodes;
         if !(2..=65_536).contains(&n) {
@@ -352,19 +386,23 @@ impl Topology {
         if scratch.len() < t.scratch_len() {
             return Err(TopologyError::Scratch(t.scratch_len()));
         }
+        // A gap of 0 (disconnected) never mixes, whatever the threshold.
+        let refused = |gap: f64| !(gap > 0.0 && gap >= spec.min_gap);
+        let mut work = MAX_GAP_WORK;
         t.gap = match t.exact_contraction() {
             Some(rho) => 1.0 - rho,
-            None => 1.0 - t.measured_contraction(scratch),
+            None => 1.0 - t.measure(scratch, spec.min_gap, &mut work)?,
         };
         // A random regular graph on few nodes can come out disconnected: draw again
-        // from seeds derived from the user's (the same on every node).
+        // from seeds derived from the user's (the same on every node). All draws share
+        // one work budget.
         let mut attempt = 0u64;
-        while t.family == Family::Expander && (t.gap.is_nan() || t.gap < spec.min_gap) && attempt < 64 {
+        while t.family == Family::Expander && refused(t.gap) && attempt < 64 {
             attempt += 1;
             t.seed = mix(spec.seed ^ attempt);
-            t.gap = 1.0 - t.measured_contraction(scratch);
+            t.gap = 1.0 - t.measure(scratch, spec.min_gap, &mut work)?;
         }
-        if t.gap.is_nan() || t.gap < spec.min_gap {
+        if refused(t.gap) {
             return Err(TopologyError::GapTooSmall {
                 gap: t.gap,
                 min_gap: spec.min_gap,
@@ -582,9 +620,19 @@ impl Topology {
                 (1.0 - 2.0 / f64::from(d + 1)).abs()
             }),
             Family::Ring if n == 2 => Some(0.0),
-            Family::Ring => Some(
+            Family::Ring => Some(ring_contraction(n, w)),
+            // Degree 1 is the directed ring `i → i + 1` alone (no coin comes up), with
+            // shares 1/2: eigenvalues `(1 + e^{2πik/n}) / 2`, moduli `|cos(πk/n)|`.
+            Family::Random if self.degree == 1 => Some(libm::cos(PI / f64::from(n))),
+            // Offsets 1..=d: `|Σ_{j=0..d} e^{iθj}| / (d+1)` with `θ = 2πk/n` is
+            // `|sin((d+1)θ/2)| / ((d+1)·sin(θ/2))` (reduced mod 2n first: exact angles).
+            Family::AllLimited | Family::Complete => Some(
                 (1..n)
-                    .map(|k| (w * (1.0 + 2.0 * libm::cos(2.0 * PI * f64::from(k) / f64::from(n)))).abs())
+                    .map(|k| {
+                        let turns = (u64::from(d + 1) * u64::from(k)) % (2 * u64::from(n));
+                        let num = libm::sin(PI * turns as f64 / f64::from(n)).abs();
+                        num / (f64::from(d + 1) * libm::sin(PI * f64::from(k) / f64::from(n)))
+                    })
                     .fold(0.0, f64::max),
             ),
             Family::Torus => {
@@ -666,76 +714,320 @@ impl Topology {
         let (x, rest) = scratch.split_at_mut(n);
         let (next, rest) = rest.split_at_mut(n);
         let mass = &mut rest[..n];
-        let mut state = self.seed ^ salt;
-        for v in x.iter_mut() {
-            state = mix(state.wrapping_add(1));
-            *v = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-        }
+        fill_seeded(x, self.seed ^ salt);
         mass.fill(1.0);
         (x, next, mass)
     }
 
-    /// Power iteration over the implicit operator: the asymptotic per-round contraction
-    /// of the consensus error (`|λ2|`), per round of a period for time-varying graphs.
-    /// Uses `scratch[..3n]`. Push-sum graphs are iterated with their mass vector.
-    pub fn measured_contraction(&self, scratch: &mut [f64]) -> f64 {
-        let n = self.n as usize;
-        let (x, next, mass) = self.seeded_start(scratch, 0x2545_f491_4f6c_dd1d);
-        let period = self.period();
-        let mut rate = 1.0;
-        let mut last = f64::NAN;
-        let mut round = 0;
-        let start = self.deviation(x, mass);
-        for it in 0..20_000 {
-            let before = self.deviation(x, mass);
-            if before < 1e-280 {
-                return 0.0;
-            }
-            for _ in 0..period {
-                self.mix_into(round, x, next);
-                x.copy_from_slice(next);
-                if self.needs_push_sum() {
-                    self.mix_into(round, mass, next);
-                    mass.copy_from_slice(next);
-                }
-                round = round.wrapping_add(1);
-            }
-            let after = self.deviation(x, mass);
-            if self.needs_push_sum() {
-                // Push-sum is not rescaled (the mass must stay consistent): report the
-                // mean rate until the error nears rounding noise.
-                rate = libm::pow(after / start, 1.0 / f64::from(round));
-                if after <= 1e-10 * start {
-                    break;
-                }
-                continue;
-            }
-            rate = libm::pow(after / before, 1.0 / f64::from(period));
-            if !self.needs_push_sum() {
-                // Stay in the mean-free subspace at unit length: no cancellation against
-                // a growing mean, no underflow.
-                let mean = x.iter().sum::<f64>() / n as f64;
-                let scale = 1.0 / after.max(1e-300);
-                x.iter_mut().for_each(|v| *v = (*v - mean) * scale);
-            }
-            if it > 50 && (rate - last).abs() < 1e-13 {
-                break;
-            }
-            last = rate;
+    /// The per-round contraction `ρ = 1 - gap`, measured again (`scratch[..3n]`): the
+    /// closed form where there is one, else the measurement [`Topology::new`] makes, with
+    /// a fresh budget of [`MAX_GAP_WORK`].
+    pub fn measured_contraction(&self, scratch: &mut [f64]) -> Result<f64, TopologyError> {
+        if scratch.len() < self.scratch_len() {
+            return Err(TopologyError::Scratch(self.scratch_len()));
         }
-        rate.min(1.0)
+        match self.exact_contraction() {
+            Some(rho) => Ok(rho),
+            None => {
+                let mut work = MAX_GAP_WORK;
+                self.measure(scratch, 0.0, &mut work)
+            }
+        }
     }
 
-    /// Euclidean norm of the consensus error of `x` (de-biased by `mass` for push-sum).
-    fn deviation(&self, x: &[f64], mass: &[f64]) -> f64 {
-        let n = x.len() as f64;
-        if self.needs_push_sum() {
-            let total: f64 = x.iter().sum::<f64>() / mass.iter().sum::<f64>();
-            libm::sqrt(x.iter().zip(mass).map(|(v, m)| sq(v / m - total)).sum::<f64>())
+    /// Measures `ρ` of the families without a closed form (`Expander`, `Random`), taking
+    /// the work it does from `work` (see [`MAX_GAP_WORK`]); [`TopologyError::GapUnmeasured`]
+    /// when that runs out first. The result is `ρ` to about 1e-8 of the gap for an
+    /// expander and 1e-4 for most random digraphs (see [`Topology::measure_random`] for
+    /// the others), or, for an expander once it proves `1 - ρ < min_gap`, the lower
+    /// bound on `ρ` that proves it.
+    fn measure(&self, scratch: &mut [f64], min_gap: f64, work: &mut u64) -> Result<f64, TopologyError> {
+        let n = self.n as usize;
+        let (a, rest) = scratch.split_at_mut(n);
+        let (b, rest) = rest.split_at_mut(n);
+        let c = &mut rest[..n];
+        if self.family == Family::Expander {
+            self.measure_expander(a, b, c, min_gap, work)
         } else {
-            let mean = x.iter().sum::<f64>() / n;
-            libm::sqrt(x.iter().map(|v| sq(v - mean)).sum::<f64>())
+            self.measure_random(a, b, c, work)
         }
+    }
+
+    /// Takes `cost` from `work`, or says the gap cannot be measured.
+    fn spend(&self, work: &mut u64, cost: u64) -> Result<(), TopologyError> {
+        *work = work.checked_sub(cost).ok_or(TopologyError::GapUnmeasured {
+            nodes: self.n,
+            degree: self.degree,
+        })?;
+        Ok(())
+    }
+
+    // ----- expander: connectivity, then Lanczos -----
+
+    /// Every edge of the expander once, as a pair of nodes: `i — p(i)` for each
+    /// permutation `p` (its inverse gives the same edges the other way), and each pair of
+    /// the matching. Self-loops (`p(i) = i`) come as `(i, i)`.
+    fn expander_edges(&self, mut edge: impl FnMut(usize, usize)) {
+        let n = self.n;
+        for m in 0..self.degree / 2 {
+            let perm = Feistel::new(n, self.seed.wrapping_add(u64::from(m)));
+            for i in 0..n {
+                edge(i as usize, perm.forward(i) as usize);
+            }
+        }
+        if self.degree % 2 == 1 {
+            // `i ↦ F(F⁻¹(i) ^ 1)` pairs F(2t) with F(2t + 1); n is even.
+            let m = Feistel::new(n, self.seed ^ 0x5bd1_e995);
+            for t in 0..n / 2 {
+                edge(m.forward(2 * t) as usize, m.forward(2 * t + 1) as usize);
+            }
+        }
+    }
+
+    /// Work of one [`Topology::expander_edges`]: a sweep of a Feistel permutation over
+    /// `0..n` walks each point of its domain at most once, four rounds a step.
+    fn expander_edges_cost(&self) -> u64 {
+        let domain = 1u64 << (2 * Feistel::new(self.n, 0).half_bits);
+        u64::from(self.degree.div_ceil(2)) * 4 * domain * FEISTEL_ROUND_WORK
+    }
+
+    /// Whether the expander is connected (union–find; `parent` holds node numbers, exact
+    /// in `f64`).
+    fn expander_connected(&self, parent: &mut [f64]) -> bool {
+        fn root(parent: &mut [f64], mut i: usize) -> usize {
+            while parent[i] as usize != i {
+                let grand = parent[parent[i] as usize];
+                parent[i] = grand;
+                i = grand as usize;
+            }
+            i
+        }
+        for (i, p) in parent.iter_mut().enumerate() {
+            *p = i as f64;
+        }
+        let mut components = parent.len();
+        self.expander_edges(|i, j| {
+            let (ri, rj) = (root(parent, i), root(parent, j));
+            if ri != rj {
+                parent[ri] = rj as f64;
+                components -= 1;
+            }
+        });
+        components == 1
+    }
+
+    /// The expander's `ρ`. A disconnected draw has `ρ = 1` exactly; a connected one of
+    /// degree 2 is a single cycle (a permutation and its inverse), whose `ρ` is the
+    /// ring's. Otherwise Lanczos on the symmetric mixing matrix restricted to mean-free
+    /// vectors (three vectors of `n`, no reorthogonalisation, which keeps the extreme
+    /// Ritz values accurate): its extreme Ritz values approach the extreme eigenvalues
+    /// from inside, so they are lower bounds on `ρ` at every step and converge in about
+    /// `n^(1/3)` steps for random regular graphs.
+    #[inline(never)] // its stack frame (the tridiagonal matrix) only when measuring
+    fn measure_expander(
+        &self,
+        a: &mut [f64],
+        b: &mut [f64],
+        c: &mut [f64],
+        min_gap: f64,
+        work: &mut u64,
+    ) -> Result<f64, TopologyError> {
+        let sweep = self.expander_edges_cost();
+        self.spend(work, sweep)?;
+        if !self.expander_connected(a) {
+            return Ok(1.0);
+        }
+        if self.degree == 2 {
+            return Ok(ring_contraction(self.n, 1.0 / 3.0));
+        }
+        let w = 1.0 / f64::from(self.degree + 1);
+        let (mut prev, mut v, mut next) = (a, b, c);
+        fill_seeded(v, self.seed ^ 0x2545_f491_4f6c_dd1d);
+        centre(v);
+        let norm = libm::sqrt(dot(v, v));
+        v.iter_mut().for_each(|x| *x /= norm);
+        prev.fill(0.0);
+        let mut alpha = [0.0f64; MAX_LANCZOS];
+        let mut beta = [0.0f64; MAX_LANCZOS];
+        let mut recent = [0.0f64; LANCZOS_WINDOW];
+        let mut beta_prev = 0.0;
+        for j in 0..MAX_LANCZOS {
+            self.spend(work, sweep)?;
+            // next = W v - β_{j-1} prev
+            for ((x, &p), &y) in next.iter_mut().zip(prev.iter()).zip(v.iter()) {
+                *x = w * y - beta_prev * p;
+            }
+            self.expander_edges(|i, k| {
+                next[i] += w * v[k];
+                next[k] += w * v[i];
+            });
+            let mut a_j = dot(next, v);
+            axpy(next, -a_j, v);
+            // Back into the mean-free subspace, and orthogonal to v once more: rounding
+            // must not bring the average (eigenvalue 1) back.
+            centre(next);
+            let again = dot(next, v);
+            axpy(next, -again, v);
+            a_j += again;
+            let b_j = libm::sqrt(dot(next, next));
+            alpha[j] = a_j;
+            beta[j] = b_j;
+            let (lo, hi) = tridiagonal_extremes(&alpha[..=j], &beta[..j]);
+            let rho = hi.max(-lo).clamp(0.0, 1.0);
+            // Stop at a lower bound that already refuses the graph; at an invariant Krylov
+            // space (its Ritz values are eigenvalues); or when ρ (which only grows) grew by
+            // less than LANCZOS_TOL of the gap over the last LANCZOS_WINDOW steps.
+            let settled = j >= LANCZOS_WINDOW && rho - recent[j % LANCZOS_WINDOW] <= LANCZOS_TOL * (1.0 - rho);
+            recent[j % LANCZOS_WINDOW] = rho;
+            if 1.0 - rho < min_gap || b_j <= 1e-12 || settled {
+                return Ok(rho);
+            }
+            next.iter_mut().for_each(|x| *x /= b_j);
+            (prev, v, next) = (v, next, prev);
+            beta_prev = b_j;
+        }
+        Err(TopologyError::GapUnmeasured {
+            nodes: self.n,
+            degree: self.degree,
+        })
+    }
+
+    // ----- random digraph: power iteration with a two-dimensional Ritz step -----
+
+    /// The coins (53 bits) below which an edge beyond the ring is taken: `c < ⌈p·2^53⌉`
+    /// exactly when `c / 2^53 < p`, as [`Topology::random_edge`] decides.
+    fn random_threshold(&self) -> u64 {
+        let p = f64::from(self.degree - 1) / f64::from(self.n - 2);
+        libm::ceil(p * (1u64 << 53) as f64) as u64
+    }
+
+    /// The coin of edge `from → to` (53 bits).
+    fn random_coin(&self, from: usize, to: usize) -> u64 {
+        mix(self.seed ^ ((from as u64) << 32 | to as u64)) >> 11
+    }
+
+    /// `(W x)[i]` on a `Random` graph (`n ≥ 3`), `w` the nodes' shares: `i`'s own share
+    /// and those of its in-neighbours (its ring predecessor, and every node whose coin
+    /// for `i` came up). `n - 2` coins.
+    fn random_gather(&self, i: usize, x: &[f64], w: &[f64], threshold: u64) -> f64 {
+        let n = x.len();
+        let prev = if i == 0 { n - 1 } else { i - 1 };
+        let mut acc = w[i] * x[i] + w[prev] * x[prev];
+        for (j, (&xj, &wj)) in x.iter().zip(w).enumerate() {
+            if j != i && j != prev && self.random_coin(j, i) < threshold {
+                acc += wj * xj;
+            }
+        }
+        acc
+    }
+
+    /// The contraction of a `Random` graph (degree ≥ 2, so `n ≥ 3`): power iteration on
+    /// zero-sum vectors, which the column-stochastic push-sum matrix keeps zero-sum
+    /// (where its consensus error lives). Iterates are formed in place (`(W y₁)[i]`
+    /// overwrites `y₀[i]` once read) and shares are counted once: three vectors, `n²`
+    /// coins a round.
+    ///
+    /// The matrix is not normal and its dominant eigenvalues are often a complex pair,
+    /// whose modulus a ratio of norms never settles on: each round fits `y₂ = a·y₁ - b·y₀`
+    /// to the last three iterates (Rayleigh–Ritz on their span) and takes the larger
+    /// root modulus of `z² - a·z + b`, which is exact once the iterates live in the
+    /// dominant eigenspace; it stops when that estimate stayed within `RANDOM_TOL` of
+    /// the gap for `RANDOM_WINDOW` rounds (checked against dense eigenvalues: within
+    /// 3e-4 of the gap). When more than two eigenvalues of nearly the same modulus share
+    /// the top (a real one and a complex pair, say), no such fit settles until the others
+    /// have died out, which may take thousands of rounds. After `RANDOM_MAX_ROUNDS` (or
+    /// as many as the work budget allows) the result is the growth rate of the norm over
+    /// the second half, `(|y_k| / |y_{k/2}|)^(2/k)`, which lies about among those nearly
+    /// equal moduli: checked, within 2e-3 of the gap, and 1.2e-2 for a graph of degree 2
+    /// whose gap (0.137) is small beside how close its top moduli are (0.3% apart).
+    fn measure_random(
+        &self,
+        a: &mut [f64],
+        b: &mut [f64],
+        w: &mut [f64],
+        work: &mut u64,
+    ) -> Result<f64, TopologyError> {
+        let n = w.len();
+        let sweep = (n * n) as u64;
+        // The shares and the first product, then at least RANDOM_MIN_ROUNDS rounds.
+        let affordable = (*work / sweep).saturating_sub(2).min(RANDOM_MAX_ROUNDS as u64) as usize;
+        if affordable < RANDOM_MIN_ROUNDS {
+            return Err(TopologyError::GapUnmeasured {
+                nodes: self.n,
+                degree: self.degree,
+            });
+        }
+        let rounds = affordable;
+        let threshold = self.random_threshold();
+        self.spend(work, sweep)?;
+        for (j, share) in w.iter_mut().enumerate() {
+            let next = if j + 1 == n { 0 } else { j + 1 };
+            let extra = (0..n)
+                .filter(|&t| t != j && t != next && self.random_coin(j, t) < threshold)
+                .count();
+            *share = 1.0 / (extra + 2) as f64;
+        }
+        let (mut older, mut newer) = (a, b);
+        fill_seeded(older, self.seed ^ 0x2545_f491_4f6c_dd1d);
+        centre(older);
+        let norm = libm::sqrt(dot(older, older));
+        older.iter_mut().for_each(|x| *x /= norm);
+        self.spend(work, sweep)?;
+        for (i, y) in newer.iter_mut().enumerate() {
+            *y = self.random_gather(i, older, w, threshold);
+        }
+        centre(newer);
+        let (mut g00, mut g01, mut g11) = (1.0, dot(older, newer), dot(newer, newer));
+        let mut recent = [0.0f64; RANDOM_WINDOW];
+        let mut log_norm = 0.0; // ln |y_k| / |y_1|
+        let mut log_norm_half = 0.0; // the same at k = rounds / 2
+        for round in 1..=rounds {
+            if g11 <= 1e-300 {
+                return Ok(0.0); // W sends every zero-sum vector to 0: exact averaging
+            }
+            self.spend(work, sweep)?;
+            let (mut s0, mut s1, mut s2) = (0.0, 0.0, 0.0);
+            let (mut g02, mut g12, mut g22) = (0.0, 0.0, 0.0);
+            for i in 0..n {
+                let y2 = self.random_gather(i, newer, w, threshold);
+                let (y0, y1) = (older[i], newer[i]);
+                s0 += y0;
+                s1 += y1;
+                s2 += y2;
+                g02 += y0 * y2;
+                g12 += y1 * y2;
+                g22 += y2 * y2;
+                older[i] = y2;
+            }
+            // Remove the rounding that leaked into the sum (the average's direction).
+            let mean = s2 / n as f64;
+            older.iter_mut().for_each(|x| *x -= mean);
+            g02 -= mean * s0;
+            g12 -= mean * s1;
+            g22 = (g22 - n as f64 * mean * mean).max(0.0);
+            let fitted = ritz_pair(g00, g01, g11, g02, g12, g22).clamp(0.0, 1.0);
+            recent[round % RANDOM_WINDOW] = fitted;
+            if round >= RANDOM_WINDOW {
+                let (lo, hi) = recent.iter().fold((1.0f64, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+                if hi - lo <= RANDOM_TOL * (1.0 - fitted) {
+                    return Ok(fitted);
+                }
+            }
+            if g22 <= 1e-300 {
+                return Ok(fitted);
+            }
+            log_norm += 0.5 * libm::log(g22 / g11);
+            if round == rounds / 2 {
+                log_norm_half = log_norm;
+            }
+            // Unit length again (both iterates alike, so that y₂ = W y₁ still holds).
+            let scale = 1.0 / libm::sqrt(g22);
+            older.iter_mut().for_each(|x| *x *= scale);
+            newer.iter_mut().for_each(|x| *x *= scale);
+            (g00, g01, g11) = (g11 * scale * scale, g12 * scale * scale, 1.0);
+            (older, newer) = (newer, older);
+        }
+        Ok(libm::exp((log_norm - log_norm_half) / (rounds - rounds / 2) as f64).min(1.0))
     }
 
     /// Rounds the gap predicts to shrink the consensus error by `factor` (e.g. 1e-6).
@@ -841,6 +1133,129 @@ fn sq(x: f64) -> f64 {
     x * x
 }
 
+/// Work units of one Feistel round (a hash whose input is the previous round's output:
+/// about twice as slow as independent coins).
+const FEISTEL_ROUND_WORK: u64 = 2;
+
+/// Most Lanczos steps of one expander measurement: random regular graphs need about
+/// 50 at 300 nodes, 150 at 1,024 and 550 at 65,536 (degree 3). Its tridiagonal matrix
+/// lives on the stack (16 bytes a step), in a frame of its own.
+const MAX_LANCZOS: usize = 768;
+
+/// Lanczos stops when `ρ` grew by at most `LANCZOS_TOL` of the gap over
+/// `LANCZOS_WINDOW` steps.
+const LANCZOS_WINDOW: usize = 4;
+const LANCZOS_TOL: f64 = 1e-8;
+
+/// The random-digraph iteration stops when its fitted `ρ` stayed within `RANDOM_TOL` of
+/// the gap for `RANDOM_WINDOW` rounds, else after `RANDOM_MAX_ROUNDS` (about 0.3 s at 300
+/// nodes) with the norm's growth rate; if the work budget does not allow
+/// `RANDOM_MIN_ROUNDS`, it does not start.
+const RANDOM_WINDOW: usize = 32;
+const RANDOM_TOL: f64 = 1e-4;
+const RANDOM_MAX_ROUNDS: usize = 1024;
+const RANDOM_MIN_ROUNDS: usize = 128;
+
+/// `ρ` of a ring (a single cycle) of `n` nodes whose every edge weighs `w`:
+/// `max |w·(1 + 2cos(2πk/n))|` over `k ≠ 0`.
+fn ring_contraction(n: u32, w: f64) -> f64 {
+    (1..n)
+        .map(|k| (w * (1.0 + 2.0 * libm::cos(2.0 * PI * f64::from(k) / f64::from(n)))).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Seeded pseudorandom values in [-0.5, 0.5).
+fn fill_seeded(x: &mut [f64], seed: u64) {
+    let mut state = seed;
+    for v in x.iter_mut() {
+        state = mix(state.wrapping_add(1));
+        *v = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+    }
+}
+
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
+}
+
+/// `y += a·x`.
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    y.iter_mut().zip(x).for_each(|(v, u)| *v += a * u);
+}
+
+/// Subtracts the mean.
+fn centre(x: &mut [f64]) {
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    x.iter_mut().for_each(|v| *v -= mean);
+}
+
+/// Smallest and largest eigenvalue of the symmetric tridiagonal matrix with diagonal
+/// `alpha` and off-diagonal `beta` (`alpha.len() - 1` entries), by bisection on Sturm
+/// counts, to rounding.
+fn tridiagonal_extremes(alpha: &[f64], beta: &[f64]) -> (f64, f64) {
+    let m = alpha.len();
+    // Eigenvalues below x: the negative pivots of T - x·I's LDLᵀ factorisation.
+    let below = |x: f64| {
+        let mut count = 0;
+        let mut q = 1.0;
+        for (k, &a) in alpha.iter().enumerate() {
+            let off = if k == 0 { 0.0 } else { sq(beta[k - 1]) / q };
+            q = a - x - off;
+            if q == 0.0 {
+                q = -f64::MIN_POSITIVE;
+            }
+            count += usize::from(q < 0.0);
+        }
+        count
+    };
+    // Gershgorin discs bound the spectrum; widen by a little so that no eigenvalue
+    // sits on an end.
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (k, &a) in alpha.iter().enumerate() {
+        let r = if k > 0 { beta[k - 1].abs() } else { 0.0 } + beta.get(k).map_or(0.0, |b| b.abs());
+        lo = lo.min(a - r);
+        hi = hi.max(a + r);
+    }
+    let margin = 1e-12 * (hi - lo) + f64::MIN_POSITIVE;
+    let (lo, hi) = (lo - margin, hi + margin);
+    // Halve [l, h] while keeping the wanted eigenvalue in it: `inside(x)` says whether
+    // it lies below x.
+    let bisect = |inside: &dyn Fn(f64) -> bool| {
+        let (mut l, mut h) = (lo, hi);
+        loop {
+            let mid = 0.5 * (l + h);
+            if h - l <= f64::EPSILON || mid <= l || mid >= h {
+                return mid;
+            }
+            if inside(mid) {
+                h = mid;
+            } else {
+                l = mid;
+            }
+        }
+    };
+    (bisect(&|x| below(x) > 0), bisect(&|x| below(x) == m))
+}
+
+/// The larger root modulus of `z² - a·z + b`, with `a`, `b` fitted to three iterates
+/// `y₁ = W y₀`, `y₂ = W y₁` from their inner products `gᵢⱼ = yᵢ·yⱼ` (Rayleigh–Ritz on
+/// `span{y₀, y₁}`, where `W` acts as the companion matrix of that polynomial). When
+/// `y₀` and `y₁` are parallel to rounding (a real dominant eigenvalue has taken over),
+/// the ratio of norms.
+fn ritz_pair(g00: f64, g01: f64, g11: f64, g02: f64, g12: f64, g22: f64) -> f64 {
+    let det = g00 * g11 - g01 * g01;
+    if det <= 1e-10 * g00 * g11 {
+        return libm::sqrt(g22 / g11);
+    }
+    let a = (g00 * g12 - g01 * g02) / det;
+    let b = (g01 * g12 - g11 * g02) / det;
+    let disc = 0.25 * a * a - b;
+    if disc < 0.0 {
+        libm::sqrt(b)
+    } else {
+        0.5 * a.abs() + libm::sqrt(disc)
+    }
+}
+
 /// SplitMix64's finaliser: a cheap, well-mixing 64-bit hash.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -881,5 +1296,209 @@ mod tests {
         .unwrap();
         let out: heapless::Vec<u32, 8> = t.out_neighbours(0, 0).collect();
         assert_eq!(&out[..], &[1, 7, 3]);
+    }
+
+    extern crate std;
+    use nalgebra::DMatrix;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn build(family: Family, n: u32, degree: u32, seed: u64, min_gap: f64) -> Result<Topology, TopologyError> {
+        let spec = TopologySpec {
+            degree: Some(degree),
+            seed,
+            min_gap,
+            ..TopologySpec::new(family, n)
+        };
+        Topology::new(spec, &mut vec![0.0; 3 * n as usize])
+    }
+
+    /// Second largest eigenvalue modulus of the dense mixing matrix (column j: node j's
+    /// shares).
+    fn dense_contraction(t: &Topology) -> f64 {
+        let n = t.nodes() as usize;
+        let mut w = DMatrix::<f64>::zeros(n, n);
+        for j in 0..t.nodes() {
+            for i in t.out_neighbours(j, 0) {
+                w[(i as usize, j as usize)] += t.edge_weight(j, i, 0);
+            }
+            let sent: f64 = t.out_neighbours(j, 0).map(|i| t.edge_weight(j, i, 0)).sum();
+            w[(j as usize, j as usize)] = 1.0 - sent;
+        }
+        let mut moduli: Vec<f64> = if w == w.transpose() {
+            w.symmetric_eigenvalues().iter().map(|v| v.abs()).collect()
+        } else {
+            w.complex_eigenvalues().iter().map(|v| v.norm()).collect()
+        };
+        moduli.sort_by(|a, b| b.total_cmp(a));
+        moduli[1]
+    }
+
+    #[test]
+    fn tridiagonal_extremes_of_a_path() {
+        // Diagonal 0, off-diagonal 1: eigenvalues 2cos(kπ/(m+1)), k = 1..=m.
+        for m in [1usize, 2, 5, 40] {
+            let (alpha, beta) = (vec![0.0; m], vec![1.0; m - 1]);
+            let (lo, hi) = tridiagonal_extremes(&alpha, &beta);
+            let top = 2.0 * libm::cos(PI / (m + 1) as f64);
+            assert!((hi - top).abs() < 1e-14 && (lo + top).abs() < 1e-14, "m={m}: {lo} {hi}");
+        }
+    }
+
+    #[test]
+    fn random_gaps_match_dense_eigenvalues() {
+        // Including seeds whose top eigenvalues nearly tie (16/4/2: a real one and a
+        // complex pair 0.15% apart), where the two-dimensional fit does not settle and
+        // the growth rate is taken.
+        for (n, d, seed) in [
+            (3, 2, 0),
+            (4, 2, 0),
+            (8, 3, 0),
+            (16, 4, 0),
+            (16, 4, 2),
+            (24, 3, 1),
+            (32, 5, 3),
+            (64, 2, 0),
+            (64, 6, 1),
+            (100, 3, 0),
+        ] {
+            let t = build(Family::Random, n, d, seed, 0.0).unwrap();
+            let dense = 1.0 - dense_contraction(&t);
+            let err = (t.spectral_gap() - dense).abs() / dense;
+            assert!(
+                err < 1e-3,
+                "random n={n} d={d} seed={seed}: gap {} vs {dense}",
+                t.spectral_gap()
+            );
+        }
+    }
+
+    #[test]
+    fn expander_gaps_match_dense_eigenvalues() {
+        for (n, d, seed) in [
+            (8, 3, 0),
+            (10, 3, 0),
+            (30, 29, 0),
+            (64, 3, 0),
+            (64, 63, 0),
+            (100, 7, 0),
+            (150, 2, 0),
+        ] {
+            let t = build(Family::Expander, n, d, seed, 0.0).unwrap();
+            let dense = 1.0 - dense_contraction(&t);
+            let err = (t.spectral_gap() - dense).abs() / dense;
+            assert!(
+                err < 1e-7,
+                "expander n={n} d={d} seed={seed}: gap {} vs {dense}",
+                t.spectral_gap()
+            );
+        }
+    }
+
+    #[test]
+    fn degree_one_random_graph_is_the_directed_ring() {
+        for n in [2u32, 3, 12, 300] {
+            let t = build(Family::Random, n, 1, 7, 0.0).unwrap();
+            assert!((0..n).all(|i| t.out_neighbours(i, 0).eq([(i + 1) % n])));
+            assert_eq!(t.spectral_gap(), 1.0 - libm::cos(PI / f64::from(n)));
+            if n <= 12 {
+                assert!((t.spectral_gap() - (1.0 - dense_contraction(&t))).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn all_limited_closed_form_matches_the_sum_of_its_terms() {
+        for (n, d) in [(2u32, 1u32), (7, 3), (64, 6), (1000, 50), (1000, 999)] {
+            let t = build(Family::AllLimited, n, d, 0, 0.0).unwrap();
+            let w = 1.0 / f64::from(d + 1);
+            let rho = (1..n)
+                .map(|k| {
+                    let (mut re, mut im) = (w, 0.0);
+                    for o in 1..=d {
+                        let th = 2.0 * PI * f64::from(o) * f64::from(k) / f64::from(n);
+                        re += w * libm::cos(th);
+                        im += w * libm::sin(th);
+                    }
+                    libm::sqrt(re * re + im * im)
+                })
+                .fold(0.0, f64::max);
+            assert!((t.spectral_gap() - (1.0 - rho)).abs() < 1e-12, "all n={n} d={d}");
+        }
+        // O(n), not O(n²): the all-reduce limit of 65,536 nodes builds at once.
+        assert!((build(Family::Complete, 65_536, 65_535, 0, 0.1).unwrap().spectral_gap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn disconnected_expanders_measure_a_gap_of_exactly_zero() {
+        // Degree 2: a permutation and its inverse, connected only when the permutation
+        // is a single cycle (then a ring).
+        let mut scratch = vec![0.0; 3 * 16];
+        let (mut disconnected, mut rings) = (0, 0);
+        for seed in 0..100 {
+            let t = Topology {
+                family: Family::Expander,
+                n: 12,
+                degree: 2,
+                send: 2,
+                seed,
+                offsets: heapless::Vec::new(),
+                rows: 0,
+                gap: 0.0,
+            };
+            let rho = t.measured_contraction(&mut scratch).unwrap();
+            if rho == 1.0 {
+                disconnected += 1;
+            } else {
+                rings += 1;
+                assert_eq!(rho, ring_contraction(12, 1.0 / 3.0));
+            }
+        }
+        assert!(disconnected > 50 && rings > 0, "{disconnected} {rings}");
+        // A threshold of 0 still refuses a gap of 0 (a chord graph of offsets 8 and 4).
+        let spec = TopologySpec {
+            max_send: Some(2),
+            min_gap: 0.0,
+            ..TopologySpec::new(Family::Chord, 16)
+        };
+        assert_eq!(
+            Topology::new(spec, &mut scratch),
+            Err(TopologyError::GapTooSmall { gap: 0.0, min_gap: 0.0 })
+        );
+    }
+
+    #[test]
+    fn expander_refusal_reports_an_upper_bound_below_the_threshold() {
+        let gap = build(Family::Expander, 64, 3, 0, 0.0).unwrap().spectral_gap();
+        match build(Family::Expander, 64, 3, 0, 0.5) {
+            Err(TopologyError::GapTooSmall { gap: bound, min_gap }) => {
+                assert_eq!(min_gap, 0.5);
+                assert!(bound < 0.5, "{bound}");
+            }
+            other => panic!("{other:?} (gap {gap})"),
+        }
+    }
+
+    #[test]
+    fn measuring_stops_when_the_work_runs_out() {
+        let t = build(Family::Random, 300, 9, 0, 0.0).unwrap();
+        let mut scratch = vec![0.0; 900];
+        assert_eq!(
+            t.measure(&mut scratch, 0.0, &mut 1_000_000),
+            Err(TopologyError::GapUnmeasured { nodes: 300, degree: 9 })
+        );
+        let t = build(Family::Expander, 300, 64, 0, 0.0).unwrap();
+        assert_eq!(
+            t.measure(&mut scratch, 0.0, &mut 1_000_000),
+            Err(TopologyError::GapUnmeasured { nodes: 300, degree: 64 })
+        );
+        // Too many nodes for even one round of a random digraph: refused before any work.
+        assert_eq!(
+            build(Family::Random, 4_096, 12, 0, 0.0),
+            Err(TopologyError::GapUnmeasured {
+                nodes: 4_096,
+                degree: 12
+            })
+        );
     }
 }
