@@ -18,6 +18,7 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
         exit 1
     fi
 fi
+[ "${1:-}" = --install-only ] && exit 0
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 
 cargo build --release >&2

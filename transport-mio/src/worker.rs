@@ -164,6 +164,10 @@ pub struct Summary {
     /// The final replica (average workload only: models can be large).
     #[serde(rename = "final", skip_serializing_if = "Option::is_none")]
     pub final_replica: Option<Vec<f32>>,
+    /// Average workload: the largest distance of the final replica from the exact mean
+    /// of every rank's starting replica (what the cluster should agree on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_error_to_mean: Option<f64>,
 }
 
 /// Why a worker stopped.
@@ -237,6 +241,21 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
             drive(spec, ring, socket, &mut params, &mut workload, report)
         }
     }
+}
+
+/// Largest distance of `params` from the mean of the seeded starting replicas.
+fn error_to_mean(params: &[f32], seed: u64, world: u32, model: usize) -> f64 {
+    let mut sum = vec![0.0f64; model];
+    for rank in 0..world {
+        for (s, v) in sum.iter_mut().zip(initial_vector(seed, rank, model)) {
+            *s += f64::from(v);
+        }
+    }
+    params
+        .iter()
+        .zip(&sum)
+        .map(|(p, s)| (f64::from(*p) - s / f64::from(world)).abs())
+        .fold(0.0, f64::max)
 }
 
 fn drive<R: Reducer>(
@@ -331,5 +350,9 @@ fn rounds<R: Reducer, L: Link>(
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
         last,
         final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),
+        max_error_to_mean: match workload {
+            Workload::Average { model } => Some(error_to_mean(params, spec.seed, spec.peers.len() as u32, *model)),
+            Workload::Logistic { .. } => None,
+        },
     })
 }

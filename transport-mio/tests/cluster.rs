@@ -126,6 +126,12 @@ fn assert_exact_mean(results: &[serde_json::Value], rounds: u32, model: usize) {
         assert_eq!(values.len(), model);
         let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
         assert!(err <= 1e-5, "rank {rank}: max error {err:e}");
+        // The worker's own report of the same distance agrees (up to the f32 text round trip).
+        let reported = r["max_error_to_mean"].as_f64().expect("max_error_to_mean");
+        assert!(
+            (reported - err).abs() <= 1e-7,
+            "rank {rank}: reported {reported:e}, measured {err:e}"
+        );
     }
 }
 

@@ -1,0 +1,258 @@
+//! One ASAP node on an emulated Cortex-M4F board with 64 KiB of RAM, in a cluster with
+//! `asap node` processes on the host: QEMU's `mps2-an386`, its LAN9118 Ethernet on
+//! `-nic user` (slirp: the host's 127.0.0.1 is 10.0.2.2 here), smoltcp and
+//! `transport-smoltcp`, a 4,096-value model, the exponential graph on four nodes.
+//!
+//! The board is rank 0 at 10.0.2.15:7000 (the host forwards 127.0.0.1:47200 to it);
+//! ranks 1–3 listen on the host at 127.0.0.1:47201–47203. Every node starts from the
+//! seeded replica `asap node` uses (`initial_vector(seed 1, rank, 4096)`), so the
+//! firmware knows the exact mean and checks its own replica against it after 30 rounds.
+//! It prints the result and the stack it never touched (a painted-stack high-water
+//! mark: the proof that node, network stack and stack fit the 64 KiB), and exits
+//! through semihosting: 0 when its replica is within 1e-5 of the mean.
+#![no_std]
+#![no_main]
+
+mod lan9118;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use asap_core::topology::{Family, Topology, TopologySpec};
+use asap_core::{Buffers, Config, Node, NodeId};
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception};
+use cortex_m_semihosting::{debug, hprintln};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use smoltcp::socket::udp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use static_cell::ConstStaticCell;
+use transport_smoltcp::{Driver, Step};
+
+const WORLD: usize = 4;
+const MODEL: usize = 4_096;
+const ROUNDS: u32 = 30;
+const SEED: u64 = 1;
+const PORT: u16 = 7000;
+/// Host port of rank r: HOST_BASE_PORT + r.
+const HOST_BASE_PORT: u16 = 47_200;
+/// UDP payloads each socket buffer holds, each way.
+const RX_FRAMES: usize = 2;
+const TX_FRAMES: usize = 1;
+/// QEMU's `-nic user` default for the LAN9118.
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The mps2-an386 system clock.
+const CPU_HZ: u32 = 25_000_000;
+
+const CONFIG: Config = Config::new(0xa5a9, NodeId(0), MODEL);
+const CHUNKS: usize = MODEL.div_ceil(CONFIG.chunk_len());
+const PEERS: usize = WORLD - 1;
+const BITMAP_WORDS: usize = CHUNKS.div_ceil(32) * PEERS;
+const FRAME: usize = CONFIG.max_frame;
+
+static MILLIS: AtomicU32 = AtomicU32::new(0);
+
+// Static memory, taken once. `ConstStaticCell` holds its value in place, so nothing
+// large ever passes through the (small) stack.
+static STORAGE: ConstStaticCell<[SocketStorage<'static>; 1]> = ConstStaticCell::new([SocketStorage::EMPTY]);
+static RX_META: ConstStaticCell<[udp::PacketMetadata; RX_FRAMES]> =
+    ConstStaticCell::new([udp::PacketMetadata::EMPTY; RX_FRAMES]);
+static RX_DATA: ConstStaticCell<[u8; RX_FRAMES * FRAME]> = ConstStaticCell::new([0; RX_FRAMES * FRAME]);
+static TX_META: ConstStaticCell<[udp::PacketMetadata; TX_FRAMES]> =
+    ConstStaticCell::new([udp::PacketMetadata::EMPTY; TX_FRAMES]);
+static TX_DATA: ConstStaticCell<[u8; TX_FRAMES * FRAME]> = ConstStaticCell::new([0; TX_FRAMES * FRAME]);
+static PARAMS: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
+static SNAPSHOT: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
+static ACCUMULATOR: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
+static CHUNK_WEIGHTS: ConstStaticCell<[f32; CHUNKS]> = ConstStaticCell::new([0.0; CHUNKS]);
+static CHUNK_BITS: ConstStaticCell<[u32; BITMAP_WORDS]> = ConstStaticCell::new([0; BITMAP_WORDS]);
+static PEERS_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
+    ConstStaticCell::new([IpEndpoint::new(IpAddress::v4(10, 0, 2, 15), PORT); WORLD]);
+static TX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
+static DEVICE: ConstStaticCell<lan9118::Lan9118> = ConstStaticCell::new(lan9118::Lan9118::new(MAC));
+
+#[exception]
+fn SysTick() {
+    MILLIS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn now() -> Instant {
+    Instant::from_millis(i64::from(MILLIS.load(Ordering::Relaxed)))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("panic: {}", info);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {}
+}
+
+/// `transport_mio::runtime::initial_vector`, value by value: the replica `asap node`
+/// rank `rank` starts from.
+struct InitialVector(u64);
+
+impl InitialVector {
+    fn new(seed: u64, rank: u32) -> Self {
+        InitialVector(seed ^ (u64::from(rank) << 32) ^ 0x5eed)
+    }
+}
+
+impl Iterator for InitialVector {
+    type Item = f32;
+    fn next(&mut self) -> Option<f32> {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        Some(((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+    }
+}
+
+const PAINT: u32 = 0xA5A5_5A5A;
+
+extern "C" {
+    /// End of .bss/.data: the lowest address the stack may grow to (cortex-m-rt).
+    static mut __sheap: u32;
+}
+
+/// Fills the free stack (from the end of static data to a little below the current
+/// stack pointer) with a pattern, so `stack_headroom` can tell how deep it ever went.
+fn paint_stack() {
+    let bottom = core::ptr::addr_of_mut!(__sheap) as usize;
+    let top = cortex_m::register::msp::read() as usize - 256;
+    let mut p = bottom;
+    while p < top {
+        // SAFETY: [bottom, top) is unused RAM between static data and the live stack.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Bytes of stack never used since `paint_stack`.
+fn stack_headroom() -> usize {
+    let bottom = core::ptr::addr_of_mut!(__sheap) as usize;
+    let mut p = bottom;
+    // SAFETY: reads RAM between static data and the stack, which `paint_stack` wrote.
+    while unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    p - bottom
+}
+
+#[entry]
+fn main() -> ! {
+    paint_stack();
+    let mut core = cortex_m::Peripherals::take().unwrap();
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(CPU_HZ / 1000 - 1);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    let device = DEVICE.take();
+    if let Err(e) = device.init() {
+        panic!("no LAN9118: {:?}", e);
+    }
+    let mut iface = Interface::new(
+        IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(device.mac()))),
+        device,
+        now(),
+    );
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::v4(10, 0, 2, 15), 24));
+    });
+    let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2));
+
+    let storage = STORAGE.take();
+    let rx_meta = RX_META.take();
+    let rx_data = RX_DATA.take();
+    let tx_meta = TX_META.take();
+    let tx_data = TX_DATA.take();
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let mut socket = udp::Socket::new(
+        udp::PacketBuffer::new(&mut rx_meta[..], &mut rx_data[..]),
+        udp::PacketBuffer::new(&mut tx_meta[..], &mut tx_data[..]),
+    );
+    socket.bind(PORT).unwrap();
+    let handle = sockets.add(socket);
+
+    let params = PARAMS.take();
+    let snapshot = SNAPSHOT.take();
+    let accumulator = ACCUMULATOR.take();
+    let chunk_weights = CHUNK_WEIGHTS.take();
+    let chunk_bits = CHUNK_BITS.take();
+    let peers = PEERS_TABLE.take();
+    for (r, p) in peers.iter_mut().enumerate().skip(1) {
+        *p = IpEndpoint::new(IpAddress::v4(10, 0, 2, 2), HOST_BASE_PORT + r as u16);
+    }
+    let tx = TX.take();
+
+    let mut scratch = [0.0f64; 3 * WORLD];
+    let topology = match Topology::new(TopologySpec::new(Family::Exponential, WORLD as u32), &mut scratch) {
+        Ok(t) => t,
+        Err(_) => panic!("topology"),
+    };
+    let buffers = Buffers {
+        snapshot,
+        accumulator,
+        chunk_weights,
+        chunk_bits,
+    };
+    let start = asap_core::Instant::from_micros(now().total_micros() as u64);
+    let node = Node::<WORLD>::with_topology(CONFIG, &topology, buffers, start).unwrap();
+    for (p, v) in params.iter_mut().zip(InitialVector::new(SEED, 0)) {
+        *p = v;
+    }
+    let mut driver = Driver::new(node, handle, peers, tx).unwrap();
+
+    let mut rounds = 0u32;
+    let mut linger_until = None;
+    loop {
+        let t = now();
+        driver.poll(t, &mut iface, device, &mut sockets);
+        if rounds < ROUNDS && driver.step(t, params).unwrap() == Step::Finished {
+            rounds += 1;
+            if rounds == ROUNDS {
+                // Keep answering the host nodes' last retransmissions a while.
+                linger_until = Some(t + smoltcp::time::Duration::from_millis(1_000));
+            }
+        }
+        if linger_until.is_some_and(|end| t >= end) {
+            break;
+        }
+        if t.total_millis() > 120_000 {
+            hprintln!("stuck at round {}", rounds);
+            debug::exit(debug::EXIT_FAILURE);
+        }
+    }
+
+    let mut streams: [InitialVector; WORLD] = core::array::from_fn(|r| InitialVector::new(SEED, r as u32));
+    let mut max_error = 0.0f64;
+    for &p in params.iter() {
+        let mean = streams
+            .iter_mut()
+            .map(|s| f64::from(s.next().unwrap_or(0.0)))
+            .sum::<f64>()
+            / WORLD as f64;
+        max_error = max_error.max((f64::from(p) - mean).abs());
+    }
+    let stats = driver.engine().stats();
+    let ok = max_error <= 1e-5;
+    hprintln!(
+        "board: {} rounds of {} values in {} ms, {} frames sent, {} received, {} chunks resent, {} peers down, \
+         stack headroom {} B of 64 KiB RAM, max error {:e}: {}",
+        stats.rounds,
+        MODEL,
+        now().total_millis(),
+        stats.frames_sent,
+        stats.frames_received,
+        stats.chunks_resent,
+        stats.peers_down,
+        stack_headroom(),
+        max_error,
+        if ok { "PASS" } else { "FAIL" }
+    );
+    debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    loop {}
+}
