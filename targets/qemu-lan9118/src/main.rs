@@ -151,8 +151,8 @@ fn main() -> ! {
     core.SYST.enable_counter();
 
     let device = DEVICE.take();
-    if let Err(e) = device.init() {
-        panic!("no LAN9118: {:?}", e);
+    if let Err(lan9118::InitError::NotFound(test, id)) = device.init() {
+        panic!("no LAN9118: BYTE_TEST {:#x}, ID_REV {:#x}", test, id);
     }
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(device.mac()))),
