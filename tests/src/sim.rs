@@ -880,10 +880,11 @@ impl Sim {
                 continue; // crashed: not live
             }
             let since = s.finished_at.max(self.healed);
-            if self.now > since + self.round_bound {
+            let deadline = since + self.round_bound;
+            if self.now > deadline {
                 return Err(self.stalled(i as u32, since));
             }
-            next = Some(next.map_or(since + self.round_bound, |n: Instant| n.min(since + self.round_bound)));
+            next = Some(next.map_or(deadline, |n: Instant| n.min(deadline)));
         }
         // Checked again at the first event past the earliest deadline.
         self.next_stall_check = next.map_or(self.now, |n| n + Duration::from_micros(1));
@@ -920,7 +921,8 @@ impl Sim {
         us += s.compute.total_micros() as f64 * slowest;
         if let Some(rate) = s.network.bandwidth {
             let chunks = s.model_len.div_ceil(c.chunk_len());
-            let bytes = (4 * s.model_len + chunks * c.max_frame.min(64)) as f64;
+            // Values, and a header and CRC (under 64 bytes) per chunk.
+            let bytes = (4 * s.model_len + 64 * chunks) as f64;
             let degree = (0..s.nodes)
                 .map(|i| self.topology.peers_of(i).count())
                 .max()
