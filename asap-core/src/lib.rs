@@ -10,6 +10,7 @@ mod flow;
 pub mod node;
 pub mod reduce;
 pub mod reducer;
+pub mod seeded;
 pub mod time;
 pub mod topology;
 pub mod wire;

@@ -290,17 +290,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
 }
 
 /// The seeded initial replica of `rank` (values uniform in [-1, 1)): what `asap node`
-/// averages, so a test can compute the exact mean.
+/// averages, so a test can compute the exact mean (`asap_core::seeded`).
 pub fn initial_vector(seed: u64, rank: u32, len: usize) -> Vec<f32> {
-    let mut state = seed ^ (u64::from(rank) << 32) ^ 0x5eed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    asap_core::seeded::Replica::new(seed, rank).take(len).collect()
 }

@@ -243,21 +243,6 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
     }
 }
 
-/// Largest distance of `params` from the mean of the seeded starting replicas.
-fn error_to_mean(params: &[f32], seed: u64, world: u32, model: usize) -> f64 {
-    let mut sum = vec![0.0f64; model];
-    for rank in 0..world {
-        for (s, v) in sum.iter_mut().zip(initial_vector(seed, rank, model)) {
-            *s += f64::from(v);
-        }
-    }
-    params
-        .iter()
-        .zip(&sum)
-        .map(|(p, s)| (f64::from(*p) - s / f64::from(world)).abs())
-        .fold(0.0, f64::max)
-}
-
 fn drive<R: Reducer>(
     spec: &WorkerSpec,
     engine: R,
@@ -351,7 +336,11 @@ fn rounds<R: Reducer, L: Link>(
         last,
         final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),
         max_error_to_mean: match workload {
-            Workload::Average { model } => Some(error_to_mean(params, spec.seed, spec.peers.len() as u32, *model)),
+            Workload::Average { .. } => Some(asap_core::seeded::max_error_to_mean(
+                params,
+                spec.seed,
+                spec.peers.len() as u32,
+            )),
             Workload::Logistic { .. } => None,
         },
     })

@@ -5,7 +5,7 @@
 //!
 //! The board is rank 0 at 10.0.2.15:7000 (the host forwards 127.0.0.1:47200 to it);
 //! ranks 1–3 listen on the host at 127.0.0.1:47201–47203. Every node starts from the
-//! seeded replica `asap node` uses (`initial_vector(seed 1, rank, 4096)`), so the
+//! seeded replica `asap node` uses (`asap_core::seeded::Replica::new(1, rank)`), so the
 //! firmware knows the exact mean and checks its own replica against it after 30 rounds.
 //! It prints the result and the stack it never touched (a painted-stack high-water
 //! mark: the proof that node, network stack and stack fit the 64 KiB), and exits
@@ -17,6 +17,7 @@ mod lan9118;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use asap_core::seeded::{max_error_to_mean, Replica};
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId};
 use cortex_m::peripheral::syst::SystClkSource;
@@ -85,28 +86,6 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     hprintln!("panic: {}", info);
     debug::exit(debug::EXIT_FAILURE);
     loop {}
-}
-
-/// `transport_mio::runtime::initial_vector`, value by value: the replica `asap node`
-/// rank `rank` starts from.
-struct InitialVector(u64);
-
-impl InitialVector {
-    fn new(seed: u64, rank: u32) -> Self {
-        InitialVector(seed ^ (u64::from(rank) << 32) ^ 0x5eed)
-    }
-}
-
-impl Iterator for InitialVector {
-    type Item = f32;
-    fn next(&mut self) -> Option<f32> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Some(((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-    }
 }
 
 const PAINT: u32 = 0xA5A5_5A5A;
@@ -201,7 +180,7 @@ fn main() -> ! {
     };
     let start = asap_core::Instant::from_micros(now().total_micros() as u64);
     let node = Node::<WORLD>::with_topology(CONFIG, &topology, buffers, start).unwrap();
-    for (p, v) in params.iter_mut().zip(InitialVector::new(SEED, 0)) {
+    for (p, v) in params.iter_mut().zip(Replica::new(SEED, 0)) {
         *p = v;
     }
     let mut driver = Driver::new(node, handle, peers, tx).unwrap();
@@ -227,16 +206,7 @@ fn main() -> ! {
         }
     }
 
-    let mut streams: [InitialVector; WORLD] = core::array::from_fn(|r| InitialVector::new(SEED, r as u32));
-    let mut max_error = 0.0f64;
-    for &p in params.iter() {
-        let mean = streams
-            .iter_mut()
-            .map(|s| f64::from(s.next().unwrap_or(0.0)))
-            .sum::<f64>()
-            / WORLD as f64;
-        max_error = max_error.max((f64::from(p) - mean).abs());
-    }
+    let max_error = max_error_to_mean(params, SEED, WORLD as u32);
     let stats = driver.engine().stats();
     let ok = max_error <= 1e-5;
     hprintln!(
