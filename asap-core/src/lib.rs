@@ -4,6 +4,7 @@
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 pub mod allreduce;
+pub mod auth;
 pub mod config;
 pub mod error;
 mod flow;

@@ -24,6 +24,8 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Key, TAG_LEN};
+
 /// Protocol version carried in the first byte of every frame.
 pub const VERSION: u8 = 1;
 
@@ -33,10 +35,12 @@ pub const MIN_FRAME_LEN: usize = 512;
 /// Largest frame a node can be configured for.
 pub const MAX_FRAME_LEN: usize = 65_536;
 
-/// Upper bound of an encoded [`Header`] of any kind (every varint at its widest).
-pub const MAX_HEADER_LEN: usize = 42;
+/// Upper bound of an encoded [`Header`] of any kind and scheme (every varint at its
+/// widest).
+pub const MAX_HEADER_LEN: usize = 52;
 
-/// Upper bound of an encoded header of an [`Kind::Update`] frame.
+/// Upper bound of an encoded header of an [`Kind::Update`] frame with CRC-32 (see
+/// [`Integrity::max_update_header_len`] for the others).
 pub const MAX_UPDATE_HEADER_LEN: usize = 42;
 
 /// Length of the CRC-32 trailer.
@@ -59,8 +63,16 @@ impl fmt::Display for NodeId {
 /// one; a CRC cannot stop a forger anyway, so plain frames spend no bytes on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Integrity {
-    /// CRC-32 (IEEE 802.3) over header and payload, little-endian.
+    /// CRC-32 (IEEE 802.3) over header and payload, little-endian: catches corruption,
+    /// not forgery.
     Crc32,
+    /// A 16-byte keyed BLAKE2s tag over header and payload ([`crate::auth`]); `seq`
+    /// counts the sender's frames, for the receiver's replay window.
+    Blake2s {
+        /// The sender's frame counter (grows by one per frame; restarts with a new
+        /// incarnation).
+        seq: u64,
+    },
 }
 
 impl Integrity {
@@ -68,6 +80,16 @@ impl Integrity {
     pub const fn trailer_len(self) -> usize {
         match self {
             Integrity::Crc32 => CRC_LEN,
+            Integrity::Blake2s { .. } => TAG_LEN,
+        }
+    }
+
+    /// Upper bound of an update frame's header under this scheme.
+    pub const fn max_update_header_len(self) -> usize {
+        match self {
+            Integrity::Crc32 => MAX_UPDATE_HEADER_LEN,
+            // The sequence number's varint, at its widest.
+            Integrity::Blake2s { .. } => MAX_UPDATE_HEADER_LEN + 10,
         }
     }
 }
@@ -174,6 +196,12 @@ pub enum DecodeError {
     BadChecksum,
     /// The payload length does not fit the frame kind.
     PayloadLength,
+    /// A CRC-protected frame reached a node that accepts only authenticated ones.
+    Unauthenticated,
+    /// An authenticated frame reached a node that has no key.
+    NoKey,
+    /// The authentication tag does not match: wrong key, or altered bytes.
+    BadTag,
 }
 
 impl fmt::Display for DecodeError {
@@ -186,6 +214,9 @@ impl fmt::Display for DecodeError {
             DecodeError::Malformed => f.write_str("malformed frame header"),
             DecodeError::BadChecksum => f.write_str("frame checksum mismatch"),
             DecodeError::PayloadLength => f.write_str("payload length does not fit the frame kind"),
+            DecodeError::Unauthenticated => f.write_str("frame is not authenticated and this node requires it"),
+            DecodeError::NoKey => f.write_str("frame is authenticated and this node has no key"),
+            DecodeError::BadTag => f.write_str("frame authentication tag mismatch"),
         }
     }
 }
@@ -208,8 +239,27 @@ impl fmt::Display for BufferTooSmall {
 impl core::error::Error for BufferTooSmall {}
 
 /// Encodes `header` followed by `payload` (as little-endian `f32`) and the trailer into
-/// `buf`; returns the frame's length. `header.payload_len` is set from `payload`.
-pub fn encode(mut header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+/// `buf`; returns the frame's length. `header.payload_len` is set from `payload`. The
+/// frame is CRC-protected: `encode_keyed(.., None)`.
+pub fn encode(header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    encode_keyed(header, payload, buf, None)
+}
+
+/// [`encode`], authenticated when `key` is given. The key decides the scheme written:
+/// with a key, `header.integrity` should be `Blake2s { seq }` with the sender's next
+/// sequence number (a `Crc32` header is sealed as `Blake2s { seq: 0 }`); without one,
+/// the frame is CRC-protected whatever the header said.
+pub fn encode_keyed(
+    mut header: Header,
+    payload: &[f32],
+    buf: &mut [u8],
+    key: Option<&Key>,
+) -> Result<usize, BufferTooSmall> {
+    header.integrity = match (key, header.integrity) {
+        (None, _) => Integrity::Crc32,
+        (Some(_), Integrity::Blake2s { seq }) => Integrity::Blake2s { seq },
+        (Some(_), Integrity::Crc32) => Integrity::Blake2s { seq: 0 },
+    };
     let payload_bytes = payload.len() * 4;
     let trailer = header.integrity.trailer_len();
     let too_small = BufferTooSmall {
@@ -220,8 +270,11 @@ pub fn encode(mut header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usi
     let end = header_len + payload_bytes;
     let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
     crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
-    let crc = crc32(&frame[..end]);
-    frame[end..].copy_from_slice(&crc.to_le_bytes());
+    let (body, trailer_bytes) = frame.split_at_mut(end);
+    match key {
+        Some(key) => trailer_bytes.copy_from_slice(&key.tag(body)),
+        None => trailer_bytes.copy_from_slice(&crc32(body).to_le_bytes()),
+    }
     Ok(end + trailer)
 }
 
@@ -267,7 +320,16 @@ pub fn peek(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
 
 /// Decodes one frame from the front of `bytes`; returns it and the bytes it took.
 /// Checks the version, the header, the payload length for the kind and the trailer.
+/// Accepts CRC-protected frames only: `decode_keyed(bytes, None)`.
 pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
+    decode_keyed(bytes, None)
+}
+
+/// [`decode`] for a node with or without a key. With a key, only frames whose tag
+/// verifies are returned (a CRC frame is [`DecodeError::Unauthenticated`]); without one,
+/// only CRC frames ([`DecodeError::NoKey`]). The replay check is the caller's: it knows
+/// the sender ([`crate::auth::ReplayWindow`] on `Integrity::Blake2s { seq }`).
+pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>, usize), DecodeError> {
     let (header, header_len) = peek(bytes)?;
     let payload_len = usize::from(header.payload_len);
     let payload_ok = match header.kind {
@@ -284,9 +346,19 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
     let total = end + header.integrity.trailer_len();
     let frame = bytes.get(..total).ok_or(DecodeError::Truncated)?;
     let (body, trailer) = frame.split_at(end);
-    let Integrity::Crc32 = header.integrity;
-    if trailer != crc32(body).to_le_bytes() {
-        return Err(DecodeError::BadChecksum);
+    match (header.integrity, key) {
+        (Integrity::Crc32, None) => {
+            if trailer != crc32(body).to_le_bytes() {
+                return Err(DecodeError::BadChecksum);
+            }
+        }
+        (Integrity::Crc32, Some(_)) => return Err(DecodeError::Unauthenticated),
+        (Integrity::Blake2s { .. }, None) => return Err(DecodeError::NoKey),
+        (Integrity::Blake2s { .. }, Some(key)) => {
+            if !key.verify(body, trailer) {
+                return Err(DecodeError::BadTag);
+            }
+        }
     }
     Ok((
         Frame {
@@ -338,7 +410,7 @@ impl<'a> F32Le<'a> {
 /// Values of model data one update frame carries when frames are at most `max_frame`
 /// bytes (the largest update header and the trailer subtracted).
 pub const fn chunk_len_for_frame(max_frame: usize, integrity: Integrity) -> usize {
-    max_frame.saturating_sub(MAX_UPDATE_HEADER_LEN + integrity.trailer_len()) / 4
+    max_frame.saturating_sub(integrity.max_update_header_len() + integrity.trailer_len()) / 4
 }
 
 #[cfg(test)]
@@ -439,6 +511,89 @@ mod tests {
         let view = F32Le::new(frame.payload).unwrap();
         assert!(view.iter().eq(values.iter().copied()));
         assert_eq!(view.get(4), None);
+    }
+
+    const KEY: Key = Key::new([0x42; 32]);
+
+    fn update_kind() -> Kind {
+        Kind::Update {
+            chunk: 1,
+            chunks: 3,
+            weight: 0.5,
+            encoding: Encoding::F32Le,
+        }
+    }
+
+    #[test]
+    fn keyed_frames_round_trip_and_carry_their_sequence_number() {
+        let values = [1.0f32, -2.5, 3.25];
+        let mut buf = [0u8; 256];
+        let sent = Header {
+            integrity: Integrity::Blake2s { seq: 1_000_000 },
+            ..header(update_kind())
+        };
+        let len = encode_keyed(sent, &values, &mut buf, Some(&KEY)).unwrap();
+        let (frame, used) = decode_keyed(&buf[..len], Some(&KEY)).unwrap();
+        assert_eq!(used, len);
+        assert_eq!(frame.header.integrity, Integrity::Blake2s { seq: 1_000_000 });
+        assert_eq!(frame.header.kind, update_kind());
+        assert_eq!(frame.payload.len(), 12);
+        // A CRC header is sealed as sequence 0 when a key is given.
+        let len = encode_keyed(header(Kind::Ack), &[], &mut buf, Some(&KEY)).unwrap();
+        let (frame, _) = decode_keyed(&buf[..len], Some(&KEY)).unwrap();
+        assert_eq!(frame.header.integrity, Integrity::Blake2s { seq: 0 });
+    }
+
+    #[test]
+    fn keyed_decoding_refuses_wrong_keys_altered_bytes_and_plain_frames() {
+        let mut buf = [0u8; 256];
+        let sent = Header {
+            integrity: Integrity::Blake2s { seq: 9 },
+            ..header(update_kind())
+        };
+        let len = encode_keyed(sent, &[0.5, 0.25], &mut buf, Some(&KEY)).unwrap();
+        let frame = &buf[..len];
+        let other = Key::new([0x43; 32]);
+        assert_eq!(decode_keyed(frame, Some(&other)).unwrap_err(), DecodeError::BadTag);
+        assert_eq!(decode_keyed(frame, None).unwrap_err(), DecodeError::NoKey);
+        assert_eq!(decode(frame).unwrap_err(), DecodeError::NoKey);
+        for bit in 0..len * 8 {
+            let mut altered = [0u8; 256];
+            altered[..len].copy_from_slice(frame);
+            altered[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_keyed(&altered[..len], Some(&KEY)).is_err(),
+                "bit {bit} flipped and accepted"
+            );
+        }
+        let plain = encode(header(Kind::Ack), &[], &mut buf).unwrap();
+        assert_eq!(
+            decode_keyed(&buf[..plain], Some(&KEY)).unwrap_err(),
+            DecodeError::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn keyed_update_frames_never_exceed_the_configured_size() {
+        let scheme = Integrity::Blake2s { seq: u64::MAX };
+        for max_frame in [MIN_FRAME_LEN, 1_400, MAX_FRAME_LEN - 1] {
+            let n = chunk_len_for_frame(max_frame, scheme);
+            let values = [0.5f32; MAX_FRAME_LEN / 4];
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let widest_keyed = Header {
+                integrity: scheme,
+                ..widest(Kind::Update {
+                    chunk: u32::MAX,
+                    chunks: u32::MAX,
+                    weight: 1.0,
+                    encoding: Encoding::F32Le,
+                })
+            };
+            let len = encode_keyed(widest_keyed, &values[..n], &mut buf, Some(&KEY)).unwrap();
+            assert!(len <= max_frame, "{max_frame}: {len}");
+            let header_len = postcard::to_slice(&widest_keyed, &mut [0u8; 128]).unwrap().len();
+            assert!(header_len <= scheme.max_update_header_len() && header_len <= MAX_HEADER_LEN);
+        }
     }
 
     #[test]
