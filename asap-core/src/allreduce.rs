@@ -21,7 +21,7 @@ use crate::flow::{bits, AckOutcome, Emit, OutEdge};
 use crate::node::{Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
-use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
+use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Integrity, Kind, NodeId};
 
 /// Memory an all-reduce node borrows: the vector being reduced and one segment's chunk
 /// bitmap.
@@ -56,6 +56,10 @@ pub struct AllReduce<'a> {
     ack_due: Option<u32>,
     missing_due: Option<u32>,
     stats: Stats,
+    /// Sequence number of the next authenticated frame.
+    send_seq: u64,
+    /// Authenticated frames seen from the left and the right neighbour.
+    replay: [crate::auth::ReplayWindow; 2],
 }
 
 impl<'a> AllReduce<'a> {
@@ -102,6 +106,8 @@ impl<'a> AllReduce<'a> {
             ack_due: None,
             missing_due: None,
             stats: Stats::default(),
+            send_seq: 0,
+            replay: Default::default(),
         })
     }
 
@@ -206,13 +212,29 @@ impl<'a> AllReduce<'a> {
     /// Handles one received frame (only the left neighbour's updates and the right
     /// neighbour's ACKs matter).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let (frame, _) = wire::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
+        let (frame, _) = wire::decode_keyed(bytes, self.config.key.as_ref()).inspect_err(|e| match e {
+            DecodeError::BadTag | DecodeError::NoKey | DecodeError::Unauthenticated => self.stats.auth_failures += 1,
+            _ => self.stats.decode_errors += 1,
+        })?;
         let h = frame.header;
         if h.cluster != self.config.cluster {
             return Err(FrameError::WrongCluster(h.cluster));
         }
         if h.to != self.config.id {
             return Err(FrameError::Misaddressed(h.to));
+        }
+        if h.from != self.left() && h.from != self.right() {
+            self.stats.frames_refused += 1;
+            return Err(FrameError::UnknownPeer(h.from));
+        }
+        if let Integrity::Blake2s { seq } = h.integrity {
+            // The tag verified; a number seen before is a replay. (A ring of two has the
+            // same node on both sides: one window.)
+            let side = usize::from(h.from != self.left());
+            if self.replay[side].accept(seq).is_err() {
+                self.stats.replays += 1;
+                return Err(FrameError::Replay(h.from));
+            }
         }
         if h.from == self.right() {
             match h.kind {
@@ -235,10 +257,6 @@ impl<'a> AllReduce<'a> {
                 Kind::Notify { .. } => self.handle_notify(h.round),
                 _ => {}
             }
-        }
-        if h.from != self.left() && h.from != self.right() {
-            self.stats.frames_refused += 1;
-            return Err(FrameError::UnknownPeer(h.from));
         }
         self.stats.frames_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
@@ -416,9 +434,13 @@ impl<'a> AllReduce<'a> {
         values: core::ops::Range<usize>,
         buf: &mut [u8],
     ) -> Result<Transmit, BufferTooSmall> {
+        let integrity = match self.config.integrity() {
+            Integrity::Blake2s { .. } => Integrity::Blake2s { seq: self.send_seq },
+            crc => crc,
+        };
         let header = Header {
             version: wire::VERSION,
-            integrity: self.config.integrity(),
+            integrity,
             cluster: self.config.cluster,
             from: self.config.id,
             incarnation: self.config.incarnation,
@@ -428,7 +450,8 @@ impl<'a> AllReduce<'a> {
             payload_len: 0,
         };
         let values = self.buffers.work.get(values).unwrap_or(&[]);
-        let len = wire::encode(header, values, buf)?;
+        let len = wire::encode_keyed(header, values, buf, self.config.key.as_ref())?;
+        self.send_seq = self.send_seq.wrapping_add(1);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;
         Ok(Transmit { to, len })

@@ -126,6 +126,11 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// Declare a peer down after this long without hearing from it. Default 2 s.
     pub peer_timeout: Duration,
+    /// The cluster's pre-shared key. `Some`: every frame sent carries a keyed BLAKE2s
+    /// tag and a sequence number, and only frames whose tag verifies and whose number is
+    /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
+    /// which catches corruption but not forgery — for closed networks only.
+    pub key: Option<crate::auth::Key>,
 }
 
 impl Config {
@@ -145,12 +150,17 @@ impl Config {
             retransmit_max: Duration::from_secs(1),
             heartbeat_interval: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(2),
+            key: None,
         }
     }
 
-    /// The integrity scheme frames use (authentication schemes are added here).
+    /// The integrity scheme frames use: authenticated when the configuration has a key
+    /// (the sequence number shown is a placeholder; each frame carries its own).
     pub const fn integrity(&self) -> Integrity {
-        Integrity::Crc32
+        match self.key {
+            Some(_) => Integrity::Blake2s { seq: 0 },
+            None => Integrity::Crc32,
+        }
     }
 
     /// Model values per update chunk.

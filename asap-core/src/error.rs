@@ -66,6 +66,8 @@ pub enum FrameError {
     Incompatible(NodeId),
     /// The sender broke a protocol rule.
     Violation(NodeId, Violation),
+    /// An authenticated frame this node accepted before (a replay), or too old to tell.
+    Replay(NodeId),
 }
 
 impl From<DecodeError> for FrameError {
@@ -82,6 +84,7 @@ impl fmt::Display for FrameError {
             FrameError::Misaddressed(to) => write!(f, "frame addressed to {to}"),
             FrameError::UnknownPeer(p) => write!(f, "frame from {p}, which is not a peer"),
             FrameError::Integrity => f.write_str("frame uses an integrity scheme this node does not accept"),
+            FrameError::Replay(p) => write!(f, "frame from {p} replayed or too old"),
             FrameError::Incompatible(p) => write!(f, "{p} announced a different model layout"),
             FrameError::Violation(p, v) => write!(f, "{p}: {v}"),
         }

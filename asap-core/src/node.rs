@@ -9,7 +9,7 @@ use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
 use crate::reduce::{self, FoldError};
 use crate::time::Instant;
 use crate::topology::Topology;
-use crate::wire::{self, BufferTooSmall, Encoding, F32Le, Header, Kind, NodeId};
+use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId};
 
 /// Capacity of the event queue; events past it are dropped and counted.
 pub const EVENT_CAPACITY: usize = 32;
@@ -110,6 +110,11 @@ pub struct Stats {
     pub rounds_skipped: u64,
     /// Chunks not mixed because the result would have overflowed to infinity.
     pub chunks_overflowed: u64,
+    /// Frames refused for authentication: a bad tag (wrong key or altered bytes), an
+    /// unauthenticated frame at a keyed node, or the reverse.
+    pub auth_failures: u64,
+    /// Authenticated frames refused as replays (or too old to tell).
+    pub replays: u64,
 }
 
 /// What [`Node::finish_round`] did.
@@ -164,6 +169,8 @@ struct Peer {
     /// This node is leaving: say so.
     leave_due: bool,
     missing_due: Option<u32>,
+    /// Sequence numbers of the peer's authenticated frames seen (this incarnation).
+    replay: crate::auth::ReplayWindow,
 }
 
 impl Peer {
@@ -243,6 +250,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct Node<'a, const P: usize> {
     config: Config,
+    /// Sequence number of the next authenticated frame (counts from 0 each incarnation).
+    send_seq: u64,
     /// Who sends to whom in which round, when built from a topology.
     schedule: Option<Topology>,
     /// Push-sum mass `y` (1 on doubly stochastic graphs, where it is not used): the
@@ -379,6 +388,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 sent_round: None,
                 leave_due: false,
                 missing_due: None,
+                replay: crate::auth::ReplayWindow::default(),
             };
             // Cannot fail: the length was checked against P above.
             let _ = table.push(peer);
@@ -400,6 +410,7 @@ impl<'a, const P: usize> Node<'a, P> {
             mass: 1.0,
             snapshot_mass: 1.0,
             snapshot_round: None,
+            send_seq: 0,
             catch_up: 0,
             layout,
             chunks: layout.chunks as u32,
@@ -736,7 +747,10 @@ impl<'a, const P: usize> Node<'a, P> {
     /// sender, so a transport can learn its address. Refused frames are counted and
     /// never touch the replica.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let (frame, _) = wire::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
+        let (frame, _) = wire::decode_keyed(bytes, self.config.key.as_ref()).inspect_err(|e| match e {
+            DecodeError::BadTag | DecodeError::NoKey | DecodeError::Unauthenticated => self.stats.auth_failures += 1,
+            _ => self.stats.decode_errors += 1,
+        })?;
         let result = self.handle_decoded(now, frame.header, frame.payload);
         match result {
             Ok(()) => {
@@ -744,6 +758,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 self.stats.bytes_received += bytes.len() as u64;
             }
             Err(FrameError::Violation(..)) => {}
+            Err(FrameError::Replay(_)) => self.stats.replays += 1,
             Err(_) => self.stats.frames_refused += 1,
         }
         self.check_progress(now);
@@ -1137,9 +1152,13 @@ impl<'a, const P: usize> Node<'a, P> {
         buf: &mut [u8],
     ) -> Result<Transmit, BufferTooSmall> {
         let to = self.peers[i].spec.id;
-        let header = Self::header_for(&self.config, to, round, kind);
+        let mut header = Self::header_for(&self.config, to, round, kind);
+        if let wire::Integrity::Blake2s { seq } = &mut header.integrity {
+            *seq = self.send_seq;
+        }
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
-        let len = wire::encode(header, values, buf)?;
+        let len = wire::encode_keyed(header, values, buf, self.config.key.as_ref())?;
+        self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
         p.last_sent = now;
         p.heartbeat_due = false;
@@ -1149,7 +1168,7 @@ impl<'a, const P: usize> Node<'a, P> {
     }
 
     fn handle_decoded(&mut self, now: Instant, h: Header, payload: &[u8]) -> Result<(), FrameError> {
-        if h.integrity != self.config.integrity() {
+        if core::mem::discriminant(&h.integrity) != core::mem::discriminant(&self.config.integrity()) {
             return Err(FrameError::Integrity);
         }
         if h.cluster != self.config.cluster {
@@ -1173,6 +1192,12 @@ impl<'a, const P: usize> Node<'a, P> {
             Some(known) if h.incarnation > known => self.peer_restarted(i, h.incarnation),
             Some(_) => {}
             None => self.peers[i].incarnation = Some(h.incarnation),
+        }
+        // Authenticated (the tag verified): a number seen before is a replay.
+        if let wire::Integrity::Blake2s { seq } = h.integrity {
+            if self.peers[i].replay.accept(seq).is_err() {
+                return Err(FrameError::Replay(h.from));
+            }
         }
         if let Kind::Hello {
             model_len,
@@ -1281,6 +1306,8 @@ impl<'a, const P: usize> Node<'a, P> {
         let p = &mut self.peers[i];
         let id = p.spec.id;
         p.incarnation = Some(incarnation);
+        // A new life counts its frames from 0 again.
+        p.replay.reset();
         let partial = p.inn.incoming.filter(|inc| inc.received > 0 && !inc.finished(chunks));
         p.inn = InEdge::default();
         if let Some(inc) = partial {
