@@ -227,7 +227,7 @@ impl<'a> AllReduce<'a> {
             self.stats.frames_refused += 1;
             return Err(FrameError::UnknownPeer(h.from));
         }
-        if let Integrity::Blake2s { seq } = h.integrity {
+        if let Integrity::Blake3 { seq } = h.integrity {
             // The tag verified; a number seen before is a replay. (A ring of two has the
             // same node on both sides: one window.)
             let side = usize::from(h.from != self.left());
@@ -435,7 +435,7 @@ impl<'a> AllReduce<'a> {
         buf: &mut [u8],
     ) -> Result<Transmit, BufferTooSmall> {
         let integrity = match self.config.integrity() {
-            Integrity::Blake2s { .. } => Integrity::Blake2s { seq: self.send_seq },
+            Integrity::Blake3 { .. } => Integrity::Blake3 { seq: self.send_seq },
             crc => crc,
         };
         let header = Header {

@@ -126,7 +126,7 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// Declare a peer down after this long without hearing from it. Default 2 s.
     pub peer_timeout: Duration,
-    /// The cluster's pre-shared key. `Some`: every frame sent carries a keyed BLAKE2s
+    /// The cluster's pre-shared key. `Some`: every frame sent carries a keyed BLAKE3
     /// tag and a sequence number, and only frames whose tag verifies and whose number is
     /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
     /// which catches corruption but not forgery — for closed networks only.
@@ -158,7 +158,7 @@ impl Config {
     /// (the sequence number shown is a placeholder; each frame carries its own).
     pub const fn integrity(&self) -> Integrity {
         match self.key {
-            Some(_) => Integrity::Blake2s { seq: 0 },
+            Some(_) => Integrity::Blake3 { seq: 0 },
             None => Integrity::Crc32,
         }
     }

@@ -1153,7 +1153,7 @@ impl<'a, const P: usize> Node<'a, P> {
     ) -> Result<Transmit, BufferTooSmall> {
         let to = self.peers[i].spec.id;
         let mut header = Self::header_for(&self.config, to, round, kind);
-        if let wire::Integrity::Blake2s { seq } = &mut header.integrity {
+        if let wire::Integrity::Blake3 { seq } = &mut header.integrity {
             *seq = self.send_seq;
         }
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
@@ -1194,7 +1194,7 @@ impl<'a, const P: usize> Node<'a, P> {
             None => self.peers[i].incarnation = Some(h.incarnation),
         }
         // Authenticated (the tag verified): a number seen before is a replay.
-        if let wire::Integrity::Blake2s { seq } = h.integrity {
+        if let wire::Integrity::Blake3 { seq } = h.integrity {
             if self.peers[i].replay.accept(seq).is_err() {
                 return Err(FrameError::Replay(h.from));
             }

@@ -66,9 +66,9 @@ pub enum Integrity {
     /// CRC-32 (IEEE 802.3) over header and payload, little-endian: catches corruption,
     /// not forgery.
     Crc32,
-    /// A 16-byte keyed BLAKE2s tag over header and payload ([`crate::auth`]); `seq`
+    /// A 16-byte keyed BLAKE3 tag over header and payload ([`crate::auth`]); `seq`
     /// counts the sender's frames, for the receiver's replay window.
-    Blake2s {
+    Blake3 {
         /// The sender's frame counter (grows by one per frame; restarts with a new
         /// incarnation).
         seq: u64,
@@ -80,7 +80,7 @@ impl Integrity {
     pub const fn trailer_len(self) -> usize {
         match self {
             Integrity::Crc32 => CRC_LEN,
-            Integrity::Blake2s { .. } => TAG_LEN,
+            Integrity::Blake3 { .. } => TAG_LEN,
         }
     }
 
@@ -89,7 +89,7 @@ impl Integrity {
         match self {
             Integrity::Crc32 => MAX_UPDATE_HEADER_LEN,
             // The sequence number's varint, at its widest.
-            Integrity::Blake2s { .. } => MAX_UPDATE_HEADER_LEN + 10,
+            Integrity::Blake3 { .. } => MAX_UPDATE_HEADER_LEN + 10,
         }
     }
 }
@@ -246,8 +246,8 @@ pub fn encode(header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usize, 
 }
 
 /// [`encode`], authenticated when `key` is given. The key decides the scheme written:
-/// with a key, `header.integrity` should be `Blake2s { seq }` with the sender's next
-/// sequence number (a `Crc32` header is sealed as `Blake2s { seq: 0 }`); without one,
+/// with a key, `header.integrity` should be `Blake3 { seq }` with the sender's next
+/// sequence number (a `Crc32` header is sealed as `Blake3 { seq: 0 }`); without one,
 /// the frame is CRC-protected whatever the header said.
 pub fn encode_keyed(
     mut header: Header,
@@ -257,8 +257,8 @@ pub fn encode_keyed(
 ) -> Result<usize, BufferTooSmall> {
     header.integrity = match (key, header.integrity) {
         (None, _) => Integrity::Crc32,
-        (Some(_), Integrity::Blake2s { seq }) => Integrity::Blake2s { seq },
-        (Some(_), Integrity::Crc32) => Integrity::Blake2s { seq: 0 },
+        (Some(_), Integrity::Blake3 { seq }) => Integrity::Blake3 { seq },
+        (Some(_), Integrity::Crc32) => Integrity::Blake3 { seq: 0 },
     };
     let payload_bytes = payload.len() * 4;
     let trailer = header.integrity.trailer_len();
@@ -328,7 +328,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
 /// [`decode`] for a node with or without a key. With a key, only frames whose tag
 /// verifies are returned (a CRC frame is [`DecodeError::Unauthenticated`]); without one,
 /// only CRC frames ([`DecodeError::NoKey`]). The replay check is the caller's: it knows
-/// the sender ([`crate::auth::ReplayWindow`] on `Integrity::Blake2s { seq }`).
+/// the sender ([`crate::auth::ReplayWindow`] on `Integrity::Blake3 { seq }`).
 pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>, usize), DecodeError> {
     let (header, header_len) = peek(bytes)?;
     let payload_len = usize::from(header.payload_len);
@@ -353,8 +353,8 @@ pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>
             }
         }
         (Integrity::Crc32, Some(_)) => return Err(DecodeError::Unauthenticated),
-        (Integrity::Blake2s { .. }, None) => return Err(DecodeError::NoKey),
-        (Integrity::Blake2s { .. }, Some(key)) => {
+        (Integrity::Blake3 { .. }, None) => return Err(DecodeError::NoKey),
+        (Integrity::Blake3 { .. }, Some(key)) => {
             if !key.verify(body, trailer) {
                 return Err(DecodeError::BadTag);
             }
@@ -529,26 +529,26 @@ mod tests {
         let values = [1.0f32, -2.5, 3.25];
         let mut buf = [0u8; 256];
         let sent = Header {
-            integrity: Integrity::Blake2s { seq: 1_000_000 },
+            integrity: Integrity::Blake3 { seq: 1_000_000 },
             ..header(update_kind())
         };
         let len = encode_keyed(sent, &values, &mut buf, Some(&KEY)).unwrap();
         let (frame, used) = decode_keyed(&buf[..len], Some(&KEY)).unwrap();
         assert_eq!(used, len);
-        assert_eq!(frame.header.integrity, Integrity::Blake2s { seq: 1_000_000 });
+        assert_eq!(frame.header.integrity, Integrity::Blake3 { seq: 1_000_000 });
         assert_eq!(frame.header.kind, update_kind());
         assert_eq!(frame.payload.len(), 12);
         // A CRC header is sealed as sequence 0 when a key is given.
         let len = encode_keyed(header(Kind::Ack), &[], &mut buf, Some(&KEY)).unwrap();
         let (frame, _) = decode_keyed(&buf[..len], Some(&KEY)).unwrap();
-        assert_eq!(frame.header.integrity, Integrity::Blake2s { seq: 0 });
+        assert_eq!(frame.header.integrity, Integrity::Blake3 { seq: 0 });
     }
 
     #[test]
     fn keyed_decoding_refuses_wrong_keys_altered_bytes_and_plain_frames() {
         let mut buf = [0u8; 256];
         let sent = Header {
-            integrity: Integrity::Blake2s { seq: 9 },
+            integrity: Integrity::Blake3 { seq: 9 },
             ..header(update_kind())
         };
         let len = encode_keyed(sent, &[0.5, 0.25], &mut buf, Some(&KEY)).unwrap();
@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn keyed_update_frames_never_exceed_the_configured_size() {
-        let scheme = Integrity::Blake2s { seq: u64::MAX };
+        let scheme = Integrity::Blake3 { seq: u64::MAX };
         for max_frame in [MIN_FRAME_LEN, 1_400, MAX_FRAME_LEN - 1] {
             let n = chunk_len_for_frame(max_frame, scheme);
             let values = [0.5f32; MAX_FRAME_LEN / 4];

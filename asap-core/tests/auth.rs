@@ -208,7 +208,7 @@ fn plain_altered_and_outsider_frames_are_refused_at_a_keyed_node() {
     // cannot be told apart: that is the threat model's limit, see the README).
     let outsider = Header {
         version: wire::VERSION,
-        integrity: Integrity::Blake2s { seq: 0 },
+        integrity: Integrity::Blake3 { seq: 0 },
         cluster: 9,
         from: NodeId(7),
         incarnation: 0,

@@ -16,6 +16,7 @@ use std::time::Instant;
 use asap_core::reduce;
 mod common;
 
+use asap_core::auth::Key;
 use asap_core::wire::{self, Integrity};
 use common::*;
 
@@ -46,12 +47,17 @@ fn main() {
     // `init`: the first update into a chunk (scale + store + check in one pass); `fold`:
     // later ones (check, then add). A round on a degree-d graph does one init and d - 1
     // folds per chunk.
+    let key = Key::new([0x5a; 32]);
+    let small_keyed = wire::chunk_len_for_frame(SMALL_FRAME, Integrity::Blake3 { seq: 0 });
+    let large_keyed = wire::chunk_len_for_frame(wire::MAX_FRAME_LEN, Integrity::Blake3 { seq: 0 });
     let names = [
         "fold_chunked",
         "fold_whole",
         "frames_1400",
         "frames_65536",
         "init_chunked",
+        "keyed_frames_1400",
+        "keyed_frames_65536",
         "memcpy",
     ];
     let memcpy_op = names.len() - 1;
@@ -66,14 +72,16 @@ fn main() {
             reduce::fold_le(&mut acc, 0.5, black_box(values)).expect("finite");
             black_box(&mut acc);
         }
-        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME]),
-        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf),
+        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME], None),
+        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf, None),
         4 => {
             for (a, v) in acc.chunks_mut(small_chunk).zip(values.chunks(small_chunk)) {
                 reduce::init_le(a, 0.5, black_box(v)).expect("finite");
             }
             black_box(&mut acc);
         }
+        5 => encode_decode_all(black_box(&src), small_keyed, &mut buf[..SMALL_FRAME], Some(&key)),
+        6 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Some(&key)),
         _ => {
             copy.copy_from_slice(black_box(&src));
             black_box(&mut copy);
@@ -109,6 +117,12 @@ fn main() {
     for (name, m) in names.iter().zip(&medians).take(memcpy_op) {
         json.push_str(&format!("\"{name}_vs_memcpy\":{:.3},", m / memcpy));
     }
+    // What authentication costs: keyed frames against CRC frames of the same size.
+    json.push_str(&format!(
+        "\"keyed_vs_plain_1400\":{:.3},\"keyed_vs_plain_65536\":{:.3},",
+        medians[5] / medians[2],
+        medians[6] / medians[3]
+    ));
     json.push_str(&format!(
         "\"memcpy_gib_s\":{:.2},\"samples\":{SAMPLES},\"batch\":{BATCH},\
          \"header_frame_len\":{frame_len},\"header_bytes\":{header_len},\
