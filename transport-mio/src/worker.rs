@@ -111,6 +111,8 @@ pub struct WorkerSpec {
     pub compute: Duration,
     /// After the last round, keep answering peers this long.
     pub linger: Duration,
+    /// The cluster key: frames are authenticated (see `asap_core::auth`).
+    pub key: Option<asap_core::auth::Key>,
 }
 
 /// One line of progress.
@@ -157,6 +159,10 @@ pub struct Summary {
     pub datagrams_refused: u64,
     /// Connections lost or refused and tried again (TCP).
     pub reconnects: u64,
+    /// Frames refused for authentication (bad tag, or a scheme this node does not take).
+    pub auth_failures: u64,
+    /// Authenticated frames refused as replays.
+    pub replays: u64,
     /// The socket receive buffer the kernel granted.
     pub recv_buffer: usize,
     /// The last evaluation (logistic workload).
@@ -205,6 +211,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         cluster: spec.cluster,
         wait: spec.wait,
         max_frame: spec.max_frame,
+        key: spec.key,
         ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
     };
     let mut params = match &workload {
@@ -332,6 +339,8 @@ fn rounds<R: Reducer, L: Link>(
         peers_down: stats.peers_down,
         datagrams_refused: runtime.stats().refused,
         reconnects: runtime.stats().reconnects,
+        auth_failures: stats.auth_failures,
+        replays: stats.replays,
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
         last,
         final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),

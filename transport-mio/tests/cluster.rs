@@ -528,3 +528,82 @@ fn torchrun_variables_alone_describe_a_single_machine_cluster() {
         .collect();
     assert_exact_mean(&results(children), rounds, model);
 }
+
+/// A key file with `byte` repeated (64 hex digits).
+fn key_file(dir: &std::path::Path, name: &str, byte: u8) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn an_authenticated_cluster_reaches_the_exact_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "cluster.key", 0x3c);
+    let (rounds, model) = (30u32, 500usize);
+    let results = results(spawn_cluster(4, "exp", rounds, model, &["--key-file", &key]));
+    assert_exact_mean(&results, rounds, model);
+    for r in &results {
+        assert_eq!(
+            (r["auth_failures"].as_u64(), r["replays"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn a_worker_with_another_key_is_shut_out_and_the_others_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (
+        key_file(dir.path(), "good.key", 0x11),
+        key_file(dir.path(), "bad.key", 0x22),
+    );
+    // Rounds wait for rank 3 until it is declared down (2 s); then ranks 0-2 go on alone.
+    let (world, rounds, model) = (4usize, 60u32, 200usize);
+    let peers: Vec<String> = free_ports(world).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let children = (0..world)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_asap"))
+                .args(["node", "--rank", &rank.to_string(), "--world", &world.to_string()])
+                .args(["--peers", &peers.join(","), "--rounds", &rounds.to_string()])
+                .args(["--model", &model.to_string(), "--json"])
+                // Rank 3 holds the wrong key; the flag, not a variable, says so for it.
+                .args(["--key-file", if rank == 3 { &bad } else { &good }])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("asap node starts")
+        })
+        .collect();
+    let results = results(children);
+    for r in &results {
+        assert!(
+            r["auth_failures"].as_u64().unwrap() > 0,
+            "everyone refused someone: {r}"
+        );
+        assert!(r["peers_down"].as_u64().unwrap() >= 1, "{r}");
+    }
+    // Ranks 0-2 mixed only each other's replicas: they agree, whatever rank 3 sent.
+    let finals: Vec<Vec<f64>> = results[..3].iter().map(final_replica).collect();
+    for k in 0..model {
+        let (lo, hi) = finals
+            .iter()
+            .map(|f| f[k])
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        assert!(hi - lo <= 1e-5, "value {k}: ranks 0-2 disagree by {:e}", hi - lo);
+    }
+    // A bad key file is a one-line setup error.
+    std::fs::write(dir.path().join("short.key"), "abcd").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--rank", "0", "--world", "2", "--key-file"])
+        .arg(dir.path().join("short.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("64 hexadecimal digits") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

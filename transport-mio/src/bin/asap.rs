@@ -39,6 +39,8 @@ enum Command {
     /// The main job: N worker processes on this machine train logistic regression with
     /// ASAP, then with a ring all-reduce; prints a comparison, draws the loss curves.
     Demo(DemoArgs),
+    /// Print a new random cluster key (64 hex digits) for --key-file.
+    Keygen,
 }
 
 /// What a worker does between rounds.
@@ -150,6 +152,9 @@ struct DemoArgs {
     /// How frames travel (both runs).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
+    /// Authenticate every frame with this cluster key (see `asap node --key-file`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -247,6 +252,11 @@ struct NodeArgs {
     /// Print one JSON line per evaluation (logistic workload) as it happens.
     #[arg(long)]
     progress: bool,
+    /// The cluster key (64 hex digits, e.g. from `asap keygen`): frames are then
+    /// authenticated and replays refused. Also ASAP_KEY_FILE, or ASAP_KEY holding the
+    /// digits; never on the command line itself.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -330,6 +340,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keygen => match keygen() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("asap keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Node(args) => match node(args) {
             Ok(code) => code,
             Err(e) => {
@@ -338,6 +358,32 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// A new key: 32 bytes from the operating system's CSPRNG, as hex.
+fn keygen() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; asap_core::auth::KEY_LEN];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The cluster key from `--key-file`, else ASAP_KEY_FILE, else ASAP_KEY; none: frames
+/// are CRC-protected only.
+fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::auth::Key>, String> {
+    let (text, source) = match (file, std::env::var_os("ASAP_KEY_FILE"), std::env::var("ASAP_KEY")) {
+        (Some(path), _, _) => (read_key_file(path)?, path.display().to_string()),
+        (None, Some(path), _) => (read_key_file(path.as_ref())?, "ASAP_KEY_FILE".into()),
+        (None, None, Ok(hex)) => (hex, "ASAP_KEY".into()),
+        (None, None, Err(_)) => return Ok(None),
+    };
+    asap_core::auth::Key::from_hex(&text)
+        .map(Some)
+        .map_err(|e| format!("key from {source}: {e}"))
+}
+
+fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()))
 }
 
 /// Rank and world size from the flags, else from the conventions of launchers.
@@ -471,6 +517,7 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         round_timeout: Duration::from_secs(args.round_timeout),
         compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
         linger: Duration::from_millis(args.linger_ms),
+        key: cluster_key(args.key_file.as_deref())?,
     };
     let workload = workload(&args, rank, world)?;
     let progress = args.progress;
@@ -527,7 +574,8 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         }
         s => s,
     };
-    // Fail early on a bad problem (and on a bad file) rather than in every worker.
+    // Fail early on a bad key, a bad problem or a bad file rather than in every worker.
+    cluster_key(args.key_file.as_deref())?;
     if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         train::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
@@ -580,6 +628,9 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 .args(args.train.to_args());
                 if let Some(d) = args.degree {
                     c.args(["--degree", &d.to_string()]);
+                }
+                if let Some(k) = &args.key_file {
+                    c.arg("--key-file").arg(k);
                 }
                 c
             })
