@@ -125,6 +125,9 @@ pub struct Scenario {
     pub wait: Wait,
     /// Bounded staleness of every node (`Config::staleness`).
     pub staleness: Option<u32>,
+    /// The cluster key (`Config::key`): every frame authenticated, duplicates refused as
+    /// replays.
+    pub key: Option<asap_core::auth::Key>,
     /// Largest frame.
     pub max_frame: usize,
     /// The links.
@@ -158,6 +161,7 @@ impl Scenario {
             rounds: 50,
             wait: Wait::All,
             staleness: None,
+            key: None,
             max_frame: 512,
             network: Network::default(),
             compute: Duration::from_millis(1),
@@ -245,6 +249,10 @@ impl Scenario {
         if !s.allreduce && rng.random_bool(0.25) {
             s.staleness = Some(rng.random_range(1..4));
         }
+        // After the staleness draw, for the same reason.
+        if rng.random_bool(0.25) {
+            s.key = Some(asap_core::auth::Key::new(rng.random()));
+        }
         s
     }
 
@@ -269,11 +277,12 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}{} {:?} staleness={:?} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            "{}{} {:?} staleness={:?} authenticated={} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
             if self.allreduce { "allreduce-baseline/" } else { "" },
             self.family,
             self.wait,
             self.staleness,
+            self.key.is_some(),
             self.nodes,
             self.model_len,
             self.rounds,
@@ -592,6 +601,7 @@ impl Sim {
             max_frame: self.scenario.max_frame,
             wait: self.scenario.wait,
             staleness: self.scenario.staleness,
+            key: self.scenario.key,
             ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
         }
     }
@@ -1148,7 +1158,7 @@ impl Sim {
             let to = u32::from(t.to.0);
             let lost = self.rng.random_bool(net.loss) || self.partitioned(i, to) || to >= self.scenario.nodes;
             if self.trace {
-                if let Ok((frame, _)) = asap_core::wire::decode(&self.buf[..t.len]) {
+                if let Ok((frame, _)) = asap_core::wire::decode_keyed(&self.buf[..t.len], self.scenario.key.as_ref()) {
                     let h = frame.header;
                     let fate = if lost { " (lost)" } else { "" };
                     eprintln!("{} {i}->{to} r{} {:?}{fate}", self.now, h.round, h.kind);
@@ -1182,7 +1192,7 @@ impl Sim {
     /// NOTIFY-ACK, checked from outside: a sender starts a new update on an edge only
     /// after the previous one was acknowledged to it, or it declared the receiver down.
     fn check_send(&mut self, from: u32, to: u32, len: usize) -> Result<(), Violation> {
-        let Ok((frame, _)) = asap_core::wire::decode(&self.buf[..len]) else {
+        let Ok((frame, _)) = asap_core::wire::decode_keyed(&self.buf[..len], self.scenario.key.as_ref()) else {
             return Err(self.violation(format!("node {from} sent a frame that does not decode")));
         };
         let asap_core::wire::Kind::Update { .. } = frame.header.kind else {
@@ -1220,7 +1230,7 @@ impl Sim {
     /// Records ACKs reaching senders (for [`Sim::check_send`]); restarts reset edges.
     fn observe_delivery(&mut self, slot: usize, from: u32, to: u32) {
         let (_, len, ref bytes) = self.pool[slot];
-        let Ok((frame, _)) = asap_core::wire::decode(&bytes[..len]) else {
+        let Ok((frame, _)) = asap_core::wire::decode_keyed(&bytes[..len], self.scenario.key.as_ref()) else {
             return;
         };
         let n = self.scenario.nodes;

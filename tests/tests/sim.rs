@@ -116,6 +116,11 @@ fn seed_4300_barrier_restarted_node_is_acknowledged() {
             },
         )
     };
+    // Seeds now also draw whether the cluster is keyed (last, so nothing else moved).
+    let scenario = Scenario {
+        key: Scenario::random(4300).key,
+        ..scenario
+    };
     assert_eq!(scenario.to_string(), Scenario::random(4300).to_string());
     check_live(scenario);
 }
@@ -143,6 +148,11 @@ fn seed_7501_barrier_restarted_node_is_acknowledged() {
                 down_for: Duration::from_millis(1_922),
             },
         )
+    };
+    // Seeds now also draw whether the cluster is keyed (last, so nothing else moved).
+    let scenario = Scenario {
+        key: Scenario::random(7501).key,
+        ..scenario
     };
     assert_eq!(scenario.to_string(), Scenario::random(7501).to_string());
     check_live(scenario);
