@@ -131,6 +131,30 @@ pub struct Config {
     /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
     /// which catches corruption but not forgery — for closed networks only.
     pub key: Option<crate::auth::Key>,
+    /// Poisoning guard: bring every incoming update chunk within this distance of the
+    /// local replica's chunk before mixing it (counted in `Stats::chunks_clipped`).
+    /// `None` (the default): updates are mixed as they come (non-finite ones are
+    /// always refused).
+    pub clip: Option<Clip>,
+}
+
+/// How far an incoming update chunk `u` may be from the local chunk `x`:
+/// `‖u − x‖ ≤ max(relative · ‖x‖, absolute · √len)` (L2 norms over the chunk). Farther
+/// chunks are pulled in along `u − x` to that distance, so one faulty or malicious peer
+/// moves a replica by at most its share of that bound per round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clip {
+    /// Bound relative to the local chunk's norm.
+    pub relative: f32,
+    /// Bound per value (root mean square), for replicas near zero.
+    pub absolute: f32,
+}
+
+impl Clip {
+    /// The distance allowed from a local chunk of norm `x_norm` and `len` values.
+    pub fn bound(&self, x_norm: f64, len: usize) -> f64 {
+        (f64::from(self.relative) * x_norm).max(f64::from(self.absolute) * libm::sqrt(len as f64))
+    }
 }
 
 impl Config {
@@ -151,6 +175,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(2),
             key: None,
+            clip: None,
         }
     }
 

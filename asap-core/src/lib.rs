@@ -16,7 +16,7 @@ pub mod time;
 pub mod topology;
 pub mod wire;
 
-pub use config::{Buffers, Config, Layout, PeerSpec, UnknownWait, Wait};
+pub use config::{Buffers, Clip, Config, Layout, PeerSpec, UnknownWait, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};
 pub use node::{Event, Finished, Node, PeerStatus, Stats, Transmit};
 pub use reducer::Reducer;

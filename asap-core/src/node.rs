@@ -115,6 +115,8 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Authenticated frames refused as replays (or too old to tell).
     pub replays: u64,
+    /// Update chunks pulled in to the `Config::clip` bound before mixing.
+    pub chunks_clipped: u64,
 }
 
 /// What [`Node::finish_round`] did.
@@ -1407,12 +1409,22 @@ impl<'a, const P: usize> Node<'a, P> {
         } else if !self.is_push_sum() && self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
             Some(Violation::WeightOverflow)
         } else {
-            let acc = &mut self.buffers.accumulator[range];
-            let folded = if self.buffers.chunk_weights[c] == 0.0 {
-                reduce::init_le(acc, weight, values.raw())
-            } else {
-                reduce::fold_le(acc, weight, values.raw())
+            let x = &self.buffers.snapshot[range.clone()];
+            let factor = match self.config.clip {
+                Some(clip) => reduce::clip_factor(values.raw(), x, |norm| clip.bound(norm, x.len())),
+                None => 1.0,
             };
+            let acc = &mut self.buffers.accumulator[range];
+            let mut folded = if self.buffers.chunk_weights[c] == 0.0 {
+                reduce::init_le(acc, weight * factor, values.raw())
+            } else {
+                reduce::fold_le(acc, weight * factor, values.raw())
+            };
+            if factor < 1.0 && folded.is_ok() {
+                // The clipped chunk is x + s·(u − x): the rest of its weight goes to x.
+                folded = reduce::fold(acc, weight * (1.0 - factor), x);
+                self.stats.chunks_clipped += 1;
+            }
             match folded {
                 Ok(()) => None,
                 Err(FoldError::NonFinite) => Some(Violation::NonFinite),

@@ -108,6 +108,26 @@ pub fn fold(acc: &mut [f32], weight: f32, values: &[f32]) -> Result<(), FoldErro
     Ok(())
 }
 
+/// The factor `s` in `[0, 1]` that brings an incoming chunk `u` (little-endian) within
+/// `limit` of the local chunk `x`: 1 if `‖u − x‖ ≤ limit(‖x‖)`, else `limit / ‖u − x‖`
+/// (the clipped chunk is `x + s·(u − x)`). Lengths must match; non-finite input yields 1
+/// and is refused by the fold that follows.
+pub fn clip_factor(values: &[[u8; 4]], x: &[f32], limit: impl Fn(f64) -> f64) -> f32 {
+    let (mut d2, mut x2) = (0.0f64, 0.0f64);
+    for (b, &xi) in values.iter().zip(x) {
+        let d = f64::from(f32::from_le_bytes(*b)) - f64::from(xi);
+        d2 += d * d;
+        x2 += f64::from(xi) * f64::from(xi);
+    }
+    let (distance, bound) = (libm::sqrt(d2), limit(libm::sqrt(x2)));
+    // NaN (a non-finite input) falls through to 1: the fold refuses it.
+    if distance.is_finite() && distance > bound {
+        (bound / distance) as f32
+    } else {
+        1.0
+    }
+}
+
 /// Mixes one chunk into the replica: `params[i] += acc[i] - received_weight * snapshot[i]`.
 ///
 /// With `snapshot` the replica as it was sent and `acc` the weighted sum of the

@@ -1,10 +1,11 @@
 //! Authenticated clusters: nodes with a shared key reach the mean; frames with the wrong
 //! key, replayed, unauthenticated, altered or from outside the cluster are refused,
-//! counted, and leave the replicas as they were.
+//! counted, and leave the replicas as they were. And the poisoning guard: a peer's
+//! outlandish (but finite) update moves a replica no farther than `Config::clip` allows.
 
 use asap_core::auth::Key;
 use asap_core::wire::{self, DecodeError, Header, Integrity, Kind};
-use asap_core::{Buffers, Config, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
+use asap_core::{Buffers, Clip, Config, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
 
 const MODEL: usize = 300;
 const A: NodeId = NodeId(0);
@@ -227,4 +228,67 @@ fn plain_altered_and_outsider_frames_are_refused_at_a_keyed_node() {
     b.start_round(now, &pb).unwrap();
     b.finish_round(now, &mut pb).unwrap();
     assert_eq!(pb, replica(1.0));
+}
+
+/// B's replica after one round in which A sent `a_values` (A's own round is not run).
+fn b_after_one_update(clip: Option<Clip>, a_values: &[f32]) -> (Vec<f32>, u64) {
+    let ca = config(A, None, Wait::All);
+    let cb = Config {
+        clip,
+        ..config(B, None, Wait::All)
+    };
+    let (mut ma, mut mb) = (Mem::new(&ca), Mem::new(&cb));
+    let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
+    let now = Instant::from_millis(1);
+    let mut pb = replica(1.0);
+    b.start_round(now, &pb).unwrap();
+    a.start_round(now, a_values).unwrap();
+    for bytes in frames(&mut a, now) {
+        b.handle_frame(now, &bytes).unwrap();
+    }
+    assert!(b.is_ready());
+    b.finish_round(now, &mut pb).unwrap();
+    (pb, b.stats().chunks_clipped)
+}
+
+fn distance(u: &[f32], v: &[f32]) -> f64 {
+    u.iter()
+        .zip(v)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn clipping_bounds_how_far_one_poisoned_update_moves_a_replica() {
+    let poison: Vec<f32> = (0..MODEL).map(|k| 1e6 * if k % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let own = replica(1.0);
+    // Unguarded, the replica goes halfway to the poison.
+    let (unguarded, clipped) = b_after_one_update(None, &poison);
+    assert_eq!(clipped, 0);
+    assert!(distance(&unguarded, &own) > 1e6);
+    // Guarded: every chunk pulled to within 10% of the local chunk's norm, then mixed
+    // with weight 1/2, so the replica moves at most 5% of its norm.
+    let clip = Clip {
+        relative: 0.1,
+        absolute: 0.0,
+    };
+    let (guarded, clipped) = b_after_one_update(Some(clip), &poison);
+    assert_eq!(
+        clipped, 3,
+        "all three chunks of the 300-value model (512-byte frames) were clipped"
+    );
+    let moved = distance(&guarded, &own);
+    let norm = own.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+    assert!(
+        moved > 0.0 && moved <= 0.05 * norm * 1.0001,
+        "moved {moved} of norm {norm}"
+    );
+    // An honest update (close to the replica) passes untouched.
+    let honest: Vec<f32> = own.iter().map(|v| v + 0.01).collect();
+    let (mixed, clipped) = b_after_one_update(Some(clip), &honest);
+    assert_eq!(clipped, 0);
+    for (m, v) in mixed.iter().zip(&own) {
+        assert!((m - (v + 0.005)).abs() < 1e-5);
+    }
 }
