@@ -113,6 +113,8 @@ pub struct WorkerSpec {
     pub linger: Duration,
     /// The cluster key: frames are authenticated (see `asap_core::auth`).
     pub key: Option<asap_core::auth::Key>,
+    /// The poisoning guard (`asap_core::Config::clip`).
+    pub clip: Option<asap_core::Clip>,
 }
 
 /// One line of progress.
@@ -163,6 +165,8 @@ pub struct Summary {
     pub auth_failures: u64,
     /// Authenticated frames refused as replays.
     pub replays: u64,
+    /// Update chunks pulled in by the poisoning guard.
+    pub chunks_clipped: u64,
     /// The socket receive buffer the kernel granted.
     pub recv_buffer: usize,
     /// The last evaluation (logistic workload).
@@ -212,6 +216,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         wait: spec.wait,
         max_frame: spec.max_frame,
         key: spec.key,
+        clip: spec.clip,
         ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
     };
     let mut params = match &workload {
@@ -341,6 +346,7 @@ fn rounds<R: Reducer, L: Link>(
         reconnects: runtime.stats().reconnects,
         auth_failures: stats.auth_failures,
         replays: stats.replays,
+        chunks_clipped: stats.chunks_clipped,
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
         last,
         final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),

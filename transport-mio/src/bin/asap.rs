@@ -257,6 +257,10 @@ struct NodeArgs {
     /// digits; never on the command line itself.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Poisoning guard: pull incoming update chunks to within RELATIVE × the local
+    /// chunk's norm (or ABSOLUTE per value, if larger) before mixing.
+    #[arg(long, value_name = "RELATIVE[:ABSOLUTE]", value_parser = parse_clip)]
+    clip: Option<asap_core::Clip>,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -302,6 +306,17 @@ fn parse_family(s: &str) -> Result<Family, String> {
 
 fn parse_wait(s: &str) -> Result<Wait, String> {
     s.parse().map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn parse_clip(s: &str) -> Result<asap_core::Clip, String> {
+    let bad = || format!("clip `{s}`: expected RELATIVE[:ABSOLUTE], positive numbers, e.g. 0.5 or 0.5:0.01");
+    let (relative, absolute) = s.split_once(':').unwrap_or((s, "0"));
+    let relative: f32 = relative.parse().map_err(|_| bad())?;
+    let absolute: f32 = absolute.parse().map_err(|_| bad())?;
+    if !(relative.is_finite() && absolute.is_finite() && relative >= 0.0 && absolute >= 0.0) {
+        return Err(bad());
+    }
+    Ok(asap_core::Clip { relative, absolute })
 }
 
 fn transport_name(t: Transport) -> &'static str {
@@ -518,6 +533,7 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
         linger: Duration::from_millis(args.linger_ms),
         key: cluster_key(args.key_file.as_deref())?,
+        clip: args.clip,
     };
     let workload = workload(&args, rank, world)?;
     let progress = args.progress;
