@@ -6,43 +6,17 @@
 
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
 use asap_core::{
-    Buffers, Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec, RoundError, Violation,
-    Wait,
+    Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec, RoundError, Violation, Wait,
 };
+
+mod common;
+use common::Mem;
 
 const MODEL: usize = 300;
 const CHUNKS: u32 = 3;
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
 const T0: Instant = Instant::from_millis(1_000);
-
-struct Mem {
-    snapshot: Vec<f32>,
-    acc: Vec<f32>,
-    weights: Vec<f32>,
-    bits: Vec<u32>,
-}
-
-impl Mem {
-    fn new(config: &Config, peers: usize) -> Self {
-        let l = config.layout(peers).unwrap();
-        Mem {
-            snapshot: vec![0.0; l.model_len],
-            acc: vec![0.0; l.model_len],
-            weights: vec![0.0; l.chunks],
-            bits: vec![0; l.bitmap_words],
-        }
-    }
-
-    fn buffers(&mut self) -> Buffers<'_> {
-        Buffers {
-            snapshot: &mut self.snapshot,
-            accumulator: &mut self.acc,
-            chunk_weights: &mut self.weights,
-            chunk_bits: &mut self.bits,
-        }
-    }
-}
 
 fn config(id: NodeId) -> Config {
     Config {

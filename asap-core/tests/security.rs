@@ -5,41 +5,16 @@
 
 use asap_core::auth::Key;
 use asap_core::wire::{self, DecodeError, Header, Integrity, Kind};
-use asap_core::{Buffers, Clip, Config, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
+use asap_core::{Clip, Config, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
+
+mod common;
+use common::Mem;
 
 const MODEL: usize = 300;
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
 const K1: Key = Key::new([1; 32]);
 const K2: Key = Key::new([2; 32]);
-
-struct Mem {
-    snapshot: Vec<f32>,
-    acc: Vec<f32>,
-    weights: Vec<f32>,
-    bits: Vec<u32>,
-}
-
-impl Mem {
-    fn new(config: &Config) -> Self {
-        let l = config.layout(1).unwrap();
-        Mem {
-            snapshot: vec![0.0; l.model_len],
-            acc: vec![0.0; l.model_len],
-            weights: vec![0.0; l.chunks],
-            bits: vec![0; l.bitmap_words],
-        }
-    }
-
-    fn buffers(&mut self) -> Buffers<'_> {
-        Buffers {
-            snapshot: &mut self.snapshot,
-            accumulator: &mut self.acc,
-            chunk_weights: &mut self.weights,
-            chunk_bits: &mut self.bits,
-        }
-    }
-}
 
 fn config(id: NodeId, key: Option<Key>, wait: Wait) -> Config {
     Config {
@@ -107,7 +82,7 @@ fn run_pair<'m>(a: &mut Node<'m, 4>, b: &mut Node<'m, 4>, rounds: u32) -> (Vec<f
 #[test]
 fn a_keyed_pair_averages_and_refuses_nothing() {
     let (ca, cb) = (config(A, Some(K1), Wait::All), config(B, Some(K1), Wait::All));
-    let (mut ma, mut mb) = (Mem::new(&ca), Mem::new(&cb));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
     let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
     let (pa, pb) = run_pair(&mut a, &mut b, 3);
     for k in 0..MODEL {
@@ -130,7 +105,7 @@ fn a_keyed_pair_averages_and_refuses_nothing() {
 #[test]
 fn frames_with_another_key_are_refused_and_change_nothing() {
     let (ca, cb) = (config(A, Some(K1), Wait::All), config(B, Some(K2), Wait::None));
-    let (mut ma, mut mb) = (Mem::new(&ca), Mem::new(&cb));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
     let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
     let now = Instant::from_millis(1);
     a.start_round(now, &replica(0.0)).unwrap();
@@ -151,7 +126,7 @@ fn frames_with_another_key_are_refused_and_change_nothing() {
 #[test]
 fn replayed_frames_are_refused_counted_and_change_nothing() {
     let (ca, cb) = (config(A, Some(K1), Wait::All), config(B, Some(K1), Wait::All));
-    let (mut ma, mut mb) = (Mem::new(&ca), Mem::new(&cb));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
     let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
     let now = Instant::from_millis(1);
     a.start_round(now, &replica(0.0)).unwrap();
@@ -179,12 +154,12 @@ fn replayed_frames_are_refused_counted_and_change_nothing() {
 #[test]
 fn plain_altered_and_outsider_frames_are_refused_at_a_keyed_node() {
     let cb = config(B, Some(K1), Wait::None);
-    let mut mb = Mem::new(&cb);
+    let mut mb = Mem::new(&cb, 1);
     let mut b = node(cb, &mut mb);
     let now = Instant::from_millis(1);
     // A keyless node's frames carry only a CRC.
     let cp = config(A, None, Wait::All);
-    let mut mp = Mem::new(&cp);
+    let mut mp = Mem::new(&cp, 1);
     let mut plain = node(cp, &mut mp);
     plain.start_round(now, &replica(0.0)).unwrap();
     for bytes in frames(&mut plain, now) {
@@ -195,7 +170,7 @@ fn plain_altered_and_outsider_frames_are_refused_at_a_keyed_node() {
     }
     // An authenticated frame with one bit flipped.
     let ca = config(A, Some(K1), Wait::All);
-    let mut ma = Mem::new(&ca);
+    let mut ma = Mem::new(&ca, 1);
     let mut a = node(ca, &mut ma);
     a.start_round(now, &replica(0.0)).unwrap();
     let mut altered = frames(&mut a, now).pop().unwrap();
@@ -237,7 +212,7 @@ fn b_after_one_update(clip: Option<Clip>, a_values: &[f32]) -> (Vec<f32>, u64) {
         clip,
         ..config(B, None, Wait::All)
     };
-    let (mut ma, mut mb) = (Mem::new(&ca), Mem::new(&cb));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
     let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
     let now = Instant::from_millis(1);
     let mut pb = replica(1.0);

@@ -66,6 +66,19 @@ pub struct Driver<'a, R> {
     stats: DriverStats,
 }
 
+/// Checks what a driver borrows: frame buffers of `max_frame` bytes, a peer table that
+/// reaches this node's own id.
+pub(crate) fn check_lent(config: &asap_core::Config, peers: usize, frame_buffers: &[usize]) -> Result<(), DriverError> {
+    let needed = config.max_frame;
+    if frame_buffers.iter().any(|&len| len < needed) {
+        return Err(DriverError::TxBuffer(BufferTooSmall { needed }));
+    }
+    if peers <= usize::from(config.id.0) {
+        return Err(DriverError::PeerTable { got: peers });
+    }
+    Ok(())
+}
+
 fn core_time(t: SmolInstant) -> Instant {
     Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
 }
@@ -84,13 +97,7 @@ impl<'a, R: Reducer> Driver<'a, R> {
         peers: &'a mut [IpEndpoint],
         tx: &'a mut [u8],
     ) -> Result<Self, DriverError> {
-        let needed = engine.config().max_frame;
-        if tx.len() < needed {
-            return Err(DriverError::TxBuffer(BufferTooSmall { needed }));
-        }
-        if peers.len() <= usize::from(engine.config().id.0) {
-            return Err(DriverError::PeerTable { got: peers.len() });
-        }
+        check_lent(engine.config(), peers.len(), &[tx.len()])?;
         Ok(Driver {
             engine,
             socket,

@@ -11,7 +11,7 @@ use embassy_net::udp::UdpSocket;
 use embassy_net::IpEndpoint;
 use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
 
-use crate::driver::{DriverError, DriverStats};
+use crate::driver::{check_lent, DriverError, DriverStats};
 
 /// Longest sleep without a deadline (the engine has no timer armed).
 const IDLE: Duration = Duration::from_millis(100);
@@ -41,13 +41,7 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
         tx: &'a mut [u8],
         rx: &'a mut [u8],
     ) -> Result<Self, DriverError> {
-        let needed = engine.config().max_frame;
-        if tx.len() < needed || rx.len() < needed {
-            return Err(DriverError::TxBuffer(asap_core::BufferTooSmall { needed }));
-        }
-        if peers.len() <= usize::from(engine.config().id.0) {
-            return Err(DriverError::PeerTable { got: peers.len() });
-        }
+        check_lent(engine.config(), peers.len(), &[tx.len(), rx.len()])?;
         Ok(AsyncDriver {
             engine,
             socket,
