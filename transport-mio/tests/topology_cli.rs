@@ -68,3 +68,47 @@ fn user_errors_are_one_line_and_exit_2() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn rank_lists_every_candidate_by_predicted_time_and_best_prints_the_winner() {
+    let args = [
+        "topology",
+        "--rank",
+        "--nodes",
+        "32",
+        "--model-bytes",
+        "100000000",
+        "--bandwidth",
+        "10Gbit",
+    ];
+    let out = asap(&[&args[..], &["--latency", "50us", "--compute", "20ms", "--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let seconds: Vec<f64> = rows
+        .iter()
+        .filter(|r| r["refused"].is_null())
+        .map(|r| r["seconds"].as_f64().unwrap())
+        .collect();
+    assert!(seconds.windows(2).all(|w| w[0] <= w[1]), "sorted by predicted time");
+    assert!(rows.iter().any(|r| r["kind"] == "ring all-reduce"));
+    assert!(rows.iter().any(|r| r["kind"] == "one-peer-exp" && r["rounds"] == 5));
+    // Graphs that do not exist or do not mix at these parameters are listed, with why.
+    assert!(rows.iter().any(|r| r["refused"].is_string()));
+    let best = asap(&[&args[..], &["--best"]].concat());
+    let text = String::from_utf8_lossy(&best.stdout);
+    assert_eq!(text.lines().count(), 2, "header and the winner: {text}");
+    assert!(text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with(rows[0]["kind"].as_str().unwrap()));
+    // Without --kind there must be --rank or --best; bad units are one-line errors.
+    for bad in [
+        &["topology", "--nodes", "8"][..],
+        &["topology", "--rank", "--nodes", "8", "--bandwidth", "fast"],
+        &["topology", "--rank", "--nodes", "8", "--latency", "soon"],
+    ] {
+        let out = asap(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+}

@@ -269,8 +269,30 @@ struct NodeArgs {
 struct TopologyArgs {
     /// Graph family: ring, torus, hypercube, exp, one-peer-exp, expander, complete,
     /// halton, chord, all, random.
-    #[arg(long, value_parser = parse_family)]
-    kind: Family,
+    #[arg(long, value_parser = parse_family, required_unless_present_any = ["rank", "best"])]
+    kind: Option<Family>,
+    /// Rank every family (and degree up to --max-degree) by predicted time to 1e-6
+    /// consensus for this cluster, model and network, beside a ring all-reduce.
+    #[arg(long, conflicts_with_all = ["kind", "dot"])]
+    rank: bool,
+    /// Print only the winner of --rank.
+    #[arg(long, conflicts_with_all = ["kind", "dot"])]
+    best: bool,
+    /// --rank: each node's link, e.g. 1Gbit, 10Gbit, 100Mbit, 125MB (bytes a second).
+    #[arg(long, default_value = "1Gbit", value_parser = parse_bandwidth)]
+    bandwidth: f64,
+    /// --rank: one-way latency, e.g. 50us, 1ms.
+    #[arg(long, default_value = "50us", value_parser = parse_seconds)]
+    latency: f64,
+    /// --rank: local compute a round, e.g. 20ms.
+    #[arg(long, default_value = "0ms", value_parser = parse_seconds)]
+    compute: f64,
+    /// --rank: largest degree tried for families that take one.
+    #[arg(long, default_value_t = 4)]
+    max_degree: u32,
+    /// --rank: only graphs that are the same every round (no one-peer exponential).
+    #[arg(long)]
+    static_only: bool,
     /// Nodes in the cluster.
     #[arg(long)]
     nodes: u32,
@@ -732,13 +754,63 @@ fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
 }
 
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| format!("`{s}`: {e} (e.g. 50us, 1ms, 0.5s)"))
+}
+
+fn parse_bandwidth(s: &str) -> Result<f64, String> {
+    let bad = || format!("bandwidth `{s}`: e.g. 10Gbit, 100Mbit, 125MB");
+    let digits = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let value: f64 = s[..digits].parse().map_err(|_| bad())?;
+    let scale = match &s[digits..] {
+        "Gbit" => 1e9 / 8.0,
+        "Mbit" => 1e6 / 8.0,
+        "Kbit" | "kbit" => 1e3 / 8.0,
+        "GB" => 1e9,
+        "MB" => 1e6,
+        "KB" | "kB" => 1e3,
+        "" | "B" => 1.0,
+        _ => return Err(bad()),
+    };
+    let bytes = value * scale;
+    if bytes.is_finite() && bytes > 0.0 {
+        Ok(bytes)
+    } else {
+        Err(bad())
+    }
+}
+
+fn rank(args: &TopologyArgs) -> ExitCode {
+    let job = asap_core::cost::Job {
+        model_bytes: args.model_bytes as f64,
+        compute: args.compute,
+    };
+    let net = asap_core::cost::Network {
+        bandwidth: args.bandwidth,
+        latency: args.latency,
+    };
+    let rows = report::rank(args.nodes, args.max_degree, args.static_only, args.seed, &job, &net);
+    let rows = if args.best { &rows[..1] } else { &rows[..] };
+    if args.json {
+        println!("{}", serde_json::to_string(rows).expect("serialisable"));
+    } else {
+        print!("{}", report::rank_table(rows));
+    }
+    ExitCode::SUCCESS
+}
+
 fn topology(args: TopologyArgs) -> ExitCode {
+    let Some(kind) = args.kind.filter(|_| !(args.rank || args.best)) else {
+        return rank(&args);
+    };
     let spec = TopologySpec {
         degree: args.degree,
         max_send: args.max_send,
         seed: args.seed,
         min_gap: args.min_gap,
-        ..TopologySpec::new(args.kind, args.nodes)
+        ..TopologySpec::new(kind, args.nodes)
     };
     let (t, r) = match report::report(spec, args.model_bytes, 1_000_000) {
         Ok(ok) => ok,
