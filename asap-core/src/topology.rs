@@ -268,6 +268,8 @@ pub struct Neighbours<'t> {
     node: u32,
     round: u32,
     next: u32,
+    /// `Random`: the coins that take an edge are below this (see `random_threshold`).
+    threshold: u64,
 }
 
 impl Iterator for Neighbours<'_> {
@@ -276,11 +278,17 @@ impl Iterator for Neighbours<'_> {
     fn next(&mut self) -> Option<u32> {
         let t = self.topology;
         if t.family == Family::Random {
-            // Scan destinations in offset order; accept by the seeded coin.
+            // Scan destinations in offset order: the next node always, the others by
+            // their seeded coin (as `random_edge` decides, without its other cases).
+            if self.next == 0 {
+                self.next = 1;
+                return Some(if self.node + 1 == t.n { 0 } else { self.node + 1 });
+            }
             while self.next < t.n - 1 {
                 self.next += 1;
-                let to = (self.node + self.next) % t.n;
-                if t.random_edge(self.node, to) {
+                let to = self.node + self.next;
+                let to = if to >= t.n { to - t.n } else { to };
+                if t.random_coin(self.node as usize, to as usize) < self.threshold {
                     return Some(to);
                 }
             }
@@ -291,7 +299,11 @@ impl Iterator for Neighbours<'_> {
             self.next += 1;
             let to = t.neighbour(self.node, self.round, k);
             // Expander self-loops and parallel edges: each peer once (see `edge_weight`).
-            if to != self.node && (0..k).all(|l| t.neighbour(self.node, self.round, l) != to) {
+            // The other families' lists have no repeats by construction (distinct
+            // non-zero offsets, torus sides of at least 3, hypercube bits).
+            let repeat = t.family == Family::Expander
+                && (to == self.node || (0..k).any(|l| t.neighbour(self.node, self.round, l) == to));
+            if !repeat {
                 return Some(to);
             }
         }
@@ -460,9 +472,7 @@ impl Topology {
         if from == to || self.n <= 2 {
             return false;
         }
-        let p = f64::from(self.degree - 1) / f64::from(self.n - 2);
-        let coin = (mix(self.seed ^ (u64::from(from) << 32 | u64::from(to))) >> 11) as f64 / (1u64 << 53) as f64;
-        coin < p
+        self.random_coin(from as usize, to as usize) < self.random_threshold()
     }
 
     // ----- queries -----
@@ -524,6 +534,11 @@ impl Topology {
             node: node % self.n,
             round,
             next: 0,
+            threshold: if self.family == Family::Random && self.n > 2 {
+                self.random_threshold()
+            } else {
+                0
+            },
         }
     }
 
@@ -894,8 +909,9 @@ impl Topology {
 
     // ----- random digraph: power iteration with a two-dimensional Ritz step -----
 
-    /// The coins (53 bits) below which an edge beyond the ring is taken: `c < ⌈p·2^53⌉`
-    /// exactly when `c / 2^53 < p`, as [`Topology::random_edge`] decides.
+    /// The coins (53 bits) below which an edge beyond the ring is taken, `p` the
+    /// probability `(d - 1) / (n - 2)` (`n > 2`): `c < ⌈p·2^53⌉` exactly when
+    /// `c / 2^53 < p` (the 53-bit coin as a uniform draw in [0, 1)).
     fn random_threshold(&self) -> u64 {
         let p = f64::from(self.degree - 1) / f64::from(self.n - 2);
         libm::ceil(p * (1u64 << 53) as f64) as u64
@@ -912,13 +928,16 @@ impl Topology {
     fn random_gather(&self, i: usize, x: &[f64], w: &[f64], threshold: u64) -> f64 {
         let n = x.len();
         let prev = if i == 0 { n - 1 } else { i - 1 };
-        let mut acc = w[i] * x[i] + w[prev] * x[prev];
-        for (j, (&xj, &wj)) in x.iter().zip(w).enumerate() {
-            if j != i && j != prev && self.random_coin(j, i) < threshold {
-                acc += wj * xj;
+        let acc = w[i] * x[i] + w[prev] * x[prev];
+        // Every other j in order: two ranges around the pair {prev, i}.
+        let (first, second) = if i == 0 { (1..n - 1, n..n) } else { (0..i - 1, i + 1..n) };
+        first.chain(second).fold(acc, |acc, j| {
+            if self.random_coin(j, i) < threshold {
+                acc + w[j] * x[j]
+            } else {
+                acc
             }
-        }
-        acc
+        })
     }
 
     /// The contraction of a `Random` graph (degree ≥ 2, so `n ≥ 3`): power iteration on
@@ -961,9 +980,11 @@ impl Topology {
         let threshold = self.random_threshold();
         self.spend(work, sweep)?;
         for (j, share) in w.iter_mut().enumerate() {
-            let next = if j + 1 == n { 0 } else { j + 1 };
-            let extra = (0..n)
-                .filter(|&t| t != j && t != next && self.random_coin(j, t) < threshold)
+            // Every t but j and its ring successor: two ranges around that pair.
+            let (first, second) = if j + 1 == n { (1..n - 1, n..n) } else { (0..j, j + 2..n) };
+            let extra = first
+                .chain(second)
+                .filter(|&t| self.random_coin(j, t) < threshold)
                 .count();
             *share = 1.0 / (extra + 2) as f64;
         }
