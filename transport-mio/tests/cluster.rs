@@ -607,3 +607,24 @@ fn a_worker_with_another_key_is_shut_out_and_the_others_agree() {
         "{err}"
     );
 }
+
+#[test]
+fn topology_auto_picks_the_predicted_winner_and_says_so() {
+    // A tiny model (1.2 KB): sending it to all 7 others once (the complete graph, exact
+    // in one round) beats 3 rounds of one-peer-exp, whose round trips dominate. (At
+    // 80 KB one-peer-exp wins; `asap topology --rank` shows both.)
+    let (world, rounds, model) = (8usize, 6u32, 300usize);
+    let children = spawn_cluster(world, "auto", rounds, model, &[]);
+    let outputs = wait_all(children, Duration::from_secs(60));
+    for (rank, out) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "rank {rank}: {stderr}");
+        assert!(
+            stderr.contains("topology auto: complete for 8 nodes"),
+            "rank {rank}: {stderr}"
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(r["topology"], "complete");
+        assert!(r["max_error_to_mean"].as_f64().unwrap() <= 1e-5, "{r}");
+    }
+}

@@ -127,8 +127,8 @@ struct DemoArgs {
     #[arg(long, default_value_t = 300)]
     rounds: u32,
     /// ASAP's graph (see `asap topology`).
-    #[arg(long, default_value = "one-peer-exp", value_parser = parse_family)]
-    topology: Family,
+    #[arg(long, default_value = "one-peer-exp", value_parser = parse_graph)]
+    topology: Graph,
     /// Degree, for families that take one.
     #[arg(long)]
     degree: Option<u32>,
@@ -202,8 +202,8 @@ struct NodeArgs {
     #[arg(long)]
     host: Option<String>,
     /// Graph family (see `asap topology`).
-    #[arg(long, default_value = "exp", value_parser = parse_family)]
-    topology: Family,
+    #[arg(long, default_value = "exp", value_parser = parse_graph)]
+    topology: Graph,
     /// Degree, for families that take one.
     #[arg(long)]
     degree: Option<u32>,
@@ -324,6 +324,61 @@ fn parse_family(s: &str) -> Result<Family, String> {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         format!("unknown topology `{s}`; one of: {}", names.join(", "))
     })
+}
+
+/// A graph family, or `auto`: the winner of `asap topology --best` for this cluster.
+#[derive(Clone, Copy, Debug)]
+enum Graph {
+    Auto,
+    Fixed(Family),
+}
+
+fn parse_graph(s: &str) -> Result<Graph, String> {
+    if s == "auto" {
+        return Ok(Graph::Auto);
+    }
+    parse_family(s).map(Graph::Fixed).map_err(|e| format!("{e}, or auto"))
+}
+
+/// The family (and degree) to run: as given, or for `auto` the ASAP graph `--rank`
+/// predicts fastest for `nodes` workers, a model of `model_bytes` and `compute` seconds
+/// a round on an assumed 1 Gbit/s, 50 µs network. The choice is logged on stderr.
+fn choose_graph(
+    graph: Graph,
+    degree: Option<u32>,
+    nodes: u32,
+    model_bytes: f64,
+    compute: f64,
+) -> (Family, Option<u32>) {
+    if let Graph::Fixed(family) = graph {
+        return (family, degree);
+    }
+    let job = asap_core::cost::Job { model_bytes, compute };
+    let net = asap_core::cost::Network {
+        bandwidth: 1.25e8,
+        latency: 50e-6,
+    };
+    let rows = report::rank(nodes, 4, false, 0, &job, &net);
+    let best = rows
+        .iter()
+        .find(|r| r.refused.is_none() && r.kind != "ring all-reduce")
+        .and_then(|r| Family::from_name(&r.kind).map(|f| (f, r.degree, r)));
+    match best {
+        Some((family, degree, r)) => {
+            eprintln!(
+                "topology auto: {}{} for {nodes} nodes — predicted {} rounds, {:.3} s to 1e-6 consensus \
+                 (1 Gbit/s, 50 µs, {:.0} ms compute assumed; see `asap topology --rank`)",
+                family.name(),
+                degree.map_or(String::new(), |d| format!(" degree {d}")),
+                r.rounds,
+                r.seconds,
+                compute * 1e3
+            );
+            (family, degree)
+        }
+        // Every n ≥ 2 has a ring; this is unreachable in practice.
+        None => (Family::Ring, None),
+    }
 }
 
 fn parse_wait(s: &str) -> Result<Wait, String> {
@@ -536,15 +591,22 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
 fn node(args: NodeArgs) -> Result<ExitCode, String> {
     let (rank, world) = rank_and_world(&args)?;
     let peers = addresses(&args, world)?;
+    let (family, degree) = choose_graph(
+        args.topology,
+        args.degree,
+        world,
+        4.0 * args.model as f64,
+        args.compute_ms / 1e3,
+    );
     let spec = WorkerSpec {
         rank,
         peers,
         engine: args.engine,
         transport: args.transport,
         topology: TopologySpec {
-            degree: args.degree,
+            degree,
             seed: args.seed,
-            ..TopologySpec::new(args.topology, world)
+            ..TopologySpec::new(family, world)
         },
         wait: args.wait,
         rounds: args.rounds,
@@ -623,10 +685,15 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the asap executable: {e}"))?;
-    let engines = [
-        (Engine::Asap, args.topology.name()),
-        (Engine::Allreduce, "ring all-reduce"),
-    ];
+    let features = args.train.features as f64;
+    let (family, degree) = choose_graph(
+        args.topology,
+        args.degree,
+        args.workers,
+        4.0 * features,
+        args.compute_ms / 1e3,
+    );
+    let engines = [(Engine::Asap, family.name()), (Engine::Allreduce, "ring all-reduce")];
     let bars = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
     } else {
@@ -657,14 +724,14 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                     &args.workers.to_string(),
                 ])
                 .args(["--peers", &peers.join(","), "--engine", &engine.to_string()])
-                .args(["--topology", args.topology.name(), "--wait", &args.wait.to_string()])
+                .args(["--topology", family.name(), "--wait", &args.wait.to_string()])
                 .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
                 .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
                 .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
                 .args(["--transport", transport_name(args.transport)])
                 .args(["--progress", "--json"])
                 .args(args.train.to_args());
-                if let Some(d) = args.degree {
+                if let Some(d) = degree {
                     c.args(["--degree", &d.to_string()]);
                 }
                 if let Some(k) = &args.key_file {
