@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_first_line_is_the_fastest_and_one_peer_exp_wins_at_one_send_a_round() {
-        for n in [2u32, 3, 4, 5, 7, 8, 16, 17, 31, 32, 63, 64, 100, 128, 255, 256] {
+        for n in [2u32, 3, 4, 5, 7, 8, 16, 17, 31, 32, 63, 64, 100, 128, 255, 256, 1024] {
             let rows = rank(n, 4, false, 0, &JOB, &NET);
             let fastest = rows.iter().map(|r| r.seconds).fold(f64::INFINITY, f64::min);
             assert_eq!(rows[0].seconds, fastest, "n = {n}");
