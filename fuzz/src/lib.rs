@@ -8,6 +8,7 @@
 //! | target        | what it drives                                                       |
 //! |---------------|----------------------------------------------------------------------|
 //! | `decode`      | `wire::peek` / `wire::decode` on raw bytes; re-encoding round-trips  |
+//! | `keyed`       | keyed decoding, re-sealing, a keyed node refusing forgeries and replays |
 //! | `node_frames` | one node fed raw and well-formed frames, timers and app commands     |
 //! | `topology`    | `Topology::new` and its neighbour and weight queries                 |
 //! | `reduce`      | the fold / init / mix kernels on arbitrary bit patterns              |
@@ -15,6 +16,7 @@
 
 pub mod common;
 pub mod decode;
+pub mod keyed;
 pub mod node_frames;
 pub mod pair;
 pub mod reduce;

@@ -28,6 +28,11 @@ fn decode() {
 }
 
 #[test]
+fn keyed() {
+    replay("keyed", asap_fuzz::keyed::run);
+}
+
+#[test]
 fn node_frames() {
     replay("node_frames", asap_fuzz::node_frames::run);
 }
