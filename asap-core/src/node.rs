@@ -735,7 +735,7 @@ impl<'a, const P: usize> Node<'a, P> {
             self.mass = share * self.snapshot_mass + received_mass;
         }
         let round = self.round;
-        self.advance_to(self.round.wrapping_add(1).max(self.catch_up));
+        self.advance_to(self.round.saturating_add(1).max(self.catch_up));
         self.started = false;
         self.ready_reported = false;
         self.stats.rounds += 1;
@@ -1004,7 +1004,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Moves to `round` (the next one, or further when catching up): updates of rounds
     /// now passed are acknowledged and dropped; early NOTIFYs of this round are answered.
     fn advance_to(&mut self, round: u32) {
-        if round > self.round.wrapping_add(1) {
+        if round > self.round.saturating_add(1) {
             self.stats.rounds_skipped += u64::from(round.wrapping_sub(self.round).wrapping_sub(1));
         }
         self.round = round;

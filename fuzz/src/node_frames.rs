@@ -25,7 +25,7 @@ const T0: Instant = Instant::from_millis(1_000);
 const MAX_OPS: usize = 256;
 /// With `avoid-known-bugs`: frames name no round above this (a node made to catch up
 /// to round `u32::MAX` overflowed `round + 1`, bug 2, fixed; and finishing round
-/// `u32::MAX` goes back to a caught-up round, bug 5, open: fuzz/README.md).
+/// `u32::MAX` goes back to a caught-up round, bug 5, fixed: fuzz/README.md).
 const ROUND_CAP: u32 = u32::MAX - (1 << 20);
 
 /// One step of the scenario.

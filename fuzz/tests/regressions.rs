@@ -247,9 +247,8 @@ fn topology_new_takes_at_most_a_second() {
 /// finishes `u32::MAX - 1`, starts and finishes `u32::MAX`: `finish_round` advances to
 /// `round.wrapping_add(1).max(catch_up)`, which at `u32::MAX` is 0 then `catch_up`,
 /// i.e. `u32::MAX - 1`. The round goes back (found by `node_frames` in a long run).
-/// The fix is in `asap-core/src/node.rs`: `saturating_add(1)` there, as for bug 2.
+/// Fixed in `asap-core/src/node.rs`: `saturating_add(1)` there, as for bug 2.
 #[test]
-#[ignore = "asap-core bug (node.rs): finishing round u32::MAX goes back to a caught-up round"]
 fn finishing_round_u32_max_never_goes_back() {
     let mut mb = Mem::new(&config(B, 0), 1);
     let mut b = Node::<4>::new(config(B, 0), &common::peers_of(B), mb.buffers(), T0).unwrap();
