@@ -47,11 +47,7 @@ pub fn report(spec: TopologySpec, model_bytes: u64, limit: u32) -> Result<(Topol
     let rounds_measured = t.measured_rounds(TARGET, limit, &mut scratch);
     let n = u64::from(t.nodes());
     // Average destinations per node and round over a period (Random varies by node).
-    let sends: u64 = (0..t.period())
-        .flat_map(|r| (0..t.nodes()).map(move |i| (i, r)))
-        .map(|(i, r)| t.out_neighbours(i, r).count() as u64)
-        .sum();
-    let per_round = sends * model_bytes / (n * u64::from(t.period()));
+    let per_round = (asap_core::cost::sends_per_round(&t) * model_bytes as f64).round() as u64;
     let allreduce = 2 * (n - 1) * model_bytes / n;
     Ok((
         t.clone(),
