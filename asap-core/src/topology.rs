@@ -561,8 +561,16 @@ impl Topology {
     /// Weight `from` gives `to` in `round`: its share per edge times the edges between
     /// them (parallel expander edges count twice). Zero when `to` is not a destination.
     pub fn edge_weight(&self, from: u32, to: u32, round: u32) -> f64 {
-        let edges = match self.family {
-            Family::Random => u32::from(self.random_edge(from, to)),
+        let n = self.n;
+        // A circulant's edge is an offset among the first `send`: found without
+        // computing every neighbour.
+        let offset = (from < n && to < n).then(|| if to >= from { to - from } else { to + n - from });
+        let edges = match (self.family, offset) {
+            (Family::Random, _) => u32::from(self.random_edge(from, to)),
+            (Family::AllLimited | Family::Complete, Some(o)) => u32::from(o >= 1 && o <= self.send),
+            (Family::Exponential | Family::Halton | Family::Chord, Some(o)) => {
+                u32::from(self.offsets[..self.send as usize].contains(&o))
+            }
             _ => (0..self.send_degree(round))
                 .filter(|&k| self.neighbour(from, round, k) == to)
                 .count() as u32,
