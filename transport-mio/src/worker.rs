@@ -70,6 +70,15 @@ pub enum Workload {
         /// Evaluate every this many rounds (and after the last).
         eval_every: u32,
     },
+    /// Federated training (`asap_fed`): local SGD steps on this rank's shard before each
+    /// training round, then averaging-only rounds; the shared model is evaluated on the
+    /// held-out set at the end, beside a model trained on all shards together.
+    Federated {
+        /// The data of every rank (`world` must be the cluster's).
+        problem: asap_fed::Problem,
+        /// Local steps, rounds, learning rate; `plan.rounds()` is the run's round count.
+        plan: asap_fed::Plan,
+    },
 }
 
 impl Workload {
@@ -77,6 +86,7 @@ impl Workload {
         match self {
             Workload::Average { model } => *model,
             Workload::Logistic { shard, .. } => shard.features(),
+            Workload::Federated { problem, .. } => problem.features,
         }
     }
 }
@@ -171,13 +181,40 @@ pub struct Summary {
     pub recv_buffer: usize,
     /// The last evaluation (logistic workload).
     pub last: Option<Progress>,
-    /// The final replica (average workload only: models can be large).
+    /// The final replica (average and federated workloads: models can be large).
     #[serde(rename = "final", skip_serializing_if = "Option::is_none")]
     pub final_replica: Option<Vec<f32>>,
+    /// Federated workload: the shared model on the held-out set, and the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated: Option<Box<FederatedResult>>,
     /// Average workload: the largest distance of the final replica from the exact mean
     /// of every rank's starting replica (what the cluster should agree on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_error_to_mean: Option<f64>,
+}
+
+/// What a federated worker ends with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FederatedResult {
+    /// Training rounds (each after `local_steps` SGD steps).
+    pub train_rounds: u32,
+    /// SGD steps before each training round.
+    pub local_steps: u32,
+    /// Averaging-only rounds after training.
+    pub consensus_rounds: u32,
+    /// Held-out accuracy of this worker's final replica.
+    pub test_accuracy: f64,
+    /// Held-out mean logistic loss of this worker's final replica.
+    pub test_loss: f64,
+    /// Accuracy of the same replica on this rank's own shard.
+    pub shard_accuracy: f64,
+    /// Held-out accuracy of one model trained on every shard together with the same
+    /// steps (`asap_fed::Plan::reference`).
+    pub reference_accuracy: f64,
+    /// Held-out loss of that model.
+    pub reference_loss: f64,
+    /// Seconds spent in local SGD steps.
+    pub local_steps_s: f64,
 }
 
 /// Why a worker stopped.
@@ -221,7 +258,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
     };
     let mut params = match &workload {
         Workload::Average { model } => initial_vector(spec.seed, rank, *model),
-        Workload::Logistic { .. } => vec![0.0; model_len],
+        Workload::Logistic { .. } | Workload::Federated { .. } => vec![0.0; model_len],
     };
     match spec.engine {
         Engine::Asap => {
@@ -295,13 +332,19 @@ fn rounds<R: Reducer, L: Link>(
         Workload::Logistic { shard, batch, rate, .. } => {
             Some(Sgd::new(shard.len(), *batch, *rate, spec.seed ^ u64::from(spec.rank)))
         }
-        Workload::Average { .. } => None,
+        Workload::Average { .. } | Workload::Federated { .. } => None,
     };
     let started = WallClock::now();
     let mut last = None;
+    let mut local_time = Duration::ZERO;
     for round in 1..=spec.rounds {
         if let (Some(sgd), Workload::Logistic { shard, .. }) = (&mut sgd, &*workload) {
             sgd.step(shard, params);
+        }
+        if let Workload::Federated { problem, plan } = &*workload {
+            let t = WallClock::now();
+            plan.before_round(problem, params, spec.rank, round);
+            local_time += t.elapsed();
         }
         if !spec.compute.is_zero() {
             runtime.serve(spec.compute).map_err(fail)?;
@@ -326,6 +369,35 @@ fn rounds<R: Reducer, L: Link>(
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     runtime.finish(spec.linger).map_err(fail)?;
+    let federated = match &*workload {
+        Workload::Federated { problem, plan } => {
+            let end = problem.evaluate(params);
+            let mut reference = vec![0.0; problem.features];
+            plan.reference(problem, &mut reference);
+            let reference = problem.evaluate(&reference);
+            let p = Progress {
+                round: spec.rounds,
+                elapsed_s,
+                loss: Some(end.loss),
+                accuracy: Some(end.accuracy),
+                bytes_sent: runtime.node().stats().bytes_sent,
+            };
+            report(&p);
+            last = Some(p);
+            Some(Box::new(FederatedResult {
+                train_rounds: plan.train_rounds,
+                local_steps: plan.local_steps,
+                consensus_rounds: plan.consensus_rounds,
+                test_accuracy: end.accuracy,
+                test_loss: end.loss,
+                shard_accuracy: problem.evaluate_shard(params, spec.rank).accuracy,
+                reference_accuracy: reference.accuracy,
+                reference_loss: reference.loss,
+                local_steps_s: local_time.as_secs_f64(),
+            }))
+        }
+        _ => None,
+    };
     let stats: Stats = *runtime.node().stats();
     Ok(Summary {
         rank: spec.rank,
@@ -349,14 +421,16 @@ fn rounds<R: Reducer, L: Link>(
         chunks_clipped: stats.chunks_clipped,
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
         last,
-        final_replica: matches!(workload, Workload::Average { .. }).then(|| params.to_vec()),
+        final_replica: matches!(workload, Workload::Average { .. } | Workload::Federated { .. })
+            .then(|| params.to_vec()),
+        federated,
         max_error_to_mean: match workload {
             Workload::Average { .. } => Some(asap_core::seeded::max_error_to_mean(
                 params,
                 spec.seed,
                 spec.peers.len() as u32,
             )),
-            Workload::Logistic { .. } => None,
+            Workload::Logistic { .. } | Workload::Federated { .. } => None,
         },
     })
 }

@@ -141,6 +141,35 @@ fn four_processes_reach_the_exact_mean() {
 }
 
 #[test]
+fn federated_training_ends_with_one_model_as_accurate_as_training_on_all_shards() {
+    // 20 training rounds of 4 local steps on shards that differ, then 30 averaging rounds.
+    let children = spawn_cluster(4, "exp", 20, 1_024, &["--workload", "federated"]);
+    let results = results(children);
+    let first = final_replica(&results[0]);
+    for (rank, r) in results.iter().enumerate() {
+        assert_eq!(r["rounds"], 50, "rank {rank}");
+        let values = final_replica(r);
+        assert_eq!(values.len(), 1_024);
+        let spread = values
+            .iter()
+            .zip(&first)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(spread <= 1e-5, "rank {rank}: {spread:e} from rank 0's model");
+        let f = &r["federated"];
+        let (accuracy, reference) = (
+            f["test_accuracy"].as_f64().unwrap(),
+            f["reference_accuracy"].as_f64().unwrap(),
+        );
+        assert!(reference > 0.85, "rank {rank}: reference accuracy {reference}");
+        assert!(
+            (accuracy - reference).abs() <= 0.01,
+            "rank {rank}: {accuracy} vs reference {reference}"
+        );
+    }
+}
+
+#[test]
 fn one_peer_exponential_cluster_is_exact_in_log_n_rounds() {
     // Three rounds (log2 8) give the exact average; run a few more periods.
     assert_exact_mean(&run_cluster(8, "one-peer-exp", 9, 200), 9, 200);

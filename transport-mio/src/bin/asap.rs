@@ -50,6 +50,82 @@ enum WorkloadKind {
     Average,
     /// SGD on logistic regression (synthetic data, or --data FILE).
     Logistic,
+    /// Federated training (the problem boards run too, `asap-fed`): local SGD steps on
+    /// this rank's shard before each of --rounds rounds, then --consensus-rounds rounds
+    /// of averaging; prints the held-out accuracy and a reference trained on all shards.
+    Federated,
+}
+
+/// The federated workload's knobs (`--workload federated`; the model length is --model).
+#[derive(clap::Args, Clone, Debug)]
+struct FedArgs {
+    /// Federated: SGD steps on the local shard before each training round.
+    #[arg(long, default_value_t = asap_fed::Plan::DEFAULT.local_steps)]
+    local_steps: u32,
+    /// Federated: averaging-only rounds after the --rounds training rounds, so that every
+    /// member ends with the same model.
+    #[arg(long, default_value_t = asap_fed::Plan::DEFAULT.consensus_rounds)]
+    consensus_rounds: u32,
+    /// Federated: SGD learning rate.
+    #[arg(long, default_value_t = asap_fed::Plan::DEFAULT.lr)]
+    fed_rate: f32,
+    /// Federated: samples a step (at most 64).
+    #[arg(long, default_value_t = asap_fed::Plan::DEFAULT.batch)]
+    fed_batch: usize,
+    /// Federated: training samples per rank.
+    #[arg(long, default_value_t = asap_fed::Problem::new(0, 0, 0).shard_len)]
+    shard: u32,
+    /// Federated: held-out samples.
+    #[arg(long, default_value_t = asap_fed::Problem::new(0, 0, 0).test_len)]
+    test_samples: u32,
+}
+
+impl FedArgs {
+    /// The problem and plan of a federated cluster of `world` with `model` parameters and
+    /// `rounds` training rounds.
+    fn build(
+        &self,
+        seed: u64,
+        model: usize,
+        world: u32,
+        rounds: u32,
+    ) -> Result<(asap_fed::Problem, asap_fed::Plan), String> {
+        if model < 2 {
+            return Err(format!("--model {model}: the federated model needs at least 2 values"));
+        }
+        if world as usize > asap_fed::MAX_WORLD {
+            return Err(format!("federated workload: at most {} workers", asap_fed::MAX_WORLD));
+        }
+        if !(1..=asap_fed::MAX_BATCH).contains(&self.fed_batch) {
+            return Err(format!(
+                "--fed-batch {}: must be in 1..={}",
+                self.fed_batch,
+                asap_fed::MAX_BATCH
+            ));
+        }
+        if !(self.fed_rate.is_finite() && self.fed_rate > 0.0) {
+            return Err(format!("--fed-rate {}: must be a positive number", self.fed_rate));
+        }
+        if self.shard == 0 || self.test_samples == 0 {
+            return Err("--shard and --test-samples must be at least 1".into());
+        }
+        let problem = asap_fed::Problem {
+            shard_len: self.shard,
+            test_len: self.test_samples,
+            ..asap_fed::Problem::new(seed, model, world)
+        };
+        let plan = asap_fed::Plan {
+            train_rounds: rounds,
+            local_steps: self.local_steps,
+            consensus_rounds: self.consensus_rounds,
+            lr: self.fed_rate,
+            batch: self.fed_batch,
+        };
+        rounds
+            .checked_add(self.consensus_rounds)
+            .ok_or("--rounds plus --consensus-rounds overflows")?;
+        Ok((problem, plan))
+    }
 }
 
 /// The training problem (shared by `node` and `demo`).
@@ -207,7 +283,7 @@ struct NodeArgs {
     /// Degree, for families that take one.
     #[arg(long)]
     degree: Option<u32>,
-    /// Rounds to run.
+    /// Rounds to run (federated workload: training rounds, before --consensus-rounds).
     #[arg(long, default_value_t = 50)]
     rounds: u32,
     /// ASAP, or the ring all-reduce baseline.
@@ -223,7 +299,7 @@ struct NodeArgs {
     /// What to do between rounds.
     #[arg(long, value_enum, default_value_t = WorkloadKind::Average)]
     workload: WorkloadKind,
-    /// Model values (average workload).
+    /// Model values (average and federated workloads).
     #[arg(long, default_value_t = 1_000)]
     model: usize,
     /// Largest datagram in bytes.
@@ -263,6 +339,8 @@ struct NodeArgs {
     clip: Option<asap_core::Clip>,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    fed: FedArgs,
 }
 
 #[derive(clap::Args)]
@@ -585,6 +663,10 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
             let problem = t.problem(args.seed)?;
             logistic((problem.shard(rank), problem.test_set()))
         }
+        WorkloadKind::Federated => {
+            let (problem, plan) = args.fed.build(args.seed, args.model, world, args.rounds)?;
+            Workload::Federated { problem, plan }
+        }
     })
 }
 
@@ -598,6 +680,11 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         4.0 * args.model as f64,
         args.compute_ms / 1e3,
     );
+    let workload = workload(&args, rank, world)?;
+    let rounds = match &workload {
+        Workload::Federated { plan, .. } => plan.rounds(),
+        _ => args.rounds,
+    };
     let spec = WorkerSpec {
         rank,
         peers,
@@ -609,7 +696,7 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
             ..TopologySpec::new(family, world)
         },
         wait: args.wait,
-        rounds: args.rounds,
+        rounds,
         seed: args.seed,
         cluster: args.cluster,
         max_frame: args.max_frame,
@@ -619,7 +706,6 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         key: cluster_key(args.key_file.as_deref())?,
         clip: args.clip,
     };
-    let workload = workload(&args, rank, world)?;
     let progress = args.progress;
     let summary = worker::run(&spec, workload, |p| {
         if progress {
@@ -640,13 +726,20 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
     if args.json {
         println!("{}", serde_json::to_string(&Line::Done(summary)).expect("serialisable"));
     } else {
-        let loss = summary
+        let mut loss = summary
             .last
             .as_ref()
             .and_then(|p| p.loss.zip(p.accuracy))
             .map_or(String::new(), |(l, a)| {
                 format!(", test loss {l:.4}, accuracy {:.1}%", 100.0 * a)
             });
+        if let Some(f) = &summary.federated {
+            loss += &format!(
+                " (reference on all shards: {:.1}%; own shard {:.1}%)",
+                100.0 * f.reference_accuracy,
+                100.0 * f.shard_accuracy
+            );
+        }
         println!(
             "rank {rank}/{world}: {} rounds of {} in {:.2} s, {} bytes sent, {} chunks resent, {} peers down{loss}",
             summary.rounds,
