@@ -15,13 +15,14 @@
 //! `round · 2(n-1) + step`. A received step is applied to the working vector chunk by
 //! chunk as it arrives and acknowledged once complete.
 
+use crate::auth::Secret;
 use crate::config::Config;
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, OutEdge};
 use crate::node::{Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
-use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Integrity, Kind, NodeId};
+use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId};
 
 /// Memory an all-reduce node borrows: the vector being reduced and one segment's chunk
 /// bitmap.
@@ -56,6 +57,8 @@ pub struct AllReduce<'a> {
     ack_due: Option<u32>,
     missing_due: Option<u32>,
     stats: Stats,
+    /// The configuration's key, and the cipher derived from it when encrypting.
+    secret: Secret,
     /// Sequence number of the next authenticated frame.
     send_seq: u64,
     /// Authenticated frames seen from the left and the right neighbour.
@@ -106,6 +109,7 @@ impl<'a> AllReduce<'a> {
             ack_due: None,
             missing_due: None,
             stats: Stats::default(),
+            secret: Secret::new(config.key, config.encrypt),
             send_seq: 0,
             replay: Default::default(),
         })
@@ -210,11 +214,33 @@ impl<'a> AllReduce<'a> {
     }
 
     /// Handles one received frame (only the left neighbour's updates and the right
-    /// neighbour's ACKs matter).
+    /// neighbour's ACKs matter). An encrypting ring needs
+    /// [`handle_frame_mut`](Self::handle_frame_mut), as for `Node`.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let (frame, _) = wire::decode_keyed(bytes, self.config.key.as_ref()).inspect_err(|e| match e {
-            DecodeError::BadTag | DecodeError::NoKey | DecodeError::Unauthenticated => self.stats.auth_failures += 1,
-            _ => self.stats.decode_errors += 1,
+        let decoded = wire::decode_sealed(bytes, self.secret.sealing());
+        self.receive(now, decoded, bytes.len())
+    }
+
+    /// [`handle_frame`](Self::handle_frame) on bytes it may overwrite: encrypted frames
+    /// are decrypted in place.
+    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+        let len = bytes.len();
+        let decoded = wire::open(bytes, self.secret.sealing());
+        self.receive(now, decoded, len)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
+        len: usize,
+    ) -> Result<NodeId, FrameError> {
+        let (frame, _) = decoded.inspect_err(|e| {
+            if e.is_authentication() {
+                self.stats.auth_failures += 1;
+            } else {
+                self.stats.decode_errors += 1;
+            }
         })?;
         let h = frame.header;
         if h.cluster != self.config.cluster {
@@ -227,7 +253,7 @@ impl<'a> AllReduce<'a> {
             self.stats.frames_refused += 1;
             return Err(FrameError::UnknownPeer(h.from));
         }
-        if let Integrity::Blake3 { seq } = h.integrity {
+        if let Some(seq) = h.integrity.seq() {
             // The tag verified; a number seen before is a replay. (A ring of two has the
             // same node on both sides: one window.)
             let side = usize::from(h.from != self.left());
@@ -259,7 +285,7 @@ impl<'a> AllReduce<'a> {
             }
         }
         self.stats.frames_received += 1;
-        self.stats.bytes_received += bytes.len() as u64;
+        self.stats.bytes_received += len as u64;
         Ok(h.from)
     }
 
@@ -434,10 +460,7 @@ impl<'a> AllReduce<'a> {
         values: core::ops::Range<usize>,
         buf: &mut [u8],
     ) -> Result<Transmit, BufferTooSmall> {
-        let integrity = match self.config.integrity() {
-            Integrity::Blake3 { .. } => Integrity::Blake3 { seq: self.send_seq },
-            crc => crc,
-        };
+        let integrity = self.config.integrity().with_seq(self.send_seq);
         let header = Header {
             version: wire::VERSION,
             integrity,
@@ -450,7 +473,7 @@ impl<'a> AllReduce<'a> {
             payload_len: 0,
         };
         let values = self.buffers.work.get(values).unwrap_or(&[]);
-        let len = wire::encode_keyed(header, values, buf, self.config.key.as_ref())?;
+        let len = wire::seal(header, values, buf, self.secret.sealing())?;
         self.send_seq = self.send_seq.wrapping_add(1);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;

@@ -131,6 +131,11 @@ pub struct Config {
     /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
     /// which catches corruption but not forgery — for closed networks only.
     pub key: Option<crate::auth::Key>,
+    /// With a key: encrypt every payload (XChaCha20-Poly1305 under a key derived from
+    /// `key`) instead of only tagging it, so update values are hidden from the network
+    /// (headers stay in clear). Needs a non-zero `incarnation` that is new at every
+    /// start: it is part of the nonce. Every member must agree. Default `false`.
+    pub encrypt: bool,
     /// Poisoning guard: bring every incoming update chunk within this distance of the
     /// local replica's chunk before mixing it (counted in `Stats::chunks_clipped`).
     /// `None` (the default): updates are mixed as they come (non-finite ones are
@@ -175,16 +180,19 @@ impl Config {
             heartbeat_interval: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(2),
             key: None,
+            encrypt: false,
             clip: None,
         }
     }
 
-    /// The integrity scheme frames use: authenticated when the configuration has a key
-    /// (the sequence number shown is a placeholder; each frame carries its own).
+    /// The integrity scheme frames use: authenticated when the configuration has a key,
+    /// encrypted when it also says `encrypt` (the sequence number shown is a
+    /// placeholder; each frame carries its own).
     pub const fn integrity(&self) -> Integrity {
-        match self.key {
-            Some(_) => Integrity::Blake3 { seq: 0 },
-            None => Integrity::Crc32,
+        match (self.key, self.encrypt) {
+            (Some(_), false) => Integrity::Blake3 { seq: 0 },
+            (Some(_), true) => Integrity::XChaCha20Poly1305 { seq: 0 },
+            (None, _) => Integrity::Crc32,
         }
     }
 
@@ -200,6 +208,12 @@ impl Config {
         }
         if self.model_len == 0 {
             return Err(ConfigError::EmptyModel);
+        }
+        if self.encrypt && self.key.is_none() {
+            return Err(ConfigError::EncryptionNeedsKey);
+        }
+        if self.encrypt && self.incarnation == 0 {
+            return Err(ConfigError::EncryptionNeedsIncarnation);
         }
         let chunks = self.model_len.div_ceil(self.chunk_len());
         if u32::try_from(chunks).is_err() || u32::try_from(self.model_len).is_err() {

@@ -197,6 +197,11 @@ pub enum ConfigError {
     Timers,
     /// The node's id is not below the topology's node count.
     NotInTopology,
+    /// `encrypt` without a `key`.
+    EncryptionNeedsKey,
+    /// `encrypt` with incarnation 0: a restart would reuse nonces (set it to a boot
+    /// counter or a clock reading, new at every start).
+    EncryptionNeedsIncarnation,
 }
 
 impl fmt::Display for ConfigError {
@@ -222,6 +227,10 @@ impl fmt::Display for ConfigError {
             ConfigError::WaitExceedsInDegree => f.write_str("wait count exceeds the number of in-neighbours"),
             ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission bounds in order"),
             ConfigError::NotInTopology => f.write_str("node id not below the topology's node count"),
+            ConfigError::EncryptionNeedsKey => f.write_str("encryption needs a key"),
+            ConfigError::EncryptionNeedsIncarnation => f.write_str(
+                "encryption needs a non-zero incarnation, new at every start (a boot counter or a clock reading)",
+            ),
         }
     }
 }

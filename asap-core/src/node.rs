@@ -3,6 +3,7 @@
 
 use heapless::{Deque, Vec};
 
+use crate::auth::Secret;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
@@ -111,7 +112,8 @@ pub struct Stats {
     /// Chunks not mixed because the result would have overflowed to infinity.
     pub chunks_overflowed: u64,
     /// Frames refused for authentication: a bad tag (wrong key or altered bytes), an
-    /// unauthenticated frame at a keyed node, or the reverse.
+    /// unauthenticated frame at a keyed node or the reverse, a plain frame at an
+    /// encrypting node or the reverse.
     pub auth_failures: u64,
     /// Authenticated frames refused as replays (or too old to tell).
     pub replays: u64,
@@ -252,6 +254,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct Node<'a, const P: usize> {
     config: Config,
+    /// The configuration's key, and the cipher derived from it when encrypting.
+    secret: Secret,
     /// Sequence number of the next authenticated frame (counts from 0 each incarnation).
     send_seq: u64,
     /// Who sends to whom in which round, when built from a topology.
@@ -407,6 +411,7 @@ impl<'a, const P: usize> Node<'a, P> {
         buffers.chunk_weights.fill(0.0);
         buffers.chunk_bits.fill(0);
         Ok(Node {
+            secret: Secret::new(config.key, config.encrypt),
             config,
             schedule,
             mass: 1.0,
@@ -748,16 +753,42 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Handles one received datagram (or one frame cut from a stream). Returns the
     /// sender, so a transport can learn its address. Refused frames are counted and
     /// never touch the replica.
+    ///
+    /// Read-only bytes cannot be decrypted: a node configured to `encrypt` refuses every
+    /// frame given here ([`DecodeError::Encrypted`]) and needs
+    /// [`handle_frame_mut`](Self::handle_frame_mut).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let (frame, _) = wire::decode_keyed(bytes, self.config.key.as_ref()).inspect_err(|e| match e {
-            DecodeError::BadTag | DecodeError::NoKey | DecodeError::Unauthenticated => self.stats.auth_failures += 1,
-            _ => self.stats.decode_errors += 1,
+        let decoded = wire::decode_sealed(bytes, self.secret.sealing());
+        self.receive(now, decoded, bytes.len())
+    }
+
+    /// [`handle_frame`](Self::handle_frame) on bytes the node may overwrite: an
+    /// encrypted frame is decrypted in place. What a transport that owns its receive
+    /// buffer should call, whatever the configuration.
+    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+        let len = bytes.len();
+        let decoded = wire::open(bytes, self.secret.sealing());
+        self.receive(now, decoded, len)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
+        len: usize,
+    ) -> Result<NodeId, FrameError> {
+        let (frame, _) = decoded.inspect_err(|e| {
+            if e.is_authentication() {
+                self.stats.auth_failures += 1;
+            } else {
+                self.stats.decode_errors += 1;
+            }
         })?;
         let result = self.handle_decoded(now, frame.header, frame.payload);
         match result {
             Ok(()) => {
                 self.stats.frames_received += 1;
-                self.stats.bytes_received += bytes.len() as u64;
+                self.stats.bytes_received += len as u64;
             }
             Err(FrameError::Violation(..)) => {}
             Err(FrameError::Replay(_)) => self.stats.replays += 1,
@@ -1155,11 +1186,9 @@ impl<'a, const P: usize> Node<'a, P> {
     ) -> Result<Transmit, BufferTooSmall> {
         let to = self.peers[i].spec.id;
         let mut header = Self::header_for(&self.config, to, round, kind);
-        if let wire::Integrity::Blake3 { seq } = &mut header.integrity {
-            *seq = self.send_seq;
-        }
+        header.integrity = header.integrity.with_seq(self.send_seq);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
-        let len = wire::encode_keyed(header, values, buf, self.config.key.as_ref())?;
+        let len = wire::seal(header, values, buf, self.secret.sealing())?;
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
         p.last_sent = now;
@@ -1196,7 +1225,7 @@ impl<'a, const P: usize> Node<'a, P> {
             None => self.peers[i].incarnation = Some(h.incarnation),
         }
         // Authenticated (the tag verified): a number seen before is a replay.
-        if let wire::Integrity::Blake3 { seq } = h.integrity {
+        if let Some(seq) = h.integrity.seq() {
             if self.peers[i].replay.accept(seq).is_err() {
                 return Err(FrameError::Replay(h.from));
             }

@@ -18,8 +18,12 @@ use crate::Config;
 pub trait Reducer {
     /// The engine's configuration (frame size, model length, identity).
     fn config(&self) -> &Config;
-    /// Handles one received datagram; returns the sender on success.
+    /// Handles one received datagram; returns the sender on success. Cannot decrypt:
+    /// an encrypting engine needs [`handle_frame_mut`](Self::handle_frame_mut).
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError>;
+    /// Handles one received datagram the engine may overwrite (encrypted frames are
+    /// decrypted in place): what transports owning their receive buffer call.
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError>;
     /// Handles timers that are due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline: call [`handle_timeout`](Self::handle_timeout) then.
@@ -51,6 +55,9 @@ impl<const P: usize> Reducer for Node<'_, P> {
     }
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
         Node::handle_frame(self, now, bytes)
+    }
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+        Node::handle_frame_mut(self, now, bytes)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Node::handle_timeout(self, now);
@@ -93,6 +100,9 @@ impl Reducer for AllReduce<'_> {
     }
     fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
         AllReduce::handle_frame(self, now, bytes)
+    }
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+        AllReduce::handle_frame_mut(self, now, bytes)
     }
     fn handle_timeout(&mut self, now: Instant) {
         AllReduce::handle_timeout(self, now);

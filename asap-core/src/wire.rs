@@ -8,9 +8,9 @@
 //!
 //! * The header's first byte is the protocol [`VERSION`], so a node can refuse a frame of
 //!   another version before it parses anything else.
-//! * The header names its [`Integrity`] scheme, which fixes the trailer's length: today a
-//!   CRC-32 (IEEE) over header and payload; the security work adds authentication tags
-//!   as new variants without changing the layout.
+//! * The header names its [`Integrity`] scheme, which fixes the trailer's length: a
+//!   CRC-32 (IEEE) over header and payload, a keyed BLAKE3 tag, or an XChaCha20-Poly1305
+//!   tag over the header and the encrypted payload ([`crate::auth`]).
 //! * Updates name their payload [`Encoding`]: today raw little-endian `f32`, borrowed
 //!   zero-copy on decode (never one varint per float); compressed encodings are new
 //!   variants.
@@ -24,7 +24,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Key, TAG_LEN};
+use crate::auth::{Cipher, Key, Nonce, TAG_LEN};
 
 /// Protocol version carried in the first byte of every frame.
 pub const VERSION: u8 = 1;
@@ -73,6 +73,13 @@ pub enum Integrity {
         /// incarnation).
         seq: u64,
     },
+    /// The payload encrypted with XChaCha20-Poly1305 ([`crate::auth::Cipher`]), its
+    /// 16-byte tag over the header (in clear) and the ciphertext; `seq` as for `Blake3`,
+    /// and part of the nonce.
+    XChaCha20Poly1305 {
+        /// The sender's frame counter.
+        seq: u64,
+    },
 }
 
 impl Integrity {
@@ -80,7 +87,24 @@ impl Integrity {
     pub const fn trailer_len(self) -> usize {
         match self {
             Integrity::Crc32 => CRC_LEN,
-            Integrity::Blake3 { .. } => TAG_LEN,
+            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } => TAG_LEN,
+        }
+    }
+
+    /// The sender's sequence number, for the schemes that carry one.
+    pub const fn seq(self) -> Option<u64> {
+        match self {
+            Integrity::Crc32 => None,
+            Integrity::Blake3 { seq } | Integrity::XChaCha20Poly1305 { seq } => Some(seq),
+        }
+    }
+
+    /// The same scheme carrying sequence number `seq` (a CRC carries none).
+    pub const fn with_seq(self, seq: u64) -> Self {
+        match self {
+            Integrity::Crc32 => Integrity::Crc32,
+            Integrity::Blake3 { .. } => Integrity::Blake3 { seq },
+            Integrity::XChaCha20Poly1305 { .. } => Integrity::XChaCha20Poly1305 { seq },
         }
     }
 
@@ -89,7 +113,7 @@ impl Integrity {
         match self {
             Integrity::Crc32 => MAX_UPDATE_HEADER_LEN,
             // The sequence number's varint, at its widest.
-            Integrity::Blake3 { .. } => MAX_UPDATE_HEADER_LEN + 10,
+            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } => MAX_UPDATE_HEADER_LEN + 10,
         }
     }
 }
@@ -202,6 +226,13 @@ pub enum DecodeError {
     NoKey,
     /// The authentication tag does not match: wrong key, or altered bytes.
     BadTag,
+    /// An encrypted frame reached a decoder that cannot decrypt it: a node that
+    /// authenticates without encrypting, or the read-only [`decode_sealed`] (decrypting
+    /// needs the mutable [`open`]).
+    Encrypted,
+    /// A frame that is authenticated but not encrypted reached a node that requires
+    /// encryption.
+    NotEncrypted,
 }
 
 impl fmt::Display for DecodeError {
@@ -217,7 +248,24 @@ impl fmt::Display for DecodeError {
             DecodeError::Unauthenticated => f.write_str("frame is not authenticated and this node requires it"),
             DecodeError::NoKey => f.write_str("frame is authenticated and this node has no key"),
             DecodeError::BadTag => f.write_str("frame authentication tag mismatch"),
+            DecodeError::Encrypted => f.write_str("frame is encrypted and cannot be decrypted here"),
+            DecodeError::NotEncrypted => f.write_str("frame is not encrypted and this node requires it"),
         }
+    }
+}
+
+impl DecodeError {
+    /// Whether the frame was refused for its authentication (a wrong or missing key, a
+    /// bad tag, a scheme other than the node's), not for being malformed.
+    pub const fn is_authentication(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::BadTag
+                | DecodeError::NoKey
+                | DecodeError::Unauthenticated
+                | DecodeError::Encrypted
+                | DecodeError::NotEncrypted
+        )
     }
 }
 
@@ -238,6 +286,36 @@ impl fmt::Display for BufferTooSmall {
 
 impl core::error::Error for BufferTooSmall {}
 
+/// How frames are protected: what a sender seals with and what a receiver accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum Sealing<'k> {
+    /// A CRC-32: corruption is caught, forgery is not.
+    Crc,
+    /// A keyed BLAKE3 tag.
+    Tag(&'k Key),
+    /// XChaCha20-Poly1305 encryption of the payload.
+    Encrypt(&'k Cipher),
+}
+
+impl<'k> Sealing<'k> {
+    /// Tag when there is a key, CRC when there is none.
+    pub const fn keyed(key: Option<&'k Key>) -> Self {
+        match key {
+            Some(key) => Sealing::Tag(key),
+            None => Sealing::Crc,
+        }
+    }
+
+    /// The scheme a frame sealed this way carries (`seq` for the keyed schemes).
+    pub const fn integrity(&self, seq: u64) -> Integrity {
+        match self {
+            Sealing::Crc => Integrity::Crc32,
+            Sealing::Tag(_) => Integrity::Blake3 { seq },
+            Sealing::Encrypt(_) => Integrity::XChaCha20Poly1305 { seq },
+        }
+    }
+}
+
 /// Encodes `header` followed by `payload` (as little-endian `f32`) and the trailer into
 /// `buf`; returns the frame's length. `header.payload_len` is set from `payload`. The
 /// frame is CRC-protected: `encode_keyed(.., None)`.
@@ -245,21 +323,26 @@ pub fn encode(header: Header, payload: &[f32], buf: &mut [u8]) -> Result<usize, 
     encode_keyed(header, payload, buf, None)
 }
 
-/// [`encode`], authenticated when `key` is given. The key decides the scheme written:
-/// with a key, `header.integrity` should be `Blake3 { seq }` with the sender's next
-/// sequence number (a `Crc32` header is sealed as `Blake3 { seq: 0 }`); without one,
-/// the frame is CRC-protected whatever the header said.
+/// [`encode`], authenticated when `key` is given: [`seal`] with [`Sealing::keyed`].
 pub fn encode_keyed(
-    mut header: Header,
+    header: Header,
     payload: &[f32],
     buf: &mut [u8],
     key: Option<&Key>,
 ) -> Result<usize, BufferTooSmall> {
-    header.integrity = match (key, header.integrity) {
-        (None, _) => Integrity::Crc32,
-        (Some(_), Integrity::Blake3 { seq }) => Integrity::Blake3 { seq },
-        (Some(_), Integrity::Crc32) => Integrity::Blake3 { seq: 0 },
-    };
+    seal(header, payload, buf, Sealing::keyed(key))
+}
+
+/// Encodes a frame protected as `sealing` says. The sealing decides the scheme written:
+/// the sequence number is taken from `header.integrity` when it carries one (0
+/// otherwise); a CRC frame carries none.
+pub fn seal(
+    mut header: Header,
+    payload: &[f32],
+    buf: &mut [u8],
+    sealing: Sealing<'_>,
+) -> Result<usize, BufferTooSmall> {
+    header.integrity = sealing.integrity(header.integrity.seq().unwrap_or(0));
     let payload_bytes = payload.len() * 4;
     let trailer = header.integrity.trailer_len();
     let too_small = BufferTooSmall {
@@ -271,11 +354,23 @@ pub fn encode_keyed(
     let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
     crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
     let (body, trailer_bytes) = frame.split_at_mut(end);
-    match key {
-        Some(key) => trailer_bytes.copy_from_slice(&key.tag(body)),
-        None => trailer_bytes.copy_from_slice(&crc32(body).to_le_bytes()),
+    match sealing {
+        Sealing::Crc => trailer_bytes.copy_from_slice(&crc32(body).to_le_bytes()),
+        Sealing::Tag(key) => trailer_bytes.copy_from_slice(&key.tag(body)),
+        Sealing::Encrypt(cipher) => {
+            let (head, payload) = body.split_at_mut(header_len);
+            trailer_bytes.copy_from_slice(&cipher.seal(nonce(&header), head, payload));
+        }
     }
     Ok(end + trailer)
+}
+
+fn nonce(h: &Header) -> Nonce {
+    Nonce {
+        from: h.from.0,
+        incarnation: h.incarnation,
+        seq: h.integrity.seq().unwrap_or(0),
+    }
 }
 
 /// The frame checksum: CRC-32 as zlib computes it (ISO-HDLC), over header and payload.
@@ -325,11 +420,59 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
     decode_keyed(bytes, None)
 }
 
-/// [`decode`] for a node with or without a key. With a key, only frames whose tag
-/// verifies are returned (a CRC frame is [`DecodeError::Unauthenticated`]); without one,
-/// only CRC frames ([`DecodeError::NoKey`]). The replay check is the caller's: it knows
-/// the sender ([`crate::auth::ReplayWindow`] on `Integrity::Blake3 { seq }`).
+/// [`decode`] for a node with or without a key: [`decode_sealed`] with
+/// [`Sealing::keyed`].
 pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>, usize), DecodeError> {
+    decode_sealed(bytes, Sealing::keyed(key))
+}
+
+/// [`decode`] for a node protected as `sealing` says, on read-only bytes: only frames
+/// of that scheme whose trailer verifies are returned (a CRC frame reaching a keyed node
+/// is [`DecodeError::Unauthenticated`], a keyed frame reaching a node without a key
+/// [`DecodeError::NoKey`]). Encrypted frames need [`open`], which decrypts in place:
+/// here they are [`DecodeError::Encrypted`]. The replay check is the caller's: it knows
+/// the sender ([`crate::auth::ReplayWindow`] on [`Integrity::seq`]).
+pub fn decode_sealed<'a>(bytes: &'a [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>, usize), DecodeError> {
+    let (header, header_len, total) = check_layout(bytes)?;
+    let end = total - header.integrity.trailer_len();
+    let (body, trailer) = bytes[..total].split_at(end);
+    verify(&header, body, trailer, sealing)?;
+    Ok((
+        Frame {
+            header,
+            payload: &body[header_len..],
+        },
+        total,
+    ))
+}
+
+/// [`decode_sealed`] that also takes encrypted frames: their payload is decrypted in
+/// place once the tag verified (a refused frame's bytes are left as they came).
+pub fn open<'a>(bytes: &'a mut [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>, usize), DecodeError> {
+    let (header, header_len, total) = check_layout(bytes)?;
+    let end = total - header.integrity.trailer_len();
+    let (body, trailer) = bytes[..total].split_at_mut(end);
+    match (header.integrity, sealing) {
+        (Integrity::XChaCha20Poly1305 { .. }, Sealing::Encrypt(cipher)) => {
+            let (head, payload) = body.split_at_mut(header_len);
+            cipher
+                .open(nonce(&header), head, payload, trailer)
+                .map_err(|_| DecodeError::BadTag)?;
+        }
+        _ => verify(&header, body, trailer, sealing)?,
+    }
+    Ok((
+        Frame {
+            header,
+            payload: &body[header_len..],
+        },
+        total,
+    ))
+}
+
+/// Parses the header and checks the payload length for the kind and that the whole
+/// frame is there: the header, its length and the frame's.
+fn check_layout(bytes: &[u8]) -> Result<(Header, usize, usize), DecodeError> {
     let (header, header_len) = peek(bytes)?;
     let payload_len = usize::from(header.payload_len);
     let payload_ok = match header.kind {
@@ -342,31 +485,33 @@ pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>
     if !payload_ok {
         return Err(DecodeError::PayloadLength);
     }
-    let end = header_len + payload_len;
-    let total = end + header.integrity.trailer_len();
-    let frame = bytes.get(..total).ok_or(DecodeError::Truncated)?;
-    let (body, trailer) = frame.split_at(end);
-    match (header.integrity, key) {
-        (Integrity::Crc32, None) => {
+    let total = header_len + payload_len + header.integrity.trailer_len();
+    if bytes.len() < total {
+        return Err(DecodeError::Truncated);
+    }
+    Ok((header, header_len, total))
+}
+
+/// Checks the trailer of a frame that need not be decrypted (an encrypted one is
+/// [`DecodeError::Encrypted`] here).
+fn verify(header: &Header, body: &[u8], trailer: &[u8], sealing: Sealing<'_>) -> Result<(), DecodeError> {
+    match (header.integrity, sealing) {
+        (Integrity::Crc32, Sealing::Crc) => {
             if trailer != crc32(body).to_le_bytes() {
                 return Err(DecodeError::BadChecksum);
             }
         }
-        (Integrity::Crc32, Some(_)) => return Err(DecodeError::Unauthenticated),
-        (Integrity::Blake3 { .. }, None) => return Err(DecodeError::NoKey),
-        (Integrity::Blake3 { .. }, Some(key)) => {
+        (Integrity::Crc32, _) => return Err(DecodeError::Unauthenticated),
+        (_, Sealing::Crc) => return Err(DecodeError::NoKey),
+        (Integrity::Blake3 { .. }, Sealing::Tag(key)) => {
             if !key.verify(body, trailer) {
                 return Err(DecodeError::BadTag);
             }
         }
+        (Integrity::Blake3 { .. }, Sealing::Encrypt(_)) => return Err(DecodeError::NotEncrypted),
+        (Integrity::XChaCha20Poly1305 { .. }, _) => return Err(DecodeError::Encrypted),
     }
-    Ok((
-        Frame {
-            header,
-            payload: &body[header_len..],
-        },
-        total,
-    ))
+    Ok(())
 }
 
 /// A checked view of little-endian `f32` values in a byte slice. Never casts the bytes

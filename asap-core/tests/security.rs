@@ -2,10 +2,11 @@
 //! key, replayed, unauthenticated, altered or from outside the cluster are refused,
 //! counted, and leave the replicas as they were. And the poisoning guard: a peer's
 //! outlandish (but finite) update moves a replica no farther than `Config::clip` allows.
+//! Encrypting clusters: the same, and the values never cross the wire in clear.
 
 use asap_core::auth::Key;
 use asap_core::wire::{self, DecodeError, Header, Integrity, Kind};
-use asap_core::{Clip, Config, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
+use asap_core::{Clip, Config, ConfigError, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
 
 mod common;
 use common::Mem;
@@ -25,6 +26,14 @@ fn config(id: NodeId, key: Option<Key>, wait: Wait) -> Config {
     }
 }
 
+fn encrypting(id: NodeId, key: Key, wait: Wait) -> Config {
+    Config {
+        encrypt: true,
+        incarnation: 1,
+        ..config(id, Some(key), wait)
+    }
+}
+
 fn node(config: Config, mem: &mut Mem) -> Node<'_, 4> {
     let other = if config.id == A { B } else { A };
     Node::new(config, &[PeerSpec::both(other, 0.5)], mem.buffers(), Instant::ZERO).unwrap()
@@ -37,6 +46,10 @@ fn frames(node: &mut Node<'_, 4>, now: Instant) -> Vec<Vec<u8>> {
         out.push(buf[..t.len].to_vec());
     }
     out
+}
+
+fn sent_len(n: &Node<'_, 4>) -> u64 {
+    n.stats().frames_sent
 }
 
 fn replica(seed: f32) -> Vec<f32> {
@@ -58,13 +71,13 @@ fn run_pair<'m>(a: &mut Node<'m, 4>, b: &mut Node<'m, 4>, rounds: u32) -> (Vec<f
                 *done += 1;
             }
         }
-        for bytes in frames(a, now) {
+        for mut bytes in frames(a, now) {
             // Every frame of a keyed node is authenticated: a node without the key cannot read it.
             assert_eq!(wire::decode(&bytes).unwrap_err(), DecodeError::NoKey);
-            b.handle_frame(now, &bytes).unwrap();
+            b.handle_frame_mut(now, &mut bytes).unwrap();
         }
-        for bytes in frames(b, now) {
-            a.handle_frame(now, &bytes).unwrap();
+        for mut bytes in frames(b, now) {
+            a.handle_frame_mut(now, &mut bytes).unwrap();
         }
         if a.poll_timeout().is_some_and(|t| t <= now) {
             a.handle_timeout(now);
@@ -266,4 +279,144 @@ fn clipping_bounds_how_far_one_poisoned_update_moves_a_replica() {
     for (m, v) in mixed.iter().zip(&own) {
         assert!((m - (v + 0.005)).abs() < 1e-5);
     }
+}
+
+#[test]
+fn an_encrypting_pair_averages_and_sends_no_value_in_clear() {
+    let (ca, cb) = (encrypting(A, K1, Wait::All), encrypting(B, K1, Wait::All));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
+    let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
+    // What A's first update looks like on the wire: no value's bytes in clear.
+    let now = Instant::ZERO;
+    let mine = replica(0.0);
+    a.start_round(now, &mine).unwrap();
+    let sent = frames(&mut a, now);
+    let mut updates = 0;
+    for bytes in &sent {
+        let (header, header_len) = wire::peek(bytes).unwrap();
+        assert!(matches!(header.integrity, Integrity::XChaCha20Poly1305 { .. }));
+        if let Kind::Update { .. } = header.kind {
+            updates += 1;
+            let payload = &bytes[header_len..header_len + usize::from(header.payload_len)];
+            let in_clear = payload
+                .chunks(4)
+                .filter(|w| mine.iter().any(|v| v.to_le_bytes() == **w))
+                .count();
+            assert!(in_clear <= 1, "{in_clear} values readable in {} bytes", payload.len());
+        }
+        assert_eq!(
+            wire::decode_keyed(bytes, Some(&K1)).unwrap_err(),
+            DecodeError::Encrypted
+        );
+    }
+    assert!(updates >= 2, "{updates}");
+    for mut bytes in sent {
+        b.handle_frame_mut(now, &mut bytes).unwrap();
+    }
+    assert_eq!(b.stats().frames_received, sent_len(&a));
+    // Fresh nodes run three rounds: the mean comes out as with plain frames.
+    drop((a, b));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
+    let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
+    let (pa, pb) = run_pair(&mut a, &mut b, 3);
+    for k in 0..MODEL {
+        let mean = k as f32 / 100.0 + 0.5;
+        assert!(
+            (pa[k] - mean).abs() < 1e-5 && (pb[k] - mean).abs() < 1e-5,
+            "{k}: {} {}",
+            pa[k],
+            pb[k]
+        );
+    }
+    for n in [&a, &b] {
+        assert_eq!(
+            (n.stats().auth_failures, n.stats().replays, n.stats().frames_refused),
+            (0, 0, 0)
+        );
+    }
+}
+
+#[test]
+fn an_encrypting_node_refuses_other_schemes_forgeries_and_replays_and_changes_nothing() {
+    let cb = encrypting(B, K1, Wait::None);
+    let mut mb = Mem::new(&cb, 1);
+    let mut b = node(cb, &mut mb);
+    let now = Instant::from_millis(1);
+    let sent_by = |config: Config| {
+        let mut m = Mem::new(&config, 1);
+        let mut n = node(config, &mut m);
+        n.start_round(now, &replica(0.0)).unwrap();
+        frames(&mut n, now)
+    };
+    let refused = |b: &mut Node<'_, 4>, frames: Vec<Vec<u8>>, error: DecodeError| {
+        for mut bytes in frames {
+            let before = bytes.clone();
+            assert_eq!(b.handle_frame_mut(now, &mut bytes), Err(FrameError::Decode(error)));
+            assert_eq!(bytes, before, "a refused frame is not decrypted in place");
+        }
+    };
+    // Tagged but in clear, CRC only, encrypted under another key.
+    refused(
+        &mut b,
+        sent_by(config(A, Some(K1), Wait::All)),
+        DecodeError::NotEncrypted,
+    );
+    refused(
+        &mut b,
+        sent_by(config(A, None, Wait::All)),
+        DecodeError::Unauthenticated,
+    );
+    refused(&mut b, sent_by(encrypting(A, K2, Wait::All)), DecodeError::BadTag);
+    // One flipped bit anywhere in a good frame: header, ciphertext or tag.
+    let good = sent_by(encrypting(A, K1, Wait::All));
+    let update = good.last().unwrap();
+    for at in [1, update.len() / 2, update.len() - 1] {
+        let mut altered = update.clone();
+        altered[at] ^= 0x04;
+        let before = altered.clone();
+        let result = b.handle_frame_mut(now, &mut altered);
+        assert!(
+            matches!(
+                result,
+                Err(FrameError::Decode(DecodeError::BadTag | DecodeError::Malformed))
+            ),
+            "byte {at}: {result:?}"
+        );
+        assert_eq!(altered, before);
+    }
+    // Read-only bytes cannot be decrypted.
+    assert_eq!(
+        b.handle_frame(now, update),
+        Err(FrameError::Decode(DecodeError::Encrypted))
+    );
+    let s = *b.stats();
+    assert_eq!(s.frames_received, 0, "{s:?}");
+    assert!(s.auth_failures >= 4, "{s:?}");
+    // B mixed nothing.
+    let mut pb = replica(1.0);
+    b.start_round(now, &pb).unwrap();
+    b.finish_round(now, &mut pb).unwrap();
+    assert_eq!(pb, replica(1.0));
+    // The good frames are taken once; their copies are replays.
+    for mut bytes in good.clone() {
+        b.handle_frame_mut(now, &mut bytes).unwrap();
+    }
+    for mut bytes in good {
+        assert_eq!(b.handle_frame_mut(now, &mut bytes), Err(FrameError::Replay(A)));
+    }
+}
+
+#[test]
+fn encryption_needs_a_key_and_an_incarnation() {
+    let no_key = Config {
+        key: None,
+        ..encrypting(A, K1, Wait::All)
+    };
+    assert_eq!(no_key.layout(1), Err(ConfigError::EncryptionNeedsKey));
+    let first_life = Config {
+        incarnation: 0,
+        ..encrypting(A, K1, Wait::All)
+    };
+    assert_eq!(first_life.layout(1), Err(ConfigError::EncryptionNeedsIncarnation));
+    assert!(encrypting(A, K1, Wait::All).layout(1).is_ok());
 }

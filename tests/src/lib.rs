@@ -304,10 +304,10 @@ impl<'m> Cluster<'m> {
                 break;
             }
             self.queue.pop();
-            let (to, len, ref bytes) = self.pool[f.slot];
+            let (to, len, ref mut bytes) = self.pool[f.slot];
             if let Some(node) = self.nodes.get_mut(usize::from(to.0)) {
                 // Refusals are counted by the node; the harness only moves bytes.
-                let _ = node.handle_frame(self.now, &bytes[..len]);
+                let _ = node.handle_frame_mut(self.now, &mut bytes[..len]);
             }
             self.free.push(f.slot);
             progress = true;

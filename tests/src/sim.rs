@@ -128,6 +128,8 @@ pub struct Scenario {
     /// The cluster key (`Config::key`): every frame authenticated, duplicates refused as
     /// replays.
     pub key: Option<asap_core::auth::Key>,
+    /// With a key: encrypt payloads (`Config::encrypt`; nodes start at incarnation 1).
+    pub encrypt: bool,
     /// Largest frame.
     pub max_frame: usize,
     /// The links.
@@ -162,6 +164,7 @@ impl Scenario {
             wait: Wait::All,
             staleness: None,
             key: None,
+            encrypt: false,
             max_frame: 512,
             network: Network::default(),
             compute: Duration::from_millis(1),
@@ -252,6 +255,8 @@ impl Scenario {
         // After the staleness draw, for the same reason.
         if rng.random_bool(0.25) {
             s.key = Some(asap_core::auth::Key::new(rng.random()));
+            // Drawn only here, so unkeyed seeds stay what they were.
+            s.encrypt = rng.random_bool(0.5);
         }
         s
     }
@@ -277,12 +282,13 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}{} {:?} staleness={:?} authenticated={} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            "{}{} {:?} staleness={:?} authenticated={} encrypted={} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
             if self.allreduce { "allreduce-baseline/" } else { "" },
             self.family,
             self.wait,
             self.staleness,
             self.key.is_some(),
+            self.encrypt,
             self.nodes,
             self.model_len,
             self.rounds,
@@ -382,11 +388,11 @@ enum Engine {
 }
 
 impl Engine {
-    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+    fn handle_frame(&mut self, now: Instant, bytes: &mut [u8]) {
         // Refusals are counted by the engine; the simulator only moves bytes.
         let _ = match self {
-            Engine::Asap(n) => n.handle_frame(now, bytes),
-            Engine::AllReduce(a) => a.handle_frame(now, bytes),
+            Engine::Asap(n) => n.handle_frame_mut(now, bytes),
+            Engine::AllReduce(a) => a.handle_frame_mut(now, bytes),
         };
     }
 
@@ -597,11 +603,13 @@ impl Sim {
 
     fn config(&self, i: u32, incarnation: u32) -> Config {
         Config {
-            incarnation,
+            // An encrypting node's first life is incarnation 1 (0 would let nonces repeat).
+            incarnation: incarnation + u32::from(self.scenario.encrypt),
             max_frame: self.scenario.max_frame,
             wait: self.scenario.wait,
             staleness: self.scenario.staleness,
             key: self.scenario.key,
+            encrypt: self.scenario.encrypt,
             ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
         }
     }
@@ -652,15 +660,17 @@ impl Sim {
             self.report.events += 1;
             match what {
                 What::Deliver(slot) => {
-                    let (to, len, ref bytes) = self.pool[slot];
+                    let (to, len, ref mut bytes) = self.pool[slot];
                     let from = asap_core::wire::peek(&bytes[..len])
                         .map(|(h, _)| (h.from.0, h.incarnation))
                         .ok();
                     if let Some(node) = self.nodes[to as usize].node.as_mut() {
-                        node.handle_frame(self.now, &bytes[..len]);
+                        node.handle_frame(self.now, &mut bytes[..len]);
                         if let Some((from, incarnation)) = from.filter(|f| u32::from(f.0) < self.scenario.nodes) {
                             let heard = &mut self.heard[(to * self.scenario.nodes + u32::from(from)) as usize];
-                            *heard = (*heard).max(incarnation);
+                            // In the simulator's count of lives (encrypting nodes start at 1).
+                            let life = incarnation.saturating_sub(u32::from(self.scenario.encrypt));
+                            *heard = (*heard).max(life);
                         }
                     }
                     let from = from.map(|f| f.0);
@@ -1158,8 +1168,7 @@ impl Sim {
             let to = u32::from(t.to.0);
             let lost = self.rng.random_bool(net.loss) || self.partitioned(i, to) || to >= self.scenario.nodes;
             if self.trace {
-                if let Ok((frame, _)) = asap_core::wire::decode_keyed(&self.buf[..t.len], self.scenario.key.as_ref()) {
-                    let h = frame.header;
+                if let Ok((h, _)) = asap_core::wire::peek(&self.buf[..t.len]) {
                     let fate = if lost { " (lost)" } else { "" };
                     eprintln!("{} {i}->{to} r{} {:?}{fate}", self.now, h.round, h.kind);
                 }
@@ -1189,16 +1198,30 @@ impl Sim {
         }
     }
 
+    /// The header of the frame in `self.buf[..len]` if its receiver can open it (an
+    /// encrypted one is opened in a copy).
+    fn opened(&self, len: usize) -> Option<asap_core::wire::Header> {
+        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt);
+        let frame = &self.buf[..len];
+        let opened = match secret {
+            asap_core::auth::Secret::Encrypt(_) => {
+                asap_core::wire::open(&mut frame.to_vec(), secret.sealing()).map(|f| f.0.header)
+            }
+            _ => asap_core::wire::decode_sealed(frame, secret.sealing()).map(|f| f.0.header),
+        };
+        opened.ok()
+    }
+
     /// NOTIFY-ACK, checked from outside: a sender starts a new update on an edge only
     /// after the previous one was acknowledged to it, or it declared the receiver down.
     fn check_send(&mut self, from: u32, to: u32, len: usize) -> Result<(), Violation> {
-        let Ok((frame, _)) = asap_core::wire::decode_keyed(&self.buf[..len], self.scenario.key.as_ref()) else {
+        let Some(header) = self.opened(len) else {
             return Err(self.violation(format!("node {from} sent a frame that does not decode")));
         };
-        let asap_core::wire::Kind::Update { .. } = frame.header.kind else {
+        let asap_core::wire::Kind::Update { .. } = header.kind else {
             return Ok(());
         };
-        let round = frame.header.round;
+        let round = header.round;
         let n = self.scenario.nodes;
         let e = &mut self.edges[(from * n + to) as usize];
         match e.sent {
@@ -1229,16 +1252,17 @@ impl Sim {
 
     /// Records ACKs reaching senders (for [`Sim::check_send`]); restarts reset edges.
     fn observe_delivery(&mut self, slot: usize, from: u32, to: u32) {
+        // The receiver decrypted the frame in place: only its header (in clear) is read.
         let (_, len, ref bytes) = self.pool[slot];
-        let Ok((frame, _)) = asap_core::wire::decode_keyed(&bytes[..len], self.scenario.key.as_ref()) else {
+        let Ok((header, _)) = asap_core::wire::peek(&bytes[..len]) else {
             return;
         };
         let n = self.scenario.nodes;
-        match frame.header.kind {
+        match header.kind {
             // `from` (the receiver of the update) acknowledges to `to` (its sender).
             asap_core::wire::Kind::Ack => {
                 let e = &mut self.edges[(to * n + from) as usize];
-                if e.sent == Some(frame.header.round) {
+                if e.sent == Some(header.round) {
                     e.acked = true;
                 }
             }

@@ -4,24 +4,25 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use asap_core::auth::Key;
 use asap_core::{Config, Duration, NodeId};
 use asap_tests::{random_vectors, ring, Cluster, LinkModel};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
-    /// Only this test's thread is counted (the test runner's threads allocate too).
+    /// Only the test's own thread is counted (the test runner's threads allocate too,
+    /// and tests run side by side).
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Allocations counted on this thread.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            ALLOCATIONS.with(|a| a.set(a.get() + 1));
         }
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
@@ -34,7 +35,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            ALLOCATIONS.with(|a| a.set(a.get() + 1));
         }
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -44,11 +45,27 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+const N: usize = 8;
+const MODEL: usize = 2_000;
+
 #[test]
 fn thousand_rounds_allocate_nothing() {
-    const N: usize = 8;
-    const MODEL: usize = 2_000;
-    let config = |i: usize| Config::new(1, NodeId(i as u16), MODEL);
+    thousand_rounds(|i| Config::new(1, NodeId(i as u16), MODEL));
+}
+
+#[test]
+fn thousand_authenticated_and_encrypted_rounds_allocate_nothing() {
+    for encrypt in [false, true] {
+        thousand_rounds(|i| Config {
+            key: Some(Key::new([9; 32])),
+            encrypt,
+            incarnation: 1,
+            ..Config::new(1, NodeId(i as u16), MODEL)
+        });
+    }
+}
+
+fn thousand_rounds(config: impl Fn(usize) -> Config + Copy) {
     let mut memory = Cluster::memory(N, config, |i| ring(N, i).len());
     let link = LinkModel {
         loss: 0.05,
@@ -68,11 +85,7 @@ fn thousand_rounds_allocate_nothing() {
     COUNTING.with(|c| c.set(true));
     std::hint::black_box(Box::new(1u64));
     COUNTING.with(|c| c.set(false));
-    assert_eq!(
-        ALLOCATIONS.swap(0, Ordering::Relaxed),
-        1,
-        "the counting allocator counts"
-    );
+    assert_eq!(ALLOCATIONS.with(|a| a.replace(0)), 1, "the counting allocator counts");
 
     // Warm up: handshakes, first retransmissions.
     assert!(cluster.run_rounds(10, Duration::from_secs(60)));
@@ -84,5 +97,5 @@ fn thousand_rounds_allocate_nothing() {
     assert!(reached, "1,000 rounds did not finish");
     let resent: u64 = cluster.nodes.iter().map(|n| n.stats().chunks_resent).sum();
     assert!(cluster.dropped > 0 && resent > 0, "the lossy paths ran");
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), 0, "allocations in steady state");
+    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations in steady state");
 }

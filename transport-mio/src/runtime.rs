@@ -75,7 +75,7 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a frame received by a link is handed to: the engine, which says who sent it
 /// (`None`: refused).
-pub type Deliver<'a> = dyn FnMut(&[u8]) -> Option<NodeId> + 'a;
+pub type Deliver<'a> = dyn FnMut(&mut [u8]) -> Option<NodeId> + 'a;
 
 /// How frames travel: the socket side of a [`Runtime`].
 pub trait Link {
@@ -251,9 +251,9 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             ..
         } = self;
         let mut refused = 0;
-        let mut deliver = |bytes: &[u8]| {
+        let mut deliver = |bytes: &mut [u8]| {
             let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
-            match node.handle_frame(now, bytes) {
+            match node.handle_frame_mut(now, bytes) {
                 Ok(id) => Some(id),
                 Err(_) => {
                     refused += 1;

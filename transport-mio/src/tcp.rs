@@ -209,7 +209,7 @@ fn take_frames(buf: &mut Vec<u8>, deliver: &mut Deliver<'_>, stats: &mut SocketS
         if !(1..=MAX_FRAME_LEN).contains(&len) {
             return Err(());
         }
-        let Some(frame) = buf.get(at + 4..at + 4 + len) else {
+        let Some(frame) = buf.get_mut(at + 4..at + 4 + len) else {
             break;
         };
         stats.received += 1;
@@ -318,7 +318,7 @@ mod tests {
             .collect();
         for cut in [1, 3, 4, 5, 600, stream.len() - 1] {
             let mut got: Vec<Vec<u8>> = Vec::new();
-            let mut deliver = |f: &[u8]| {
+            let mut deliver = |f: &mut [u8]| {
                 got.push(f.to_vec());
                 None
             };
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn an_impossible_length_closes_the_stream() {
-        let mut deliver = |_: &[u8]| None;
+        let mut deliver = |_: &mut [u8]| None;
         let mut stats = SocketStats::default();
         for len in [0u32, MAX_FRAME_LEN as u32 + 1, u32::MAX] {
             let mut buf = len.to_le_bytes().to_vec();

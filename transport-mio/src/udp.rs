@@ -54,7 +54,7 @@ impl Link for UdpLink {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((len, from)) => {
                     stats.received += 1;
-                    if let Some(id) = deliver(&self.rx[..len]) {
+                    if let Some(id) = deliver(&mut self.rx[..len]) {
                         // Learn where the peer really is (a NAT may have moved it).
                         if let Some(addr) = self.peers.get_mut(usize::from(id.0)) {
                             *addr = from;

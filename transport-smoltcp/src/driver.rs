@@ -10,7 +10,8 @@ use smoltcp::wire::IpEndpoint;
 /// Why a driver could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverError {
-    /// The transmit buffer is smaller than the engine's `max_frame`.
+    /// A frame buffer (transmit, or receive: [`Driver::with_rx`]) is smaller than the
+    /// engine's `max_frame`.
     TxBuffer(BufferTooSmall),
     /// The peer table has fewer entries than the engine has node ids to reach.
     PeerTable {
@@ -22,7 +23,7 @@ pub enum DriverError {
 impl core::fmt::Display for DriverError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            DriverError::TxBuffer(e) => write!(f, "transmit buffer: {} bytes needed", e.needed),
+            DriverError::TxBuffer(e) => write!(f, "frame buffer: {} bytes needed", e.needed),
             DriverError::PeerTable { got } => write!(f, "peer table has {got} entries"),
         }
     }
@@ -63,6 +64,9 @@ pub struct Driver<'a, R> {
     tx: &'a mut [u8],
     /// A frame in `tx` the socket had no room for: `(length, peer)`.
     pending: Option<(usize, usize)>,
+    /// Where received frames are copied to be decrypted in place (smoltcp lends them
+    /// read-only); only an encrypting engine needs it ([`Driver::with_rx`]).
+    rx: Option<&'a mut [u8]>,
     stats: DriverStats,
 }
 
@@ -104,8 +108,19 @@ impl<'a, R: Reducer> Driver<'a, R> {
             peers,
             tx,
             pending: None,
+            rx: None,
             stats: DriverStats::default(),
         })
+    }
+
+    /// Lends a receive buffer of `engine.config().max_frame` bytes, into which every
+    /// received frame is copied so the engine can decrypt it in place. An engine
+    /// configured to `encrypt` needs it: without one, it refuses every frame (counted
+    /// as authentication failures). Others do not (it costs a copy per frame).
+    pub fn with_rx(mut self, rx: &'a mut [u8]) -> Result<Self, DriverError> {
+        check_lent(self.engine.config(), self.peers.len(), &[rx.len()])?;
+        self.rx = Some(rx);
+        Ok(self)
     }
 
     /// The engine.
@@ -139,7 +154,14 @@ impl<'a, R: Reducer> Driver<'a, R> {
         let socket = sockets.get_mut::<udp::Socket>(self.socket);
         while let Ok((bytes, meta)) = socket.recv() {
             self.stats.received += 1;
-            match self.engine.handle_frame(t, bytes) {
+            let handled = match self.rx.as_deref_mut().and_then(|rx| rx.get_mut(..bytes.len())) {
+                Some(rx) => {
+                    rx.copy_from_slice(bytes);
+                    self.engine.handle_frame_mut(t, rx)
+                }
+                None => self.engine.handle_frame(t, bytes),
+            };
+            match handled {
                 Ok(id) => {
                     if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
                         *peer = meta.endpoint;

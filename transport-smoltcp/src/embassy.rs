@@ -114,7 +114,7 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
         match select(self.socket.recv_from(self.rx), Timer::at(deadline)).await {
             Either::First(Ok((len, meta))) => {
                 self.stats.received += 1;
-                match self.engine.handle_frame(core_now(), &self.rx[..len]) {
+                match self.engine.handle_frame_mut(core_now(), &mut self.rx[..len]) {
                     Ok(id) => {
                         if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
                             *peer = meta.endpoint;

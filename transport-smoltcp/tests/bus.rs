@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use asap_core::auth::Key;
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet, SocketStorage};
@@ -105,8 +106,9 @@ struct Board {
     rounds: u32,
 }
 
-/// `n` boards on one bus, each averaging a seeded replica with its neighbours.
-fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>) -> Vec<Board> {
+/// `n` boards on one bus, each averaging a seeded replica with its neighbours; with
+/// `encrypt`, under a cluster key with encrypted payloads (and a receive buffer each).
+fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>, encrypt: bool) -> Vec<Board> {
     let topology = Topology::new(TopologySpec::new(family, n as u32), &mut vec![0.0; 3 * n]).unwrap();
     (0..n)
         .map(|i| {
@@ -127,7 +129,12 @@ fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>) -> Vec
             let mut socket = udp::Socket::new(buffer(16), buffer(16));
             socket.bind(PORT).unwrap();
             let handle: SocketHandle = sockets.add(socket);
-            let config = Config::new(0xa5a9, NodeId(i as u16), model);
+            let config = Config {
+                key: encrypt.then(|| Key::new([0x3c; 32])),
+                encrypt,
+                incarnation: 1,
+                ..Config::new(0xa5a9, NodeId(i as u16), model)
+            };
             let layout = config.layout(topology.peers_of(i as u32).count()).unwrap();
             let buffers = Buffers {
                 snapshot: Vec::leak(vec![0.0; layout.model_len]),
@@ -142,6 +149,10 @@ fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>) -> Vec
                     .collect(),
             );
             let tx = Vec::leak(vec![0u8; config.max_frame]);
+            let mut driver = Driver::new(node, handle, peers, tx).unwrap();
+            if encrypt {
+                driver = driver.with_rx(Vec::leak(vec![0u8; config.max_frame])).unwrap();
+            }
             let params = (0..model)
                 .map(|k| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
@@ -149,7 +160,7 @@ fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>) -> Vec
                 iface,
                 port,
                 sockets,
-                driver: Driver::new(node, handle, peers, tx).unwrap(),
+                driver,
                 params,
                 rounds: 0,
             }
@@ -200,7 +211,7 @@ fn four_boards_on_a_lossy_bus_reach_the_exact_mean() {
         delivered: 0,
         lost: 0,
     }));
-    let mut boards = boards(4, 1_000, Family::Exponential, &bus);
+    let mut boards = boards(4, 1_000, Family::Exponential, &bus, false);
     let target = mean(&boards);
     run(&mut boards, 40);
     let err = max_error(&boards, &target);
@@ -220,7 +231,7 @@ fn eight_boards_one_peer_exponential_exact_after_log_n_rounds() {
         delivered: 0,
         lost: 0,
     }));
-    let mut boards = boards(8, 4_096, Family::OnePeerExponential, &bus);
+    let mut boards = boards(8, 4_096, Family::OnePeerExponential, &bus, false);
     let target = mean(&boards);
     run(&mut boards, 3);
     let err = max_error(&boards, &target);
@@ -228,5 +239,27 @@ fn eight_boards_one_peer_exponential_exact_after_log_n_rounds() {
     for b in &boards {
         assert_eq!(b.driver.engine().stats().rounds, 3);
         assert_eq!(b.driver.stats().refused, 0);
+    }
+}
+
+#[test]
+fn four_encrypting_boards_on_a_lossy_bus_reach_the_exact_mean() {
+    let bus = Rc::new(RefCell::new(Bus {
+        queues: vec![VecDeque::new(); 4],
+        rng: 0xc1f3,
+        loss_per_mille: 100,
+        delivered: 0,
+        lost: 0,
+    }));
+    let mut boards = boards(4, 1_000, Family::Exponential, &bus, true);
+    let target = mean(&boards);
+    run(&mut boards, 40);
+    let err = max_error(&boards, &target);
+    assert!(err <= 1e-5, "max error {err:e}");
+    assert!(bus.borrow().lost > 10);
+    for b in &boards {
+        let s = b.driver.engine().stats();
+        assert_eq!((s.auth_failures, s.decode_errors), (0, 0), "{s:?}");
+        assert!(s.frames_received > 100);
     }
 }
