@@ -78,7 +78,7 @@ fn bench_frames(c: &mut Criterion) {
         let chunk_len = wire::chunk_len_for_frame(frame_len, Integrity::Crc32);
         let buf = &mut buf[..frame_len];
         group.bench_function(BenchmarkId::new("encode_decode", frame_len), |b| {
-            b.iter(|| encode_decode_all(black_box(&model), chunk_len, buf, None));
+            b.iter(|| encode_decode_all(black_box(&model), chunk_len, buf, Sealing::Crc));
         });
     }
     group.bench_function("memcpy", |b| {

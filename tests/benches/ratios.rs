@@ -17,7 +17,7 @@ use asap_core::reduce;
 mod common;
 
 use asap_core::auth::Key;
-use asap_core::wire::{self, Integrity};
+use asap_core::wire::{self, Integrity, Sealing};
 use common::*;
 
 /// Untimed runs of each operation before sampling.
@@ -48,6 +48,8 @@ fn main() {
     // later ones (check, then add). A round on a degree-d graph does one init and d - 1
     // folds per chunk.
     let key = Key::new([0x5a; 32]);
+    let cipher = key.cipher();
+    // Both keyed schemes have the same header bound and trailer, so the same chunks.
     let small_keyed = wire::chunk_len_for_frame(SMALL_FRAME, Integrity::Blake3 { seq: 0 });
     let large_keyed = wire::chunk_len_for_frame(wire::MAX_FRAME_LEN, Integrity::Blake3 { seq: 0 });
     let names = [
@@ -58,6 +60,8 @@ fn main() {
         "init_chunked",
         "keyed_frames_1400",
         "keyed_frames_65536",
+        "encrypted_frames_1400",
+        "encrypted_frames_65536",
         "memcpy",
     ];
     let memcpy_op = names.len() - 1;
@@ -72,16 +76,28 @@ fn main() {
             reduce::fold_le(&mut acc, 0.5, black_box(values)).expect("finite");
             black_box(&mut acc);
         }
-        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME], None),
-        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf, None),
+        2 => encode_decode_all(black_box(&src), small_chunk, &mut buf[..SMALL_FRAME], Sealing::Crc),
+        3 => encode_decode_all(black_box(&src), large_chunk, &mut buf, Sealing::Crc),
         4 => {
             for (a, v) in acc.chunks_mut(small_chunk).zip(values.chunks(small_chunk)) {
                 reduce::init_le(a, 0.5, black_box(v)).expect("finite");
             }
             black_box(&mut acc);
         }
-        5 => encode_decode_all(black_box(&src), small_keyed, &mut buf[..SMALL_FRAME], Some(&key)),
-        6 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Some(&key)),
+        5 => encode_decode_all(
+            black_box(&src),
+            small_keyed,
+            &mut buf[..SMALL_FRAME],
+            Sealing::Tag(&key),
+        ),
+        6 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Sealing::Tag(&key)),
+        7 => encode_decode_all(
+            black_box(&src),
+            small_keyed,
+            &mut buf[..SMALL_FRAME],
+            Sealing::Encrypt(&cipher),
+        ),
+        8 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Sealing::Encrypt(&cipher)),
         _ => {
             copy.copy_from_slice(black_box(&src));
             black_box(&mut copy);
@@ -117,11 +133,14 @@ fn main() {
     for (name, m) in names.iter().zip(&medians).take(memcpy_op) {
         json.push_str(&format!("\"{name}_vs_memcpy\":{:.3},", m / memcpy));
     }
-    // What authentication costs: keyed frames against CRC frames of the same size.
+    // What authentication and encryption cost: against CRC frames of the same size.
     json.push_str(&format!(
-        "\"keyed_vs_plain_1400\":{:.3},\"keyed_vs_plain_65536\":{:.3},",
+        "\"keyed_vs_plain_1400\":{:.3},\"keyed_vs_plain_65536\":{:.3},\
+         \"encrypted_vs_plain_1400\":{:.3},\"encrypted_vs_plain_65536\":{:.3},",
         medians[5] / medians[2],
-        medians[6] / medians[3]
+        medians[6] / medians[3],
+        medians[7] / medians[2],
+        medians[8] / medians[3]
     ));
     json.push_str(&format!(
         "\"memcpy_gib_s\":{:.2},\"samples\":{SAMPLES},\"batch\":{BATCH},\

@@ -123,8 +123,29 @@ pub struct WorkerSpec {
     pub linger: Duration,
     /// The cluster key: frames are authenticated (see `asap_core::auth`).
     pub key: Option<asap_core::auth::Key>,
+    /// With a key: payloads are encrypted too (`asap_core::Config::encrypt`).
+    pub encrypt: bool,
+    /// This start of the worker ([`fresh_incarnation`]): peers tell a restart by it,
+    /// and encryption's nonces depend on it being new.
+    pub incarnation: u32,
     /// The poisoning guard (`asap_core::Config::clip`).
     pub clip: Option<asap_core::Clip>,
+}
+
+/// An incarnation no earlier start of a worker on this machine had: tenths of a second
+/// since 2025-01-01 UTC (good until 2038), after waiting for that tenth to pass, so a
+/// process restarted at once still gets a larger one. Costs at most 100 ms at start.
+pub fn fresh_incarnation() -> u32 {
+    const EPOCH_2025: u64 = 1_735_689_600;
+    let tenths = |t: std::time::SystemTime| {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (since.as_millis() / 100).saturating_sub(u128::from(EPOCH_2025) * 10)
+    };
+    let mine = tenths(std::time::SystemTime::now());
+    while tenths(std::time::SystemTime::now()) == mine {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    u32::try_from(mine).unwrap_or(u32::MAX).max(1)
 }
 
 /// One line of progress.
@@ -253,6 +274,8 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         wait: spec.wait,
         max_frame: spec.max_frame,
         key: spec.key,
+        encrypt: spec.encrypt,
+        incarnation: spec.incarnation,
         clip: spec.clip,
         ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
     };

@@ -582,6 +582,38 @@ fn an_authenticated_cluster_reaches_the_exact_mean() {
 }
 
 #[test]
+fn an_encrypting_cluster_reaches_the_exact_mean_over_udp_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "cluster.key", 0x5a);
+    let (rounds, model) = (20u32, 500usize);
+    for transport in ["udp", "tcp"] {
+        let extra = ["--key-file", &key, "--encrypt", "--transport", transport];
+        let results = results(spawn_cluster(4, "exp", rounds, model, &extra));
+        assert_exact_mean(&results, rounds, model);
+        for r in &results {
+            assert_eq!(
+                (r["auth_failures"].as_u64(), r["replays"].as_u64()),
+                (Some(0), Some(0)),
+                "{transport}: {r}"
+            );
+        }
+    }
+    // Encryption without a key is a one-line setup error.
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--rank", "0", "--world", "2", "--encrypt"])
+        .env_remove("ASAP_KEY")
+        .env_remove("ASAP_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--encrypt needs a cluster key") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn a_worker_with_another_key_is_shut_out_and_the_others_agree() {
     let dir = tempfile::tempdir().unwrap();
     let (good, bad) = (

@@ -3,8 +3,7 @@
 
 use core::hint::black_box;
 
-use asap_core::auth::Key;
-use asap_core::wire::{self, Encoding, F32Le, Header, Integrity, Kind, NodeId};
+use asap_core::wire::{self, Encoding, F32Le, Header, Integrity, Kind, NodeId, Sealing};
 
 /// Values in the model: 4 MiB of `f32`.
 pub(crate) const MODEL_LEN: usize = 1 << 20;
@@ -40,16 +39,14 @@ pub(crate) fn update_header(chunk: u32, chunks: u32) -> Header {
 
 /// Encodes every chunk of `model` into one reused frame buffer and decodes it again,
 /// authenticated with `key` if given (sealed with its tag, verified on decoding).
-pub(crate) fn encode_decode_all(model: &[f32], chunk_len: usize, buf: &mut [u8], key: Option<&Key>) {
+pub(crate) fn encode_decode_all(model: &[f32], chunk_len: usize, buf: &mut [u8], sealing: Sealing<'_>) {
     let chunks = u32::try_from(model.len().div_ceil(chunk_len)).expect("chunk count fits u32");
     for (i, range) in model.chunks(chunk_len).enumerate() {
         let chunk = u32::try_from(i).expect("chunk index fits u32");
         let mut header = update_header(chunk, chunks);
-        if key.is_some() {
-            header.integrity = Integrity::Blake3 { seq: i as u64 };
-        }
-        let len = wire::encode_keyed(header, range, buf, key).expect("frame fits");
-        let (frame, _) = wire::decode_keyed(&buf[..len], key).expect("frame decodes");
+        header.integrity = sealing.integrity(i as u64);
+        let len = wire::seal(header, range, buf, sealing).expect("frame fits");
+        let (frame, _) = wire::open(&mut buf[..len], sealing).expect("frame decodes");
         black_box(F32Le::new(frame.payload).expect("whole values").raw());
     }
 }

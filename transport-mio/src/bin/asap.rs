@@ -231,6 +231,9 @@ struct DemoArgs {
     /// Authenticate every frame with this cluster key (see `asap node --key-file`).
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// With a key: encrypt every payload too (see `asap node --encrypt`).
+    #[arg(long)]
+    encrypt: bool,
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -333,6 +336,11 @@ struct NodeArgs {
     /// digits; never on the command line itself.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// With a key: encrypt every payload (XChaCha20-Poly1305) instead of only
+    /// authenticating it; update values are then hidden from the network (headers are
+    /// not). Every member must agree.
+    #[arg(long)]
+    encrypt: bool,
     /// Poisoning guard: pull incoming update chunks to within RELATIVE × the local
     /// chunk's norm (or ABSOLUTE per value, if larger) before mixing.
     #[arg(long, value_name = "RELATIVE[:ABSOLUTE]", value_parser = parse_clip)]
@@ -681,6 +689,10 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         args.compute_ms / 1e3,
     );
     let workload = workload(&args, rank, world)?;
+    let key = cluster_key(args.key_file.as_deref())?;
+    if args.encrypt && key.is_none() {
+        return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
+    }
     let rounds = match &workload {
         Workload::Federated { plan, .. } => plan.rounds(),
         _ => args.rounds,
@@ -703,7 +715,9 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         round_timeout: Duration::from_secs(args.round_timeout),
         compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
         linger: Duration::from_millis(args.linger_ms),
-        key: cluster_key(args.key_file.as_deref())?,
+        key,
+        encrypt: args.encrypt,
+        incarnation: worker::fresh_incarnation(),
         clip: args.clip,
     };
     let progress = args.progress;
@@ -768,7 +782,9 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         s => s,
     };
     // Fail early on a bad key, a bad problem or a bad file rather than in every worker.
-    cluster_key(args.key_file.as_deref())?;
+    if cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
+        return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
+    }
     if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         train::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
@@ -829,6 +845,9 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 }
                 if let Some(k) = &args.key_file {
                     c.arg("--key-file").arg(k);
+                }
+                if args.encrypt {
+                    c.arg("--encrypt");
                 }
                 c
             })
