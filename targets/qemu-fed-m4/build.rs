@@ -1,48 +1,8 @@
 //! Puts memory.x where cortex-m-rt's link.x finds it, and writes the cluster this board
-//! joins into `$OUT_DIR/cluster.rs` from environment variables (defaults in brackets):
-//!
-//! | variable | meaning |
-//! |---|---|
-//! | `ASAP_FED_RANK` [0] | this board's rank (node id) |
-//! | `ASAP_FED_PEERS` [`10.0.2.15:7000,10.0.2.2:47301,10.0.2.2:47302,10.0.2.2:47303`] | every member's address as this board reaches it, in rank order (its own entry: the port it listens on); the world size is their number |
-//! | `ASAP_FED_CLUSTER` [0xa5a9] | cluster id (`asap node --cluster`) |
-//! | `ASAP_FED_SEED` [1] | seed of the data and of random graphs (`asap node --seed`) |
-//! | `ASAP_FED_MODEL` [4096] | model values (`asap node --model`) |
-//! | `ASAP_FED_ROUNDS` [30] | training rounds (`asap node --rounds`) |
-//! | `ASAP_FED_LOCAL_STEPS` [4] | SGD steps before each training round (`--local-steps`) |
-//! | `ASAP_FED_CONSENSUS_ROUNDS` [30] | averaging rounds at the end (`--consensus-rounds`) |
-//!
-//! It also trains the centralised reference on this machine (`asap_fed::Plan::reference`,
-//! the same the servers compute) and bakes its held-out accuracy in, so the board can
-//! check its own result against it.
-use std::{env, fmt::Write as _, fs, path::PathBuf};
+//! joins into `$OUT_DIR/cluster.rs` (environment variables: see cluster_build.rs).
+use std::{env, fs, path::PathBuf};
 
-fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
-    println!("cargo:rerun-if-env-changed={name}");
-    match env::var(name) {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16)
-                    .ok()
-                    .and_then(|n| n.to_string().parse().ok()),
-                None => v.parse().ok(),
-            };
-            parsed.unwrap_or_else(|| panic!("{name}={v}: not a valid value"))
-        }
-        Err(_) => default,
-    }
-}
-
-fn endpoint(text: &str) -> ([u8; 4], u16) {
-    let bad = || -> ! { panic!("ASAP_FED_PEERS: `{text}` is not IPv4:PORT") };
-    let Some((ip, port)) = text.trim().split_once(':') else {
-        bad()
-    };
-    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap_or_else(|_| bad())).collect();
-    let Ok(ip) = <[u8; 4]>::try_from(octets) else { bad() };
-    (ip, port.parse().unwrap_or_else(|_| bad()))
-}
+include!("cluster_build.rs");
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
@@ -50,62 +10,6 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
-
-    let rank: u16 = var("ASAP_FED_RANK", 0);
-    let peers: String = var(
-        "ASAP_FED_PEERS",
-        "10.0.2.15:7000,10.0.2.2:47301,10.0.2.2:47302,10.0.2.2:47303".to_string(),
-    );
-    let peers: Vec<([u8; 4], u16)> = peers.split(',').map(endpoint).collect();
-    let world = peers.len() as u32;
-    assert!(
-        (2..=asap_fed::MAX_WORLD as u32).contains(&world),
-        "ASAP_FED_PEERS: {world} members; 2..={} supported",
-        asap_fed::MAX_WORLD
-    );
-    assert!(
-        u32::from(rank) < world,
-        "ASAP_FED_RANK {rank}: not below the world size {world}"
-    );
-    let cluster: u32 = var("ASAP_FED_CLUSTER", 0xa5a9);
-    let seed: u64 = var("ASAP_FED_SEED", 1);
-    let model: usize = var("ASAP_FED_MODEL", 4096);
-    assert!(model >= 2, "ASAP_FED_MODEL {model}: at least 2");
-    let plan = asap_fed::Plan {
-        train_rounds: var("ASAP_FED_ROUNDS", asap_fed::Plan::DEFAULT.train_rounds),
-        local_steps: var("ASAP_FED_LOCAL_STEPS", asap_fed::Plan::DEFAULT.local_steps),
-        consensus_rounds: var("ASAP_FED_CONSENSUS_ROUNDS", asap_fed::Plan::DEFAULT.consensus_rounds),
-        ..asap_fed::Plan::DEFAULT
-    };
-    let problem = asap_fed::Problem::new(seed, model, world);
-    let mut reference = vec![0.0f32; model];
-    plan.reference(&problem, &mut reference);
-    let reference = problem.evaluate(&reference);
-
-    let mut code = String::new();
-    writeln!(code, "/// This board's rank.\npub const RANK: u16 = {rank};").unwrap();
-    writeln!(code, "/// Members.\npub const WORLD: usize = {world};").unwrap();
-    writeln!(code, "/// Cluster id.\npub const CLUSTER: u32 = {cluster:#x};").unwrap();
-    writeln!(code, "/// Seed of the data.\npub const SEED: u64 = {seed};").unwrap();
-    writeln!(code, "/// Model values.\npub const MODEL: usize = {model};").unwrap();
-    writeln!(
-        code,
-        "/// Every member's address from here, in rank order.\npub const PEERS: [([u8; 4], u16); {world}] = {peers:?};"
-    )
-    .unwrap();
-    writeln!(
-        code,
-        "/// The run.\npub const PLAN: asap_fed::Plan = asap_fed::Plan {{ train_rounds: {}, local_steps: {}, \
-         consensus_rounds: {}, ..asap_fed::Plan::DEFAULT }};",
-        plan.train_rounds, plan.local_steps, plan.consensus_rounds
-    )
-    .unwrap();
-    writeln!(
-        code,
-        "/// Held-out accuracy of the centralised reference (computed by build.rs).\n\
-         pub const REFERENCE_ACCURACY: f64 = {:?};",
-        reference.accuracy
-    )
-    .unwrap();
-    fs::write(out.join("cluster.rs"), code).unwrap();
+    println!("cargo:rerun-if-changed=cluster_build.rs");
+    write_cluster(&out);
 }
