@@ -109,7 +109,7 @@ impl<'a> AllReduce<'a> {
             ack_due: None,
             missing_due: None,
             stats: Stats::default(),
-            secret: Secret::new(config.key, config.encrypt),
+            secret: Secret::new(config.key, config.encrypt)?,
             send_seq: 0,
             replay: Default::default(),
         })

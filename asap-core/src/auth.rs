@@ -9,18 +9,12 @@
 //! [`crate::wire::Integrity::Blake3`]; a receiver keeps a [`ReplayWindow`] per sender
 //! and drops repeats and frames too old to judge.
 //!
-//! Encryption ([`Cipher`]) is the RFC 8439 AEAD with XChaCha20's 24-byte nonce, under a
-//! key derived from the cluster key (BLAKE3 `derive_key`, so the MAC and the cipher
-//! never share a key). The header stays in clear (it is the associated data: routing,
-//! round, chunk and weight are visible, only the values are hidden). The nonce is the
-//! sender's id, incarnation and sequence number, so it never repeats as long as each
-//! start of a node has a new incarnation — which is why an encrypting node refuses
-//! incarnation 0 ([`crate::ConfigError::EncryptionNeedsIncarnation`]).
+//! Encryption is in [`crate::cipher`] (cargo feature `encrypt`).
 
 use core::fmt;
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::XChaCha20Poly1305;
+pub use crate::cipher::{Cipher, Nonce, OpenError};
+use crate::error::ConfigError;
 
 /// Length of an authentication tag.
 pub const TAG_LEN: usize = 16;
@@ -84,6 +78,12 @@ impl Key {
         Ok(Key(key))
     }
 
+    /// The key's bytes (for deriving subkeys).
+    #[cfg(feature = "encrypt")]
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
     /// The tag of `bytes`: the first 16 bytes of BLAKE3 in keyed mode.
     pub fn tag(&self, bytes: &[u8]) -> [u8; TAG_LEN] {
         let hash = blake3::keyed_hash(&self.0, bytes);
@@ -101,78 +101,6 @@ impl Key {
     }
 }
 
-impl Key {
-    /// The key frames are encrypted with: derived from the cluster key, so that the
-    /// same secret never keys two different primitives.
-    pub fn cipher(&self) -> Cipher {
-        Cipher(blake3::derive_key(CIPHER_CONTEXT, &self.0))
-    }
-}
-
-/// BLAKE3 `derive_key` context of the frame cipher's key (never change it: it would
-/// change every key).
-const CIPHER_CONTEXT: &str = "asap 2026-11-25 frame payload encryption, XChaCha20-Poly1305";
-
-/// A frame's unique nonce: sender, incarnation and sequence number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nonce {
-    /// The sender's node id.
-    pub from: u16,
-    /// The sender's incarnation (new at every start).
-    pub incarnation: u32,
-    /// The sender's frame counter in this incarnation.
-    pub seq: u64,
-}
-
-impl Nonce {
-    fn bytes(self) -> chacha20poly1305::XNonce {
-        let mut n = [0u8; 24];
-        n[..2].copy_from_slice(&self.from.to_le_bytes());
-        n[2..6].copy_from_slice(&self.incarnation.to_le_bytes());
-        n[6..14].copy_from_slice(&self.seq.to_le_bytes());
-        n.into()
-    }
-}
-
-/// The payload cipher: XChaCha20-Poly1305 under a key derived with [`Key::cipher`].
-/// `Debug` never prints the key.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cipher([u8; KEY_LEN]);
-
-impl fmt::Debug for Cipher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Cipher(..)")
-    }
-}
-
-/// The tag of an encrypted frame did not verify: wrong key, or altered bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OpenError;
-
-impl Cipher {
-    fn aead(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&self.0.into())
-    }
-
-    /// Encrypts `payload` in place and returns the tag over `header` (in clear) and the
-    /// ciphertext.
-    pub fn seal(&self, nonce: Nonce, header: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
-        // Encryption in place cannot fail below 2^38 bytes (a frame is at most 64 KiB).
-        self.aead()
-            .encrypt_inout_detached(&nonce.bytes(), header, payload.into())
-            .map_or([0; TAG_LEN], Into::into)
-    }
-
-    /// Checks `tag` over `header` and the ciphertext, then decrypts `payload` in place.
-    /// On error `payload` is unchanged.
-    pub fn open(&self, nonce: Nonce, header: &[u8], payload: &mut [u8], tag: &[u8]) -> Result<(), OpenError> {
-        let tag = <&[u8; TAG_LEN]>::try_from(tag).map_err(|_| OpenError)?;
-        self.aead()
-            .decrypt_inout_detached(&nonce.bytes(), header, payload.into(), &(*tag).into())
-            .map_err(|_| OpenError)
-    }
-}
-
 /// What a node seals its frames with, derived once from its configuration's `key` and
 /// `encrypt` (the cipher key derivation is not redone per frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,13 +114,14 @@ pub enum Secret {
 }
 
 impl Secret {
-    /// The secret a configuration asks for (`encrypt` without a key is no secret; the
-    /// configuration check refuses it).
-    pub fn new(key: Option<Key>, encrypt: bool) -> Self {
+    /// The secret a configuration asks for: `encrypt` needs a key, and a build with the
+    /// `encrypt` feature.
+    pub fn new(key: Option<Key>, encrypt: bool) -> Result<Self, ConfigError> {
         match (key, encrypt) {
-            (None, _) => Secret::None,
-            (Some(key), false) => Secret::Tag(key),
-            (Some(key), true) => Secret::Encrypt(key.cipher()),
+            (None, false) => Ok(Secret::None),
+            (None, true) => Err(ConfigError::EncryptionNeedsKey),
+            (Some(key), false) => Ok(Secret::Tag(key)),
+            (Some(key), true) => Cipher::from_key(&key).map(Secret::Encrypt),
         }
     }
 
@@ -302,49 +231,6 @@ mod tests {
         assert_eq!(Key::from_hex("00"), Err(KeyError::Length(2)));
         let bad = "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
         assert_eq!(Key::from_hex(bad), Err(KeyError::NotHex(0)));
-    }
-
-    #[test]
-    fn sealed_payloads_open_only_with_the_key_the_nonce_and_the_header() {
-        let cipher = KEY.cipher();
-        let nonce = Nonce {
-            from: 3,
-            incarnation: 7,
-            seq: 11,
-        };
-        let mut payload = *b"sixteen bytes!!!values";
-        let tag = cipher.seal(nonce, b"header", &mut payload);
-        assert_ne!(&payload, b"sixteen bytes!!!values", "encrypted");
-        let sealed = payload;
-        for (cipher, nonce, header) in [
-            (Key::new([8; KEY_LEN]).cipher(), nonce, &b"header"[..]),
-            (cipher, Nonce { seq: 12, ..nonce }, b"header"),
-            (cipher, Nonce { from: 4, ..nonce }, b"header"),
-            (
-                cipher,
-                Nonce {
-                    incarnation: 8,
-                    ..nonce
-                },
-                b"header",
-            ),
-            (cipher, nonce, b"headeR"),
-        ] {
-            assert_eq!(cipher.open(nonce, header, &mut payload, &tag), Err(OpenError));
-            assert_eq!(payload, sealed, "a refused frame is left as it came");
-        }
-        let mut flipped = tag;
-        flipped[0] ^= 1;
-        assert_eq!(cipher.open(nonce, b"header", &mut payload, &flipped), Err(OpenError));
-        assert_eq!(cipher.open(nonce, b"header", &mut payload, &tag[..15]), Err(OpenError));
-        assert_eq!(cipher.open(nonce, b"header", &mut payload, &tag), Ok(()));
-        assert_eq!(&payload, b"sixteen bytes!!!values");
-    }
-
-    #[test]
-    fn the_cipher_key_is_not_the_cluster_key() {
-        assert_ne!(KEY.cipher().0, [7; KEY_LEN]);
-        assert_ne!(KEY.cipher(), Key::new([8; KEY_LEN]).cipher());
     }
 
     #[test]

@@ -212,6 +212,9 @@ impl Config {
         if self.encrypt && self.key.is_none() {
             return Err(ConfigError::EncryptionNeedsKey);
         }
+        if self.encrypt && !cfg!(feature = "encrypt") {
+            return Err(ConfigError::EncryptionUnavailable);
+        }
         if self.encrypt && self.incarnation == 0 {
             return Err(ConfigError::EncryptionNeedsIncarnation);
         }

@@ -199,6 +199,8 @@ pub enum ConfigError {
     NotInTopology,
     /// `encrypt` without a `key`.
     EncryptionNeedsKey,
+    /// `encrypt` in a build without asap-core's `encrypt` feature.
+    EncryptionUnavailable,
     /// `encrypt` with incarnation 0: a restart would reuse nonces (set it to a boot
     /// counter or a clock reading, new at every start).
     EncryptionNeedsIncarnation,
@@ -228,6 +230,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission bounds in order"),
             ConfigError::NotInTopology => f.write_str("node id not below the topology's node count"),
             ConfigError::EncryptionNeedsKey => f.write_str("encryption needs a key"),
+            ConfigError::EncryptionUnavailable => {
+                f.write_str("encryption is not in this build (asap-core's cargo feature `encrypt`)")
+            }
             ConfigError::EncryptionNeedsIncarnation => f.write_str(
                 "encryption needs a non-zero incarnation, new at every start (a boot counter or a clock reading)",
             ),

@@ -5,6 +5,7 @@
 
 pub mod allreduce;
 pub mod auth;
+pub mod cipher;
 pub mod config;
 pub mod cost;
 pub mod error;

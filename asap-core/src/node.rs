@@ -411,7 +411,7 @@ impl<'a, const P: usize> Node<'a, P> {
         buffers.chunk_weights.fill(0.0);
         buffers.chunk_bits.fill(0);
         Ok(Node {
-            secret: Secret::new(config.key, config.encrypt),
+            secret: Secret::new(config.key, config.encrypt)?,
             config,
             schedule,
             mass: 1.0,

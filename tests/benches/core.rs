@@ -15,7 +15,7 @@ use core::hint::black_box;
 use asap_core::reduce;
 mod common;
 
-use asap_core::wire::{self, Integrity};
+use asap_core::wire::{self, Integrity, Sealing};
 use common::*;
 use criterion::{BenchmarkId, Criterion, Throughput};
 

@@ -48,7 +48,7 @@ fn main() {
     // later ones (check, then add). A round on a degree-d graph does one init and d - 1
     // folds per chunk.
     let key = Key::new([0x5a; 32]);
-    let cipher = key.cipher();
+    let cipher = asap_core::auth::Cipher::from_key(&key).expect("built with encrypt");
     // Both keyed schemes have the same header bound and trailer, so the same chunks.
     let small_keyed = wire::chunk_len_for_frame(SMALL_FRAME, Integrity::Blake3 { seq: 0 });
     let large_keyed = wire::chunk_len_for_frame(wire::MAX_FRAME_LEN, Integrity::Blake3 { seq: 0 });
