@@ -6,6 +6,7 @@
 pub mod allreduce;
 pub mod auth;
 pub mod cipher;
+pub mod compress;
 pub mod config;
 pub mod cost;
 pub mod error;

@@ -1381,7 +1381,9 @@ impl<'a, const P: usize> Node<'a, P> {
             self.stats.late += 1;
             return Ok(());
         }
-        let Encoding::F32Le = encoding;
+        if encoding != Encoding::F32Le {
+            return violation(Violation::Encoding);
+        }
         if chunks != self.chunks {
             return violation(Violation::ChunkCount);
         }

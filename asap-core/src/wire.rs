@@ -118,11 +118,20 @@ impl Integrity {
     }
 }
 
-/// How an update's payload encodes model values.
+/// How an update's payload encodes model values ([`crate::compress`] has the formats
+/// and kernels). New encodings are appended: the order is the wire's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {
     /// Raw IEEE-754 binary32, little-endian, 4 bytes a value.
     F32Le,
+    /// IEEE-754 binary16, little-endian, 2 bytes a value.
+    F16Le,
+    /// bfloat16, little-endian, 2 bytes a value.
+    Bf16Le,
+    /// 8-bit linear quantisation: `lo`, `step` (f32), then one byte a value.
+    Q8,
+    /// Sparse: (index `u32`, value `f32`) pairs with rising indices.
+    TopK,
 }
 
 /// What a frame says. The round it refers to is in the [`Header`].
@@ -476,10 +485,12 @@ fn check_layout(bytes: &[u8]) -> Result<(Header, usize, usize), DecodeError> {
     let (header, header_len) = peek(bytes)?;
     let payload_len = usize::from(header.payload_len);
     let payload_ok = match header.kind {
-        Kind::Update {
-            encoding: Encoding::F32Le,
-            ..
-        } => payload_len > 0 && payload_len % 4 == 0,
+        Kind::Update { encoding, .. } => match encoding {
+            Encoding::F32Le => payload_len > 0 && payload_len % 4 == 0,
+            Encoding::F16Le | Encoding::Bf16Le => payload_len > 0 && payload_len % 2 == 0,
+            Encoding::Q8 => payload_len > crate::compress::Q8_HEADER,
+            Encoding::TopK => payload_len % crate::compress::TOP_K_ENTRY == 0,
+        },
         _ => payload_len == 0,
     };
     if !payload_ok {

@@ -1,0 +1,620 @@
+//! Compressed payloads: the encodings an update chunk may travel in, and their kernels.
+//!
+//! | encoding | bytes for `n` values | what the receiver gets |
+//! |---|---|---|
+//! | `F32Le` | `4n` | the values |
+//! | `F16Le` | `2n` | IEEE binary16, round to nearest even, saturated at ±65,504 |
+//! | `Bf16Le` | `2n` | bfloat16 (f32's range, 8 bits of mantissa), round to nearest even |
+//! | `Q8` | `8 + n` | `lo + step·c` for a code `c` in `0..=255` per value; `lo` and `step` (f32) lead the chunk |
+//! | `TopK` | `8k` | the `k` values of largest magnitude, as (index `u32`, value `f32`) pairs with rising indices; the others are 0 |
+//!
+//! Non-finite inputs are refused before anything is encoded ([`CodecError::NonFinite`]);
+//! a payload that would decode to a non-finite value, or whose top-k indices are not
+//! rising or out of the chunk, is refused before anything is folded, so a refused fold
+//! changes nothing. What compression drops is not lost: the sender carries it to the
+//! next round (see `Node`'s compressed mode).
+//!
+//! The kernels are plain loops over slices (no allocation, no `unsafe`), written so the
+//! compiler can vectorise them; top-k finds its threshold by bisection over the bit
+//! patterns of the magnitudes (32 counting passes) instead of sorting a copy.
+
+use core::fmt;
+
+use half::{bf16, f16};
+
+use crate::wire::Encoding;
+
+/// Bytes of a top-k entry: index (`u32`) and value (`f32`).
+pub const TOP_K_ENTRY: usize = 8;
+
+/// Bytes of the `lo` and `step` that lead a `Q8` chunk.
+pub const Q8_HEADER: usize = 8;
+
+/// What a node compresses its updates with. Every member of a cluster must agree (the
+/// join handshake checks it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Compression {
+    /// Raw `f32` (the default).
+    None,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 8-bit linear quantisation per chunk.
+    Q8,
+    /// The largest `fraction` of each chunk's values by magnitude, `fraction` in
+    /// `(0, 1]`.
+    TopK {
+        /// Share of the values sent.
+        fraction: f32,
+    },
+}
+
+/// Why values could not be encoded, or a payload decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodecError {
+    /// A value (or what a payload decodes to) is NaN or infinite.
+    NonFinite,
+    /// The payload's length does not fit the encoding and the chunk's length.
+    Length,
+    /// Top-k indices not rising, or past the chunk.
+    Index,
+    /// The output buffer is too small; this many bytes are needed.
+    BufferTooSmall(usize),
+    /// The compression's parameter is out of range (top-k fraction not in `(0, 1]`).
+    Parameter,
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::NonFinite => f.write_str("non-finite value"),
+            CodecError::Length => f.write_str("payload length does not fit the encoding"),
+            CodecError::Index => f.write_str("top-k indices not rising or out of range"),
+            CodecError::BufferTooSmall(n) => write!(f, "buffer too small: {n} bytes needed"),
+            CodecError::Parameter => f.write_str("top-k fraction not in (0, 1]"),
+        }
+    }
+}
+
+impl core::error::Error for CodecError {}
+
+impl Compression {
+    /// The wire encoding of its payloads.
+    pub const fn encoding(self) -> Encoding {
+        match self {
+            Compression::None => Encoding::F32Le,
+            Compression::F16 => Encoding::F16Le,
+            Compression::Bf16 => Encoding::Bf16Le,
+            Compression::Q8 => Encoding::Q8,
+            Compression::TopK { .. } => Encoding::TopK,
+        }
+    }
+
+    /// Whether its parameter is in range.
+    pub fn is_valid(self) -> bool {
+        match self {
+            Compression::TopK { fraction } => fraction > 0.0 && fraction <= 1.0,
+            _ => true,
+        }
+    }
+
+    /// Top-k entries sent for a chunk of `values` values (`values` itself otherwise).
+    pub fn kept(self, values: usize) -> usize {
+        match self {
+            Compression::TopK { fraction } => {
+                // In f32, as the fraction was given: 0.4 of 5 is 2, not 2.0000000298.
+                let k = libm::ceilf(fraction * values as f32);
+                (k as usize).min(values)
+            }
+            _ => values,
+        }
+    }
+
+    /// Largest payload of a chunk of `values` values.
+    pub fn payload_len(self, values: usize) -> usize {
+        match self {
+            Compression::None => 4 * values,
+            Compression::F16 | Compression::Bf16 => 2 * values,
+            Compression::Q8 => Q8_HEADER + values,
+            Compression::TopK { .. } => TOP_K_ENTRY * self.kept(values),
+        }
+    }
+
+    /// Most values a chunk may cover when its payload has room for `room` bytes.
+    pub fn chunk_values(self, room: usize) -> usize {
+        match self {
+            Compression::None => room / 4,
+            Compression::F16 | Compression::Bf16 => room / 2,
+            Compression::Q8 => room.saturating_sub(Q8_HEADER),
+            Compression::TopK { fraction } => {
+                if !self.is_valid() {
+                    return 0;
+                }
+                let entries = room / TOP_K_ENTRY;
+                let mut values = (entries as f64 / f64::from(fraction)) as usize;
+                // Float rounding can overshoot by a value or two.
+                while values > 0 && self.kept(values) > entries {
+                    values -= 1;
+                }
+                values
+            }
+        }
+    }
+}
+
+/// Encodes `values` into `out` as `compression` says; returns the payload's length.
+/// Refuses non-finite values (and a top-k fraction out of range) before writing.
+pub fn encode(compression: Compression, values: &[f32], out: &mut [u8]) -> Result<usize, CodecError> {
+    if !compression.is_valid() {
+        return Err(CodecError::Parameter);
+    }
+    if !crate::reduce::all_finite(values) {
+        return Err(CodecError::NonFinite);
+    }
+    let len = compression.payload_len(values.len());
+    let out = out.get_mut(..len).ok_or(CodecError::BufferTooSmall(len))?;
+    match compression {
+        Compression::None => crate::reduce::write_f32_le(values, out),
+        Compression::F16 => {
+            let (pairs, _) = out.as_chunks_mut::<2>();
+            for (p, v) in pairs.iter_mut().zip(values) {
+                *p = f16::from_f32(v.clamp(f16::MIN.to_f32(), f16::MAX.to_f32())).to_le_bytes();
+            }
+        }
+        Compression::Bf16 => {
+            let (pairs, _) = out.as_chunks_mut::<2>();
+            for (p, v) in pairs.iter_mut().zip(values) {
+                // Rounding f32::MAX up would give infinity: saturate as f16 does.
+                let b = bf16::from_f32(*v);
+                let b = if b.is_infinite() {
+                    bf16::from_f32(v.signum() * bf16::MAX.to_f32())
+                } else {
+                    b
+                };
+                *p = b.to_le_bytes();
+            }
+        }
+        Compression::Q8 => encode_q8(values, out),
+        Compression::TopK { .. } => encode_top_k(values, compression.kept(values.len()), out),
+    }
+    Ok(len)
+}
+
+/// `lo`, then `step = (hi - lo) / 255` (computed so it cannot overflow), then a code per
+/// value rounded to the nearest step.
+fn encode_q8(values: &[f32], out: &mut [u8]) {
+    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
+    let step = hi / 255.0 - lo / 255.0;
+    let (head, codes) = out.split_at_mut(Q8_HEADER);
+    head[..4].copy_from_slice(&lo.to_le_bytes());
+    head[4..].copy_from_slice(&step.to_le_bytes());
+    // A range too narrow for its reciprocal (subnormal steps) is sent as `lo` alone.
+    let inverse = if step > 0.0 && (1.0 / step).is_finite() {
+        1.0 / step
+    } else {
+        0.0
+    };
+    for (c, v) in codes.iter_mut().zip(values) {
+        // `(v - lo)` may overflow for a range near f32::MAX; `v·inv - lo·inv` cannot.
+        let code = libm::roundf(v * inverse - lo * inverse);
+        *c = code.clamp(0.0, 255.0) as u8;
+    }
+}
+
+/// The `k` values of largest magnitude (ties to the lowest indices), as rising
+/// (index, value) pairs.
+fn encode_top_k(values: &[f32], k: usize, out: &mut [u8]) {
+    if k == 0 {
+        return;
+    }
+    // The k-th largest magnitude: the largest bit pattern t with at least k magnitudes
+    // >= t (non-negative floats order as their bits).
+    let (mut lo, mut hi) = (0u32, 0x7f80_0000u32);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let at_least = values.iter().filter(|v| v.abs().to_bits() >= mid).count();
+        if at_least >= k {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let threshold = lo;
+    let above = values.iter().filter(|v| v.abs().to_bits() > threshold).count();
+    let mut ties = k - above;
+    let (entries, _) = out.as_chunks_mut::<TOP_K_ENTRY>();
+    let mut next = entries.iter_mut();
+    for (i, v) in values.iter().enumerate() {
+        let bits = v.abs().to_bits();
+        let take = bits > threshold || (bits == threshold && ties > 0);
+        if !take {
+            continue;
+        }
+        if bits == threshold {
+            ties -= 1;
+        }
+        let Some(e) = next.next() else { break };
+        e[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        e[4..].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// `acc += weight · decode(payload)`, `acc` being the chunk the payload encodes. Checks
+/// first (length, indices, finiteness of every decoded value and of every result):
+/// on error `acc` is unchanged.
+pub fn fold(encoding: Encoding, payload: &[u8], weight: f32, acc: &mut [f32]) -> Result<(), CodecError> {
+    check(encoding, payload, acc.len())?;
+    let finite = |x: f32| x.is_finite();
+    let mut ok = true;
+    // Check pass: every sum must stay finite.
+    for_each(encoding, payload, |i, v| ok &= finite(acc[i] + weight * v));
+    if !ok {
+        return Err(CodecError::NonFinite);
+    }
+    for_each(encoding, payload, |i, v| acc[i] += weight * v);
+    Ok(())
+}
+
+/// Writes what `payload` decodes to into `out` (top-k: zeros where nothing was sent).
+pub fn decode(encoding: Encoding, payload: &[u8], out: &mut [f32]) -> Result<(), CodecError> {
+    check(encoding, payload, out.len())?;
+    if encoding == Encoding::TopK {
+        out.fill(0.0);
+    }
+    for_each(encoding, payload, |i, v| out[i] = v);
+    Ok(())
+}
+
+/// Checks a payload for a chunk of `values` values: its length, top-k's indices, and
+/// that every value it decodes to is finite.
+pub fn check(encoding: Encoding, payload: &[u8], values: usize) -> Result<(), CodecError> {
+    let length_ok = match encoding {
+        Encoding::F32Le => payload.len() == 4 * values,
+        Encoding::F16Le | Encoding::Bf16Le => payload.len() == 2 * values,
+        Encoding::Q8 => payload.len() == Q8_HEADER + values,
+        Encoding::TopK => payload.len().is_multiple_of(TOP_K_ENTRY) && payload.len() / TOP_K_ENTRY <= values,
+    };
+    if !length_ok {
+        return Err(CodecError::Length);
+    }
+    match encoding {
+        Encoding::Q8 => {
+            let (lo, step) = q8_header(payload);
+            // Codes are 0..=255: the extremes finite means every value is.
+            if !(lo.is_finite() && step.is_finite() && step >= 0.0 && (lo + 255.0 * step).is_finite()) {
+                return Err(CodecError::NonFinite);
+            }
+        }
+        Encoding::TopK => {
+            let (entries, _) = payload.as_chunks::<TOP_K_ENTRY>();
+            let mut next = 0u64;
+            for e in entries {
+                let (i, v) = top_k_entry(e);
+                if u64::from(i) < next || i as usize >= values {
+                    return Err(CodecError::Index);
+                }
+                if !v.is_finite() {
+                    return Err(CodecError::NonFinite);
+                }
+                next = u64::from(i) + 1;
+            }
+        }
+        _ => {
+            let mut ok = true;
+            for_each(encoding, payload, |_, v| ok &= v.is_finite());
+            if !ok {
+                return Err(CodecError::NonFinite);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn q8_header(payload: &[u8]) -> (f32, f32) {
+    let word = |at: usize| f32::from_le_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
+    (word(0), word(4))
+}
+
+fn top_k_entry(e: &[u8; TOP_K_ENTRY]) -> (u32, f32) {
+    (
+        u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+        f32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+    )
+}
+
+/// Calls `f(index, value)` for every value a checked payload carries.
+fn for_each(encoding: Encoding, payload: &[u8], mut f: impl FnMut(usize, f32)) {
+    match encoding {
+        Encoding::F32Le => {
+            let (words, _) = payload.as_chunks::<4>();
+            words.iter().enumerate().for_each(|(i, w)| f(i, f32::from_le_bytes(*w)));
+        }
+        Encoding::F16Le => {
+            let (pairs, _) = payload.as_chunks::<2>();
+            pairs
+                .iter()
+                .enumerate()
+                .for_each(|(i, p)| f(i, f16::from_le_bytes(*p).to_f32()));
+        }
+        Encoding::Bf16Le => {
+            let (pairs, _) = payload.as_chunks::<2>();
+            pairs
+                .iter()
+                .enumerate()
+                .for_each(|(i, p)| f(i, bf16::from_le_bytes(*p).to_f32()));
+        }
+        Encoding::Q8 => {
+            let (lo, step) = q8_header(payload);
+            payload[Q8_HEADER..]
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| f(i, lo + step * f32::from(*c)));
+        }
+        Encoding::TopK => {
+            let (entries, _) = payload.as_chunks::<TOP_K_ENTRY>();
+            entries.iter().for_each(|e| {
+                let (i, v) = top_k_entry(e);
+                f(i as usize, v);
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::F16,
+        Compression::Bf16,
+        Compression::Q8,
+        Compression::TopK { fraction: 0.25 },
+    ];
+
+    fn round_trip(c: Compression, values: &[f32]) -> heapless::Vec<f32, 256> {
+        let mut buf = [0u8; 8 + 8 * 256];
+        let len = encode(c, values, &mut buf).unwrap();
+        assert_eq!(len, c.payload_len(values.len()));
+        let mut out = heapless::Vec::<f32, 256>::new();
+        out.resize(values.len(), f32::NAN).unwrap();
+        decode(c.encoding(), &buf[..len], &mut out).unwrap();
+        out
+    }
+
+    fn finite() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            -1e6f32..1e6,
+            -1.0f32..1.0,
+            Just(0.0),
+            Just(-0.0),
+            Just(f32::MAX),
+            Just(f32::MIN)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn f32_is_exact(values in prop::collection::vec(finite(), 0..200)) {
+            let out = round_trip(Compression::None, &values);
+            prop_assert_eq!(&out[..], &values[..]);
+        }
+
+        #[test]
+        fn f16_rounds_to_half_an_ulp_and_saturates(values in prop::collection::vec(finite(), 0..200)) {
+            let out = round_trip(Compression::F16, &values);
+            for (v, d) in values.iter().zip(&out) {
+                let max = f16::MAX.to_f32();
+                if v.abs() > max {
+                    prop_assert_eq!(*d, max.copysign(*v));
+                } else {
+                    // Half an ulp: 2^-11 relative for normals, 2^-25 absolute below.
+                    let bound = (v.abs() * 2f32.powi(-11)).max(2f32.powi(-25));
+                    prop_assert!((d - v).abs() <= bound, "{v} -> {d}");
+                }
+            }
+        }
+
+        #[test]
+        fn bf16_keeps_eight_bits(values in prop::collection::vec(finite(), 0..200)) {
+            let out = round_trip(Compression::Bf16, &values);
+            for (v, d) in values.iter().zip(&out) {
+                prop_assert!(d.is_finite());
+                prop_assert!((d - v).abs() <= v.abs() * 2f32.powi(-8) + f32::MIN_POSITIVE, "{v} -> {d}");
+            }
+        }
+
+        #[test]
+        fn q8_errs_by_at_most_half_a_step(values in prop::collection::vec(-1e6f32..1e6, 1..200)) {
+            let out = round_trip(Compression::Q8, &values);
+            let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let step = hi / 255.0 - lo / 255.0;
+            for (v, d) in values.iter().zip(&out) {
+                // Half a step, plus the rounding of `lo + step·c` itself.
+                let bound = 0.5 * step * 1.001 + (lo.abs() + hi.abs()) * 2f32.powi(-22);
+                prop_assert!((d - v).abs() <= bound, "{v} -> {d} (step {step})");
+            }
+        }
+
+        #[test]
+        fn top_k_keeps_the_largest_magnitudes_exactly(
+            values in prop::collection::vec(finite(), 0..200),
+            fraction in 0.001f32..=1.0,
+        ) {
+            let c = Compression::TopK { fraction };
+            let out = round_trip(c, &values);
+            let kept = out.iter().zip(&values).filter(|(d, v)| d.to_bits() == v.to_bits() && **d != 0.0).count();
+            let zeros_in = values.iter().filter(|v| **v == 0.0).count();
+            prop_assert!(kept + zeros_in >= c.kept(values.len()), "{kept} kept");
+            let smallest_kept = out.iter().filter(|d| **d != 0.0).map(|d| d.abs()).fold(f32::INFINITY, f32::min);
+            for (v, d) in values.iter().zip(&out) {
+                prop_assert!(*d == 0.0 || d.to_bits() == v.to_bits(), "kept values are exact");
+                if *d == 0.0 {
+                    prop_assert!(v.abs() <= smallest_kept, "{v} dropped, {smallest_kept} kept");
+                }
+            }
+        }
+
+        #[test]
+        fn fold_adds_the_weighted_decoded_values(values in prop::collection::vec(-1e3f32..1e3, 1..100), w in 0.01f32..1.0) {
+            for c in ALL {
+                let mut buf = [0u8; 8 + 8 * 100];
+                let len = encode(c, &values, &mut buf).unwrap();
+                let decoded = round_trip(c, &values);
+                let mut acc: heapless::Vec<f32, 100> = values.iter().map(|v| v * 0.5).collect();
+                let expected: heapless::Vec<f32, 100> = acc.iter().zip(&decoded).map(|(a, d)| a + w * d).collect();
+                fold(c.encoding(), &buf[..len], w, &mut acc).unwrap();
+                prop_assert_eq!(&acc, &expected);
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_fill_the_room_they_have() {
+        for c in ALL.into_iter().chain([
+            Compression::TopK { fraction: 0.01 },
+            Compression::TopK { fraction: 1.0 },
+        ]) {
+            for room in [16usize, 100, 1_337, 65_000] {
+                let n = c.chunk_values(room);
+                assert!(c.payload_len(n) <= room, "{c:?} {room}: {n}");
+                assert!(n > 0, "{c:?} {room}");
+                // One more value would not fit (top-k: within one entry's worth).
+                let slack = if matches!(c, Compression::TopK { .. }) {
+                    TOP_K_ENTRY
+                } else {
+                    0
+                };
+                assert!(
+                    c.payload_len(n + 1 + slack * 200) > room,
+                    "{c:?} {room}: {n} is not the most"
+                );
+            }
+        }
+        assert_eq!(Compression::TopK { fraction: 0.0 }.chunk_values(1000), 0);
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_before_encoding() {
+        for c in ALL {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut buf = [0xaau8; 64];
+                assert_eq!(
+                    encode(c, &[1.0, bad, 2.0], &mut buf),
+                    Err(CodecError::NonFinite),
+                    "{c:?}"
+                );
+                assert!(buf.iter().all(|b| *b == 0xaa), "nothing written");
+            }
+        }
+        assert_eq!(
+            encode(Compression::TopK { fraction: 1.5 }, &[1.0], &mut [0; 8]),
+            Err(CodecError::Parameter)
+        );
+        assert_eq!(
+            encode(Compression::Q8, &[1.0; 4], &mut [0; 11]),
+            Err(CodecError::BufferTooSmall(12))
+        );
+    }
+
+    #[test]
+    fn payloads_decoding_to_non_finite_values_change_nothing() {
+        let inf16 = f16::INFINITY.to_le_bytes();
+        let nan_bf = bf16::NAN.to_le_bytes();
+        let mut q8_inf_lo = [0u8; Q8_HEADER + 2];
+        q8_inf_lo[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        let mut q8_overflow = [255u8; Q8_HEADER + 2];
+        q8_overflow[..4].copy_from_slice(&f32::MAX.to_le_bytes());
+        q8_overflow[4..8].copy_from_slice(&f32::MAX.to_le_bytes());
+        let mut q8_negative_step = [0u8; Q8_HEADER + 2];
+        q8_negative_step[4..8].copy_from_slice(&(-1.0f32).to_le_bytes());
+        let mut top_nan = [0u8; 8];
+        top_nan[4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        let cases: [(Encoding, &[u8]); 6] = [
+            (Encoding::F16Le, &[0, 0, inf16[0], inf16[1]]),
+            (Encoding::Bf16Le, &[nan_bf[0], nan_bf[1], 0, 0]),
+            (Encoding::Q8, &q8_inf_lo),
+            (Encoding::Q8, &q8_overflow),
+            (Encoding::Q8, &q8_negative_step),
+            (Encoding::TopK, &top_nan),
+        ];
+        for (encoding, payload) in cases {
+            let mut acc = [1.0f32, 2.0];
+            assert_eq!(
+                fold(encoding, payload, 0.5, &mut acc),
+                Err(CodecError::NonFinite),
+                "{encoding:?}"
+            );
+            assert_eq!(acc, [1.0, 2.0]);
+        }
+        // Finite values whose sum overflows: refused as a whole.
+        let big = encode_vec(Compression::Bf16, &[1.0, f32::MAX]);
+        let mut acc = [1.0f32, f32::MAX];
+        assert_eq!(fold(Encoding::Bf16Le, &big, 1.0, &mut acc), Err(CodecError::NonFinite));
+        assert_eq!(acc, [1.0, f32::MAX]);
+    }
+
+    fn encode_vec(c: Compression, values: &[f32]) -> heapless::Vec<u8, 64> {
+        let mut buf = [0u8; 64];
+        let len = encode(c, values, &mut buf).unwrap();
+        heapless::Vec::from_slice(&buf[..len]).unwrap()
+    }
+
+    #[test]
+    fn top_k_at_zero_and_at_the_whole_chunk() {
+        let values = [3.0f32, -7.0, 0.5, 7.0, -0.25];
+        // k = 0: an empty payload, decoding to zeros.
+        let mut buf = [0xffu8; 40];
+        encode_top_k(&values, 0, &mut buf);
+        assert!(buf.iter().all(|b| *b == 0xff));
+        let mut out = [9.0f32; 5];
+        decode(Encoding::TopK, &[], &mut out).unwrap();
+        assert_eq!(out, [0.0; 5]);
+        // k = length: lossless.
+        let all = Compression::TopK { fraction: 1.0 };
+        assert_eq!(&round_trip(all, &values)[..], &values[..]);
+        // Ties broken towards the lower index: |−7| and |7| both, then 3.
+        let two = encode_vec(Compression::TopK { fraction: 0.4 }, &values);
+        let mut out = [0.0f32; 5];
+        decode(Encoding::TopK, &two, &mut out).unwrap();
+        assert_eq!(out, [0.0, -7.0, 0.0, 7.0, 0.0]);
+    }
+
+    #[test]
+    fn malformed_top_k_and_lengths_are_refused() {
+        let entry = |i: u32, v: f32| {
+            let mut e = [0u8; 8];
+            e[..4].copy_from_slice(&i.to_le_bytes());
+            e[4..].copy_from_slice(&v.to_le_bytes());
+            e
+        };
+        let mut falling = [0u8; 16];
+        falling[..8].copy_from_slice(&entry(3, 1.0));
+        falling[8..].copy_from_slice(&entry(1, 1.0));
+        let mut repeated = [0u8; 16];
+        repeated[..8].copy_from_slice(&entry(2, 1.0));
+        repeated[8..].copy_from_slice(&entry(2, 1.0));
+        let mut acc = [0.0f32; 4];
+        assert_eq!(fold(Encoding::TopK, &falling, 1.0, &mut acc), Err(CodecError::Index));
+        assert_eq!(fold(Encoding::TopK, &repeated, 1.0, &mut acc), Err(CodecError::Index));
+        assert_eq!(
+            fold(Encoding::TopK, &entry(4, 1.0), 1.0, &mut acc),
+            Err(CodecError::Index)
+        );
+        assert_eq!(fold(Encoding::TopK, &[0; 12], 1.0, &mut acc), Err(CodecError::Length));
+        assert_eq!(
+            fold(Encoding::TopK, &[0; 40], 1.0, &mut acc),
+            Err(CodecError::Length),
+            "more entries than values"
+        );
+        assert_eq!(fold(Encoding::F16Le, &[0; 6], 1.0, &mut acc), Err(CodecError::Length));
+        assert_eq!(fold(Encoding::Q8, &[0; 8], 1.0, &mut acc), Err(CodecError::Length));
+        assert_eq!(acc, [0.0; 4]);
+    }
+}
