@@ -50,36 +50,9 @@ timeout 300 qemu-system-arm -M mps2-an386 -nographic \
 grep -v '^model ' "$work/board.out" || true
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 pids=()
-python3 - "$work" $((ROUNDS + CONSENSUS_ROUNDS)) <<'PY' || status=1
-import json, struct, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-models, ok = {}, True
-board = {}
-for line in open(f"{work}/board.out"):
-    if line.startswith("model "):
-        _, offset, digits = line.split()
-        for k in range(0, len(digits), 8):
-            board[int(offset) + k // 8] = struct.unpack("<f", struct.pack("<I", int(digits[k:k + 8], 16)))[0]
-models["board"] = [board[i] for i in range(len(board))]
-for r in (1, 2, 3):
-    try:
-        s = json.load(open(f"{work}/host{r}.json"))
-    except (OSError, ValueError) as e:
-        print(f"host rank {r}: no result ({e})"); print(open(f"{work}/host{r}.err").read()); ok = False; continue
-    f = s["federated"]
-    models[f"host rank {r}"] = s["final"]
-    good = s["rounds"] == rounds and abs(f["test_accuracy"] - f["reference_accuracy"]) <= 0.01
-    ok &= good
-    print(f"host rank {r}: {s['rounds']} rounds in {s['elapsed_s']:.2f} s, held-out accuracy {f['test_accuracy']:.4f}, "
-          f"reference {f['reference_accuracy']:.4f}, own shard {f['shard_accuracy']:.4f}")
-first = models.get("board") or []
-for name, m in models.items():
-    spread = max((abs(a - b) for a, b in zip(m, first)), default=float("inf")) if len(m) == len(first) > 0 else float("inf")
-    print(f"{name}: {len(m)} values, max distance to the board's model {spread:.3g}")
-    ok &= spread <= 1e-5
-sys.exit(0 if ok else 1)
-PY
-grep -q PASS "$work/board.out" || status=1
+python3 check.py $((ROUNDS + CONSENSUS_ROUNDS)) "board:board rank 0=$work/board.out" \
+    "host:host rank 1=$work/host1.json" "host:host rank 2=$work/host2.json" "host:host rank 3=$work/host3.json" \
+    || status=1
 if [ "$status" != 0 ]; then
     echo "qemu-fed-m4: FAILED (qemu stderr below)" >&2
     grep -v 'Failed to send packet' "$work/qemu.err" | tail -20 >&2
