@@ -159,55 +159,134 @@ pub fn encode(compression: Compression, values: &[f32], out: &mut [u8]) -> Resul
         Compression::F16 => {
             let (pairs, _) = out.as_chunks_mut::<2>();
             for (p, v) in pairs.iter_mut().zip(values) {
-                *p = f16::from_f32(v.clamp(f16::MIN.to_f32(), f16::MAX.to_f32())).to_le_bytes();
+                *p = to_f16(*v).to_le_bytes();
             }
         }
         Compression::Bf16 => {
             let (pairs, _) = out.as_chunks_mut::<2>();
             for (p, v) in pairs.iter_mut().zip(values) {
-                // Rounding f32::MAX up would give infinity: saturate as f16 does.
-                let b = bf16::from_f32(*v);
-                let b = if b.is_infinite() {
-                    bf16::from_f32(v.signum() * bf16::MAX.to_f32())
-                } else {
-                    b
-                };
-                *p = b.to_le_bytes();
+                *p = to_bf16(*v).to_le_bytes();
             }
         }
-        Compression::Q8 => encode_q8(values, out),
-        Compression::TopK { .. } => encode_top_k(values, compression.kept(values.len()), out),
+        Compression::Q8 => {
+            let q = Q8::of(values);
+            let (head, codes) = out.split_at_mut(Q8_HEADER);
+            head[..4].copy_from_slice(&q.lo.to_le_bytes());
+            head[4..].copy_from_slice(&q.step.to_le_bytes());
+            for (c, v) in codes.iter_mut().zip(values) {
+                *c = q.code(*v);
+            }
+        }
+        Compression::TopK { .. } => {
+            let (entries, _) = out.as_chunks_mut::<TOP_K_ENTRY>();
+            let mut next = entries.iter_mut();
+            top_k(values, compression.kept(values.len()), |i, v| {
+                if let Some(e) = next.next() {
+                    e[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                    e[4..].copy_from_slice(&v.to_le_bytes());
+                }
+            });
+        }
     }
     Ok(len)
 }
 
-/// `lo`, then `step = (hi - lo) / 255` (computed so it cannot overflow), then a code per
-/// value rounded to the nearest step.
-fn encode_q8(values: &[f32], out: &mut [u8]) {
-    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    });
-    let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
-    let step = hi / 255.0 - lo / 255.0;
-    let (head, codes) = out.split_at_mut(Q8_HEADER);
-    head[..4].copy_from_slice(&lo.to_le_bytes());
-    head[4..].copy_from_slice(&step.to_le_bytes());
-    // A range too narrow for its reciprocal (subnormal steps) is sent as `lo` alone.
-    let inverse = if step > 0.0 && (1.0 / step).is_finite() {
-        1.0 / step
-    } else {
-        0.0
-    };
-    for (c, v) in codes.iter_mut().zip(values) {
-        // `(v - lo)` may overflow for a range near f32::MAX; `v·inv - lo·inv` cannot.
-        let code = libm::roundf(v * inverse - lo * inverse);
-        *c = code.clamp(0.0, 255.0) as u8;
+/// `acc += weight · decode(encode(values))`, computed without the bytes: exactly what a
+/// receiver folds from the payload (the sender's public copy moves by this). Refuses
+/// what [`encode`] refuses and, like [`fold`], a result that would not be finite; on
+/// error `acc` is unchanged.
+pub fn fold_quantized(
+    compression: Compression,
+    values: &[f32],
+    weight: f32,
+    acc: &mut [f32],
+) -> Result<(), CodecError> {
+    if !compression.is_valid() {
+        return Err(CodecError::Parameter);
+    }
+    if acc.len() != values.len() {
+        return Err(CodecError::Length);
+    }
+    if !crate::reduce::all_finite(values) {
+        return Err(CodecError::NonFinite);
+    }
+    let mut ok = true;
+    quantized(compression, values, |i, q| ok &= (acc[i] + weight * q).is_finite());
+    if !ok {
+        return Err(CodecError::NonFinite);
+    }
+    quantized(compression, values, |i, q| acc[i] += weight * q);
+    Ok(())
+}
+
+/// Calls `f(index, value)` with what the receiver decodes, for every value the payload
+/// of `values` carries (top-k: only the kept ones).
+fn quantized(compression: Compression, values: &[f32], mut f: impl FnMut(usize, f32)) {
+    match compression {
+        Compression::None => values.iter().enumerate().for_each(|(i, v)| f(i, *v)),
+        Compression::F16 => values.iter().enumerate().for_each(|(i, v)| f(i, to_f16(*v).to_f32())),
+        Compression::Bf16 => values.iter().enumerate().for_each(|(i, v)| f(i, to_bf16(*v).to_f32())),
+        Compression::Q8 => {
+            let q = Q8::of(values);
+            values.iter().enumerate().for_each(|(i, v)| f(i, q.value(q.code(*v))));
+        }
+        Compression::TopK { .. } => top_k(values, compression.kept(values.len()), f),
     }
 }
 
-/// The `k` values of largest magnitude (ties to the lowest indices), as rising
-/// (index, value) pairs.
-fn encode_top_k(values: &[f32], k: usize, out: &mut [u8]) {
+/// Round to nearest even, saturated at ±65,504 (never infinite).
+fn to_f16(v: f32) -> f16 {
+    f16::from_f32(v.clamp(f16::MIN.to_f32(), f16::MAX.to_f32()))
+}
+
+/// Round to nearest even; what would round past bf16's largest value saturates.
+fn to_bf16(v: f32) -> bf16 {
+    let b = bf16::from_f32(v);
+    if b.is_infinite() {
+        bf16::MAX.copysign(b)
+    } else {
+        b
+    }
+}
+
+/// A chunk's linear quantisation: `lo`, then `step = (hi - lo) / 255` (computed so it
+/// cannot overflow), each value coded as the nearest step.
+struct Q8 {
+    lo: f32,
+    step: f32,
+    inverse: f32,
+}
+
+impl Q8 {
+    fn of(values: &[f32]) -> Self {
+        let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
+        let step = hi / 255.0 - lo / 255.0;
+        // A range too narrow for its reciprocal (subnormal steps) is sent as `lo` alone.
+        let inverse = if step > 0.0 && (1.0 / step).is_finite() {
+            1.0 / step
+        } else {
+            0.0
+        };
+        Q8 { lo, step, inverse }
+    }
+
+    fn code(&self, v: f32) -> u8 {
+        // `(v - lo)` may overflow for a range near f32::MAX; `v·inv - lo·inv` cannot.
+        libm::roundf(v * self.inverse - self.lo * self.inverse).clamp(0.0, 255.0) as u8
+    }
+
+    /// What a code decodes to: the same expression the receiver evaluates.
+    fn value(&self, code: u8) -> f32 {
+        self.lo + self.step * f32::from(code)
+    }
+}
+
+/// Calls `f(index, value)` for the `k` values of largest magnitude (ties to the lowest
+/// indices), in index order.
+fn top_k(values: &[f32], k: usize, mut f: impl FnMut(usize, f32)) {
     if k == 0 {
         return;
     }
@@ -225,21 +304,15 @@ fn encode_top_k(values: &[f32], k: usize, out: &mut [u8]) {
     }
     let threshold = lo;
     let above = values.iter().filter(|v| v.abs().to_bits() > threshold).count();
-    let mut ties = k - above;
-    let (entries, _) = out.as_chunks_mut::<TOP_K_ENTRY>();
-    let mut next = entries.iter_mut();
+    let mut ties = k.saturating_sub(above);
     for (i, v) in values.iter().enumerate() {
         let bits = v.abs().to_bits();
-        let take = bits > threshold || (bits == threshold && ties > 0);
-        if !take {
-            continue;
-        }
-        if bits == threshold {
+        if bits > threshold {
+            f(i, *v);
+        } else if bits == threshold && ties > 0 {
             ties -= 1;
+            f(i, *v);
         }
-        let Some(e) = next.next() else { break };
-        e[..4].copy_from_slice(&(i as u32).to_le_bytes());
-        e[4..].copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -349,10 +422,11 @@ fn for_each(encoding: Encoding, payload: &[u8], mut f: impl FnMut(usize, f32)) {
         }
         Encoding::Q8 => {
             let (lo, step) = q8_header(payload);
+            let q = Q8 { lo, step, inverse: 0.0 };
             payload[Q8_HEADER..]
                 .iter()
                 .enumerate()
-                .for_each(|(i, c)| f(i, lo + step * f32::from(*c)));
+                .for_each(|(i, c)| f(i, q.value(*c)));
         }
         Encoding::TopK => {
             let (entries, _) = payload.as_chunks::<TOP_K_ENTRY>();
@@ -458,6 +532,25 @@ mod tests {
                 if *d == 0.0 {
                     prop_assert!(v.abs() <= smallest_kept, "{v} dropped, {smallest_kept} kept");
                 }
+            }
+        }
+
+        #[test]
+        fn fold_quantized_is_bit_exact_with_folding_the_payload(
+            values in prop::collection::vec(finite(), 1..100),
+            w in 0.01f32..1.0,
+            fraction in 0.01f32..=1.0,
+        ) {
+            for c in ALL.into_iter().chain([Compression::TopK { fraction }]) {
+                let mut buf = [0u8; 8 + 8 * 100];
+                let len = encode(c, &values, &mut buf).unwrap();
+                let start: heapless::Vec<f32, 100> = values.iter().map(|v| v * 0.25).collect();
+                let (mut by_payload, mut by_values) = (start.clone(), start.clone());
+                let folded = fold(c.encoding(), &buf[..len], w, &mut by_payload);
+                let quantized = fold_quantized(c, &values, w, &mut by_values);
+                prop_assert_eq!(folded, quantized);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<heapless::Vec<u32, 100>>();
+                prop_assert_eq!(bits(&by_payload), bits(&by_values), "{:?}", c);
             }
         }
 
@@ -570,9 +663,9 @@ mod tests {
     fn top_k_at_zero_and_at_the_whole_chunk() {
         let values = [3.0f32, -7.0, 0.5, 7.0, -0.25];
         // k = 0: an empty payload, decoding to zeros.
-        let mut buf = [0xffu8; 40];
-        encode_top_k(&values, 0, &mut buf);
-        assert!(buf.iter().all(|b| *b == 0xff));
+        let mut called = false;
+        top_k(&values, 0, |_, _| called = true);
+        assert!(!called);
         let mut out = [9.0f32; 5];
         decode(Encoding::TopK, &[], &mut out).unwrap();
         assert_eq!(out, [0.0; 5]);
