@@ -11,6 +11,7 @@ fn main() {
     let bytes = std::fs::read(&file).expect("read the input");
     let run: fn(&[u8]) = match target.as_str() {
         "decode" => asap_fuzz::decode::run,
+        "keyed" => asap_fuzz::keyed::run,
         "node_frames" => asap_fuzz::node_frames::run,
         "topology" => asap_fuzz::topology::run,
         "reduce" => asap_fuzz::reduce::run,

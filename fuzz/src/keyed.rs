@@ -58,7 +58,7 @@ pub fn run(data: &[u8]) {
 
     // The same content sealed by the attacker's key, delivered twice: with the cluster's
     // key the second copy is a replay; with another key both are refused.
-    let Ok((decoded, _)) = wire::decode(frame).or(keyed.map(|(f, u)| (f, u))) else {
+    let Ok((decoded, _)) = wire::decode(frame).or(keyed) else {
         return;
     };
     let values: Vec<f32> = F32Le::new(decoded.payload).expect("whole values").iter().collect();

@@ -6,9 +6,12 @@
 //!
 //! While the bytes last: nothing panics, every transmitted frame is well formed, and
 //! both replicas stay finite. When they run out, the channel turns clean (every frame
-//! delivered at the next 1 ms step) and the applications act at once: within
-//! `CLEAN_STEPS` steps both nodes must finish at least `CLEAN_ROUNDS` more rounds and
-//! agree within 1e-4 (they average).
+//! delivered at the next step, 1 ms later) and the applications act at once: within
+//! [`CLEAN_TIME`] both nodes must finish at least [`CLEAN_ROUNDS`] more rounds and
+//! agree within 1e-4 (they average). The clean phase steps 1 ms while frames are in
+//! flight, and otherwise straight to the nodes' next deadline (at least 1 ms on): with
+//! nothing in flight and the applications done acting, nothing happens before it, and
+//! waiting out a peer timeout takes one step instead of thousands.
 
 use arbitrary::{Arbitrary, Unstructured};
 use asap_core::{Config, Duration, Instant, Node, NodeId};
@@ -45,8 +48,12 @@ const CHUNKS: u32 = 2;
 const T0: Instant = Instant::from_millis(1_000);
 /// Fuzzed steps at most (the rest of the bytes is ignored).
 const FUZZ_STEPS: usize = 2_000;
-/// Clean steps (1 ms each) the pair gets to recover and agree.
-pub const CLEAN_STEPS: usize = 20_000;
+/// Time the pair gets on the clean channel to recover and agree (20,000 steps of 1 ms
+/// at most).
+pub const CLEAN_TIME: Duration = Duration::from_millis(20_000);
+/// Longest step of the clean phase: while frames are in flight, and when no node has
+/// a deadline.
+const CLEAN_TICK: Duration = Duration::from_millis(1);
 /// Rounds each node must finish in the clean phase.
 pub const CLEAN_ROUNDS: u64 = 3;
 const TOLERANCE: f32 = 1e-4;
@@ -190,8 +197,20 @@ pub fn scenario(data: &[u8]) -> [u64; 2] {
     let fuzz_steps = step;
     let fuzzed_rounds = start;
     trace!("== clean phase");
-    for _ in 0..CLEAN_STEPS {
-        now = now + Duration::from_millis(1);
+    let clean_start = now;
+    let end = now + CLEAN_TIME;
+    while now < end {
+        // The next step: 1 ms on while frames are in flight (they arrive then) or no
+        // node has a deadline, else the earlier deadline if it comes later than that.
+        let tick = now + CLEAN_TICK;
+        let deadline = nodes
+            .iter()
+            .filter_map(|n| n.as_ref().and_then(Node::poll_timeout))
+            .min();
+        now = match deadline {
+            Some(d) if wires.is_empty() => d.max(tick).min(end),
+            _ => tick,
+        };
         trace!("-- step {step} at {now}");
         deliver(&mut nodes, &mut wires, step, now);
         timers(&mut nodes, now);
@@ -235,8 +254,10 @@ pub fn scenario(data: &[u8]) -> [u64; 2] {
         )
     });
     panic!(
-        "after {fuzz_steps} fuzzed steps, {CLEAN_STEPS} clean steps: rounds finished {rounds:?}, \
-         largest difference {worst}; nodes (round, started, ready, can_start, peer): {state:?}"
+        "after {fuzz_steps} fuzzed steps, {} clean steps over {}: rounds finished {rounds:?}, \
+         largest difference {worst}; nodes (round, started, ready, can_start, peer): {state:?}",
+        step - fuzz_steps,
+        now - clean_start
     );
 }
 

@@ -1,11 +1,12 @@
 //! `topology`: `Topology::new` from a fuzzed spec (any family, 0..=300 nodes, small
 //! degree and send limit, any seed, a sane gap threshold; the two families whose gap is
-//! measured, `Random` and `Expander`, get more than 32 nodes from one seed in 64, see
+//! measured, `Random` and `Expander`, get more than 16 nodes from one input in 1,024, see
 //! [`MEASURED_NODES`]); when it builds, the
-//! neighbour lists and weights of a few nodes in a few rounds are checked: every
-//! neighbour is a node other than itself, in- and out-lists agree, edge weights are
-//! finite in (0, 1] for neighbours and 0 for others, and a node never gives away more
-//! than all of its value. The gap is in (0, 1] and at least the threshold, and the
+//! neighbour lists and weights of six nodes in six rounds are checked: every
+//! neighbour is a node other than itself, edge weights are finite in (0, 1] for
+//! neighbours and 0 for others, and a node never gives away more than all of its value;
+//! in- and out-lists agree for as many of those nodes as [`IN_LIST_WORK`] allows, at
+//! least one (a fuzzed one). The gap is in (0, 1] and at least the threshold, and the
 //! measurement of the gap never runs out of its work bound.
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -15,15 +16,25 @@ use asap_core::{Family, Topology, TopologyError, TopologySpec};
 pub const MAX_NODES: u16 = 300;
 
 /// Largest `Random` or `Expander` graph of most inputs. Building those two measures the
-/// gap (`n²` coins a round of iteration for `Random`), up to 0.3 s at 300 nodes (more
-/// under the fuzzer's instrumentation) against microseconds for the others; one seed in
-/// `LARGE_MEASURED` (by a hash) draws them from the whole range, so that a run still
-/// gets through millions of inputs and every spec stays reachable.
-/// (`topology_new_takes_at_most_a_second` in `tests/regressions.rs` times the slowest.)
-pub const MEASURED_NODES: u32 = 32;
+/// gap (`n²` coins a round of up to 1,024 rounds of iteration for `Random`, Lanczos on
+/// `n·d` Feistel evaluations a step for `Expander`): about 50 µs at 16 nodes, 1 ms at
+/// 32, up to 0.3 s at 300 (more under the fuzzer's instrumentation), against
+/// microseconds for the others. One input in [`LARGE_MEASURED`], by a hash of all its
+/// bytes, draws them from the whole range: every spec stays reachable, but as a mutation
+/// of such an input almost never is one again, the fuzzer cannot dwell on the slow specs
+/// and a run still gets through millions of inputs. (A crash there does not minimise:
+/// its panic message names the spec, rebuild it in a test.)
+/// `topology_new_takes_at_most_a_second` in `tests/regressions.rs` times the slowest.
+pub const MEASURED_NODES: u32 = 16;
 
 /// See [`MEASURED_NODES`].
-pub const LARGE_MEASURED: u64 = 1 << 6;
+pub const LARGE_MEASURED: u64 = 1 << 10;
+
+/// Neighbour evaluations (a coin for `Random`, a Feistel permutation for `Expander`, an
+/// offset for the others) the in-list checks of one input may take: checking a node's
+/// receive list lists all `n` send lists, and then the send list of each sender, so on
+/// big dense graphs only the first probe (a fuzzed one) gets it, on small graphs all six.
+pub const IN_LIST_WORK: u64 = 1 << 13;
 
 /// A fuzzed `TopologySpec` and where to look at the result.
 #[derive(Arbitrary, Debug)]
@@ -43,7 +54,7 @@ pub struct Input {
 /// are) or any up to `MAX_NODES`.
 #[derive(Arbitrary, Debug)]
 pub enum NodesSpec {
-    /// `n % 33`.
+    /// `n % 33` (`Random`, `Expander`: see [`MEASURED_NODES`]).
     Small(u8),
     /// `n % (MAX_NODES + 1)` (`Random`, `Expander`: see [`MEASURED_NODES`]).
     Any(u16),
@@ -60,11 +71,14 @@ pub enum GapSpec {
     Zero,
 }
 
-/// Whether this seed draws a `Random` or `Expander` graph from the whole range: one in
-/// [`LARGE_MEASURED`], by the top bits of a multiplicative hash (not the low bits: fuzzed
-/// seeds are often round numbers, 0 most of all).
-fn large_measured(seed: u64) -> bool {
-    (seed ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - LARGE_MEASURED.trailing_zeros()) == 0
+/// Whether these input bytes may draw a `Random` or `Expander` graph from the whole
+/// range: one input in [`LARGE_MEASURED`], by the top bits of a hash of all of them.
+pub fn large_measured(data: &[u8]) -> bool {
+    // FNV-1a, then a multiplicative mix so that the top bits depend on every byte.
+    let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h ^ h >> 29).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - LARGE_MEASURED.trailing_zeros()) == 0
 }
 
 /// The target body.
@@ -72,17 +86,18 @@ pub fn run(data: &[u8]) {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
-    check(&input);
+    check(&input, large_measured(data));
 }
 
-/// Builds the topology and checks it; `true` when it built.
-pub fn check(input: &Input) -> bool {
+/// The spec an input asks for; `large`: whether a `Random` or `Expander` graph may have
+/// more than [`MEASURED_NODES`] nodes.
+pub fn spec(input: &Input, large: bool) -> TopologySpec {
     let family = Family::ALL[usize::from(input.family) % Family::ALL.len()];
+    let capped = matches!(family, Family::Random | Family::Expander) && !large;
     let nodes = match input.nodes {
+        NodesSpec::Small(n) if capped => u32::from(n) % (MEASURED_NODES + 1),
+        NodesSpec::Any(n) if capped => u32::from(n) % (MEASURED_NODES + 1),
         NodesSpec::Small(n) => u32::from(n % 33),
-        NodesSpec::Any(n) if matches!(family, Family::Random | Family::Expander) && !large_measured(input.seed) => {
-            u32::from(n) % (MEASURED_NODES + 1)
-        }
         NodesSpec::Any(n) => u32::from(n % (MAX_NODES + 1)),
     };
     let min_gap = match input.min_gap {
@@ -90,13 +105,19 @@ pub fn check(input: &Input) -> bool {
         GapSpec::Decade(e) => 10f64.powi(-(1 + i32::from(e % 12))),
         GapSpec::Zero => 0.0,
     };
-    let spec = TopologySpec {
+    TopologySpec {
         degree: input.degree.map(u32::from),
         max_send: input.max_send.map(u32::from),
         seed: input.seed,
         min_gap,
         ..TopologySpec::new(family, nodes)
-    };
+    }
+}
+
+/// Builds the topology and checks it; `true` when it built. `large`: see [`spec`].
+pub fn check(input: &Input, large: bool) -> bool {
+    let spec = spec(input, large);
+    let (family, nodes, min_gap) = (spec.family, spec.nodes, spec.min_gap);
     let mut scratch = vec![0.0f64; 3 * nodes as usize];
     let t = match Topology::new(spec, &mut scratch) {
         Ok(t) => t,
@@ -116,18 +137,19 @@ pub fn check(input: &Input) -> bool {
     let period = t.period();
     assert!(period >= 1);
 
-    let mut probes = vec![(0, 0), (nodes - 1, 1), (nodes / 2, period - 1), (1, u32::MAX)];
-    probes.extend(input.probes.iter().map(|&(n, r)| (u32::from(n) % nodes, r)));
-    // `in_neighbours` lists all n send lists, each O(d²) (duplicates are filtered, by
-    // recomputing an expander's earlier neighbours): on big dense graphs check it for
-    // two probes only, on the biggest expanders (0.1 s a probe) for none, to keep the
-    // target fast.
-    let work = u64::from(nodes) * u64::from(t.degree()).pow(2);
-    let in_probes = match work {
-        _ if family != Family::Expander || work <= 1 << 20 => usize::MAX,
-        w if w <= 1 << 22 => 2,
-        _ => 0,
+    // The fuzzed probes first: the in-list check of the first one is always made.
+    let mut probes: Vec<(u32, u32)> = input.probes.iter().map(|&(n, r)| (u32::from(n) % nodes, r)).collect();
+    probes.extend([(0, 0), (nodes - 1, 1), (nodes / 2, period - 1), (1, u32::MAX)]);
+    // `in_neighbours` lists all n send lists (n coins each for `Random`; d² Feistel
+    // evaluations for `Expander`, whose duplicates are filtered by recomputing the
+    // earlier neighbours; d offsets for the others), and checking it lists the send list
+    // of every sender again: about 2·n send lists a probe, against IN_LIST_WORK.
+    let send_list = match family {
+        Family::Random => u64::from(nodes),
+        Family::Expander => u64::from(t.degree()) * u64::from(t.degree() + 1) / 2,
+        _ => u64::from(t.send_degree(0)),
     };
+    let in_probes = (IN_LIST_WORK / (2 * u64::from(nodes) * send_list.max(1))).max(1) as usize;
     for (k, (node, round)) in probes.into_iter().enumerate() {
         let outs: Vec<u32> = t.out_neighbours(node, round).collect();
         let mut given = 0.0f64;

@@ -174,7 +174,7 @@ fn write_seeds() {
             bytes[5..7].copy_from_slice(&nodes.to_le_bytes());
             use arbitrary::{Arbitrary, Unstructured};
             let input = asap_fuzz::topology::Input::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap();
-            if asap_fuzz::topology::check(&input) {
+            if asap_fuzz::topology::check(&input, asap_fuzz::topology::large_measured(&bytes)) {
                 write("topology", family.name(), &bytes);
                 break;
             }
