@@ -75,6 +75,10 @@ impl<'a> AllReduce<'a> {
     /// A ring member `config.id` of `world` nodes (ids `0..world`).
     pub fn new(config: Config, world: u32, buffers: AllReduceBuffers<'a>) -> Result<Self, ConfigError> {
         config.layout(0)?;
+        if config.is_compressed() {
+            // The baseline sends f32 only.
+            return Err(ConfigError::Compression);
+        }
         let me = u32::from(config.id.0);
         if world < 2 || me >= world {
             return Err(ConfigError::NotInTopology);

@@ -1,6 +1,7 @@
 //! What the application decides before a node starts: cluster, model layout, wait
 //! policy, timers, neighbours, and the memory it lends the node.
 
+use crate::compress::Compression;
 use crate::error::ConfigError;
 use crate::time::Duration;
 use crate::wire::{self, Integrity, NodeId};
@@ -136,6 +137,26 @@ pub struct Config {
     /// (headers stay in clear). Needs a non-zero `incarnation` that is new at every
     /// start: it is part of the nonce. Every member must agree. Default `false`.
     pub encrypt: bool,
+    /// How updates travel ([`Compression`]). With anything but `None` the node runs the
+    /// compressed mode (CHOCO-gossip, Koloskova, Stich and Jaggi, ICML 2019): it keeps a
+    /// public copy `x̂` of its replica and the disagreement `t = Σ_j w_j·x̂_j − W·x̂`
+    /// with its in-neighbours' public copies, sends the compressed difference
+    /// `q = Q(x − x̂)`, and mixes `x ← x + γ·t` — what compression drops stays in
+    /// `x − x̂` and goes out in later rounds, and the average is kept exactly. It needs
+    /// `Wait::All` or `Wait::Barrier` (every update consumed in its round, NOTIFY-ACK
+    /// keeping `x̂` equal on both ends), a static symmetric doubly stochastic graph, no
+    /// `clip`, and an accumulator of three model lengths ([`Layout::accumulator`]: `t`
+    /// as a compensated sum, and `x̂`). Every member must agree. Default `None`.
+    pub compression: Compression,
+    /// Compressed mode: the consensus step `γ` in `(0, 1]`; 1 is plain gossip on what
+    /// arrives, and coarse compressors need smaller steps or they diverge. Default
+    /// `None`: [`Compression::default_step`] (1 for f16, bf16 and q8; top-k's falls
+    /// with its fraction).
+    pub consensus_step: Option<f32>,
+    /// Compressed mode: every this many rounds all nodes reset `x̂` and `s` to zero at
+    /// the same round, so a neighbour that went down or restarted (whose public copy can
+    /// no longer be kept in step) stops counting. 0: never. Default 1,000.
+    pub compression_epoch: u32,
     /// Poisoning guard: bring every incoming update chunk within this distance of the
     /// local replica's chunk before mixing it (counted in `Stats::chunks_clipped`).
     /// `None` (the default): updates are mixed as they come (non-finite ones are
@@ -181,6 +202,9 @@ impl Config {
             peer_timeout: Duration::from_secs(2),
             key: None,
             encrypt: false,
+            compression: Compression::None,
+            consensus_step: None,
+            compression_epoch: 1_000,
             clip: None,
         }
     }
@@ -196,9 +220,24 @@ impl Config {
         }
     }
 
-    /// Model values per update chunk.
-    pub const fn chunk_len(&self) -> usize {
-        wire::chunk_len_for_frame(self.max_frame, self.integrity())
+    /// Model values per update chunk (compressed payloads fit more into a frame).
+    pub fn chunk_len(&self) -> usize {
+        let integrity = self.integrity();
+        let room = self
+            .max_frame
+            .saturating_sub(integrity.max_update_header_len() + integrity.trailer_len());
+        self.compression.chunk_values(room)
+    }
+
+    /// The compressed mode's consensus step: `consensus_step`, or the compression's
+    /// default.
+    pub fn step(&self) -> f32 {
+        self.consensus_step.unwrap_or(self.compression.default_step())
+    }
+
+    /// Whether the node runs the compressed mode.
+    pub fn is_compressed(&self) -> bool {
+        self.compression != Compression::None
     }
 
     /// Sizes of the buffers a node with `peers` table entries needs.
@@ -218,13 +257,31 @@ impl Config {
         if self.encrypt && self.incarnation == 0 {
             return Err(ConfigError::EncryptionNeedsIncarnation);
         }
-        let chunks = self.model_len.div_ceil(self.chunk_len());
+        if !(self.compression.is_valid() && self.step() > 0.0 && self.step() <= 1.0) {
+            return Err(ConfigError::Compression);
+        }
+        if self.is_compressed() && !matches!(self.wait, Wait::All | Wait::Barrier) {
+            return Err(ConfigError::CompressionNeedsExactRounds);
+        }
+        if self.is_compressed() && self.clip.is_some() {
+            return Err(ConfigError::CompressionWithClip);
+        }
+        let chunk_len = self.chunk_len();
+        if chunk_len == 0 {
+            return Err(ConfigError::FrameSize(self.max_frame));
+        }
+        let chunks = self.model_len.div_ceil(chunk_len);
         if u32::try_from(chunks).is_err() || u32::try_from(self.model_len).is_err() {
             return Err(ConfigError::ModelTooLarge);
         }
         let words_per_peer = chunks.div_ceil(32);
         Ok(Layout {
             model_len: self.model_len,
+            accumulator: if self.is_compressed() {
+                3 * self.model_len
+            } else {
+                self.model_len
+            },
             chunks,
             words_per_peer,
             bitmap_words: words_per_peer * peers,
@@ -235,8 +292,12 @@ impl Config {
 /// How much memory a node borrows, from [`Config::layout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Length of `Buffers::snapshot` and `Buffers::accumulator`.
+    /// Length of `Buffers::snapshot`.
     pub model_len: usize,
+    /// Length of `Buffers::accumulator`: the model length, three times that in the
+    /// compressed mode (the disagreement with the in-neighbours' public copies as a
+    /// compensated sum of two parts, then this node's public copy).
+    pub accumulator: usize,
     /// Chunks in an update; the length of `Buffers::chunk_weights`.
     pub chunks: usize,
     /// Bitmap words each peer's receive state takes.
@@ -248,7 +309,7 @@ pub struct Layout {
 impl Layout {
     /// Bytes of all the buffers together.
     pub const fn bytes(&self) -> usize {
-        4 * (2 * self.model_len + self.chunks + self.bitmap_words)
+        4 * (self.model_len + self.accumulator + self.chunks + self.bitmap_words)
     }
 }
 
@@ -279,7 +340,7 @@ impl Buffers<'_> {
             }
         };
         check("snapshot", layout.model_len, self.snapshot.len())?;
-        check("accumulator", layout.model_len, self.accumulator.len())?;
+        check("accumulator", layout.accumulator, self.accumulator.len())?;
         check("chunk_weights", layout.chunks, self.chunk_weights.len())?;
         check("chunk_bits", layout.bitmap_words, self.chunk_bits.len())
     }

@@ -201,6 +201,17 @@ pub enum ConfigError {
     EncryptionNeedsKey,
     /// `encrypt` in a build without asap-core's `encrypt` feature.
     EncryptionUnavailable,
+    /// A top-k fraction outside `(0, 1]`, a consensus step outside `(0, 1]`, or
+    /// compression asked of the all-reduce baseline (it sends f32 only).
+    Compression,
+    /// Compression with a wait policy that lets rounds finish without every update
+    /// (`Wait::None`, `Wait::AtLeast`): public copies would drift apart.
+    CompressionNeedsExactRounds,
+    /// Compression on a time-varying or push-sum graph: the sum of in-neighbours'
+    /// public copies needs the same in-neighbours every round.
+    CompressionNeedsStaticGraph,
+    /// Compression with `clip`: the guard bounds replicas, not differences.
+    CompressionWithClip,
     /// `encrypt` with incarnation 0: a restart would reuse nonces (set it to a boot
     /// counter or a clock reading, new at every start).
     EncryptionNeedsIncarnation,
@@ -230,6 +241,14 @@ impl fmt::Display for ConfigError {
             ConfigError::Timers => f.write_str("timers must be non-zero and the retransmission bounds in order"),
             ConfigError::NotInTopology => f.write_str("node id not below the topology's node count"),
             ConfigError::EncryptionNeedsKey => f.write_str("encryption needs a key"),
+            ConfigError::Compression => f.write_str("top-k fraction and consensus step must be in (0, 1]"),
+            ConfigError::CompressionNeedsExactRounds => {
+                f.write_str("compression needs wait all or barrier (every update consumed in its round)")
+            }
+            ConfigError::CompressionNeedsStaticGraph => {
+                f.write_str("compression needs a static, doubly stochastic graph (not one-peer-exp or random)")
+            }
+            ConfigError::CompressionWithClip => f.write_str("compression and clip cannot be combined"),
             ConfigError::EncryptionUnavailable => {
                 f.write_str("encryption is not in this build (asap-core's cargo feature `encrypt`)")
             }

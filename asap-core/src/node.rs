@@ -4,6 +4,7 @@
 use heapless::{Deque, Vec};
 
 use crate::auth::Secret;
+use crate::compress;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
@@ -14,6 +15,18 @@ use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Ki
 
 /// Capacity of the event queue; events past it are dropped and counted.
 pub const EVENT_CAPACITY: usize = 32;
+
+/// A compressed node's public copy and its disagreement with its in-neighbours'
+/// ([`Node::public_copies`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PublicCopies<'a> {
+    /// `x̂`: the replica as the neighbours know it.
+    pub public: &'a [f32],
+    /// `t = Σ_j w_j·x̂_j − W·x̂`, high part.
+    pub hi: &'a [f32],
+    /// Low part (`t = hi + lo`).
+    pub lo: &'a [f32],
+}
 
 /// A frame [`Node::poll_transmit`] wrote into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +188,15 @@ struct Peer {
     missing_due: Option<u32>,
     /// Sequence numbers of the peer's authenticated frames seen (this incarnation).
     replay: crate::auth::ReplayWindow,
+    /// Compressed mode: the peer's first update of this epoch was folded whole, so its
+    /// weight is in every chunk's in-weight.
+    epoch_member: bool,
+    /// Compressed mode: the peer went down or restarted this epoch, so its public copy
+    /// here can no longer follow its own; its updates are received but not folded
+    /// until the next epoch.
+    epoch_excluded: bool,
+    /// Compressed mode: the weight its public copy carries in the sum (once a member).
+    epoch_weight: f32,
 }
 
 impl Peer {
@@ -270,6 +292,11 @@ pub struct Node<'a, const P: usize> {
     /// The highest round an in-neighbour's update announced (exact-round modes): a node
     /// behind it finishes at once and jumps ahead to it.
     catch_up: u32,
+    /// Compressed mode: the epoch (`round / compression_epoch`) the public copies
+    /// belong to.
+    epoch: u32,
+    /// No round started yet in this life.
+    fresh: bool,
     layout: Layout,
     chunks: u32,
     peers: Vec<Peer, P>,
@@ -395,6 +422,9 @@ impl<'a, const P: usize> Node<'a, P> {
                 leave_due: false,
                 missing_due: None,
                 replay: crate::auth::ReplayWindow::default(),
+                epoch_member: false,
+                epoch_excluded: false,
+                epoch_weight: 0.0,
             };
             // Cannot fail: the length was checked against P above.
             let _ = table.push(peer);
@@ -408,8 +438,16 @@ impl<'a, const P: usize> Node<'a, P> {
                 return Err(ConfigError::WaitExceedsInDegree);
             }
         }
+        if config.is_compressed()
+            && schedule
+                .as_ref()
+                .is_some_and(|t| t.is_time_varying() || t.needs_push_sum())
+        {
+            return Err(ConfigError::CompressionNeedsStaticGraph);
+        }
         buffers.chunk_weights.fill(0.0);
         buffers.chunk_bits.fill(0);
+        buffers.accumulator.fill(0.0);
         Ok(Node {
             secret: Secret::new(config.key, config.encrypt)?,
             config,
@@ -419,6 +457,8 @@ impl<'a, const P: usize> Node<'a, P> {
             snapshot_round: None,
             send_seq: 0,
             catch_up: 0,
+            epoch: 0,
+            fresh: true,
             layout,
             chunks: layout.chunks as u32,
             peers: table,
@@ -435,6 +475,20 @@ impl<'a, const P: usize> Node<'a, P> {
     }
 
     // ----- getters -----
+
+    /// Compressed mode: this node's public copy `x̂` (what its neighbours know of its
+    /// replica) and the disagreement `t = Σ_j w_j·x̂_j − W·x̂` with its in-neighbours'
+    /// public copies (`W = Σ_j w_j`), as the two parts of a compensated sum
+    /// (`t = hi + lo`). `None` when not compressing. Once every update sent has been
+    /// folded, `t` is exactly that: the invariant the mode rests on.
+    pub fn public_copies(&self) -> Option<PublicCopies<'_>> {
+        let model = self.layout.model_len;
+        self.config.is_compressed().then(|| {
+            let (hi, rest) = self.buffers.accumulator.split_at(model);
+            let (lo, public) = rest.split_at(model);
+            PublicCopies { public, hi, lo }
+        })
+    }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
@@ -633,7 +687,11 @@ impl<'a, const P: usize> Node<'a, P> {
             self.advance_to(round);
         }
         RoundError::check_params(params, self.layout.model_len)?;
-        self.buffers.snapshot.copy_from_slice(params);
+        if self.config.is_compressed() {
+            self.start_compressed(params)?;
+        } else {
+            self.buffers.snapshot.copy_from_slice(params);
+        }
         let barrier = self.config.wait == Wait::Barrier;
         let stale = self.config.staleness.is_some();
         for i in 0..self.peers.len() {
@@ -680,17 +738,22 @@ impl<'a, const P: usize> Node<'a, P> {
             .push_sum_self_share()
             .map(|share| (share * self.snapshot_mass) as f32);
         let chunk_len = self.config.chunk_len();
+        if self.config.is_compressed() {
+            self.finish_compressed(params);
+        }
         let Buffers {
             snapshot,
             accumulator,
             chunk_weights,
             ..
         } = &mut self.buffers;
+        // (The compressed mode mixed above and keeps its in-weights.)
         let parts = params
             .chunks_mut(chunk_len)
             .zip(snapshot.chunks(chunk_len))
             .zip(accumulator.chunks(chunk_len))
-            .zip(chunk_weights.iter_mut());
+            .zip(chunk_weights.iter_mut())
+            .take(if self.config.is_compressed() { 0 } else { usize::MAX });
         for (((p, s), a), w) in parts {
             let mixed = match self_mass {
                 Some(kept) => reduce::mix_chunk_normalised(p, s, a, kept, *w),
@@ -722,6 +785,11 @@ impl<'a, const P: usize> Node<'a, P> {
             if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
                 if !inc.rejected {
                     received_mass += f64::from(inc.weight);
+                }
+                if !p.epoch_member && !p.epoch_excluded {
+                    // Compressed mode: its public copy is now in every chunk's sum.
+                    p.epoch_member = true;
+                    p.epoch_weight = inc.weight;
                 }
                 p.inn.consumed = Some(inc.round);
                 p.inn.incoming = None;
@@ -811,6 +879,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             if p.up && now >= p.last_heard + cfg.peer_timeout {
                 p.up = false;
+                p.epoch_excluded = true;
                 p.out.abandon();
                 // Not delivered: if it comes back between rounds, it gets the update again.
                 p.sent_round = None;
@@ -879,6 +948,17 @@ impl<'a, const P: usize> Node<'a, P> {
                         chunks: self.chunks,
                         weight,
                         encoding: Encoding::F32Le,
+                    };
+                    let kind = match kind {
+                        Kind::Update {
+                            chunk, chunks, weight, ..
+                        } => Kind::Update {
+                            chunk,
+                            chunks,
+                            weight,
+                            encoding: self.config.compression.encoding(),
+                        },
+                        other => other,
                     };
                     let range = self.chunk_range(c);
                     self.emit(now, i, kind, round, range, buf).map(Some)
@@ -1188,7 +1268,18 @@ impl<'a, const P: usize> Node<'a, P> {
         let mut header = Self::header_for(&self.config, to, round, kind);
         header.integrity = header.integrity.with_seq(self.send_seq);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
-        let len = wire::seal(header, values, buf, self.secret.sealing())?;
+        let compression = self.config.compression;
+        // Control frames carry nothing (a Q8 chunk of no values would still carry its
+        // header).
+        let payload = match kind {
+            Kind::Update { .. } => compression.payload_len(values.len()),
+            _ => 0,
+        };
+        let len = wire::seal_with(header, payload, buf, self.secret.sealing(), |out| {
+            // Cannot fail: the snapshot is finite (checked when the round started) and
+            // `out` has the payload's length.
+            let _ = compress::encode(compression, values, out);
+        })?;
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
         p.last_sent = now;
@@ -1284,6 +1375,7 @@ impl<'a, const P: usize> Node<'a, P> {
             Kind::Leave => {
                 p.left = true;
                 p.up = false;
+                p.epoch_excluded = true;
                 p.out.abandon();
                 // Not delivered: if it comes back between rounds, it gets the update again.
                 p.sent_round = None;
@@ -1339,6 +1431,8 @@ impl<'a, const P: usize> Node<'a, P> {
         p.incarnation = Some(incarnation);
         // A new life counts its frames from 0 again.
         p.replay.reset();
+        // ...and starts its public copy from zero: ours of it is lost for this epoch.
+        p.epoch_excluded = true;
         let partial = p.inn.incoming.filter(|inc| inc.received > 0 && !inc.finished(chunks));
         p.inn = InEdge::default();
         if let Some(inc) = partial {
@@ -1381,7 +1475,7 @@ impl<'a, const P: usize> Node<'a, P> {
             self.stats.late += 1;
             return Ok(());
         }
-        if encoding != Encoding::F32Le {
+        if encoding != self.config.compression.encoding() {
             return violation(Violation::Encoding);
         }
         if chunks != self.chunks {
@@ -1391,10 +1485,13 @@ impl<'a, const P: usize> Node<'a, P> {
             return violation(Violation::ChunkIndex);
         }
         let range = self.chunk_range(chunk);
-        let values = match F32Le::new(payload) {
-            Some(v) if v.len() == range.len() => v,
-            _ => return violation(Violation::ChunkLength),
-        };
+        if self.config.is_compressed() {
+            if compress::check(encoding, payload, range.len()).is_err() {
+                return violation(Violation::ChunkLength);
+            }
+        } else if F32Le::new(payload).is_none_or(|v| v.len() != range.len()) {
+            return violation(Violation::ChunkLength);
+        }
         let max_weight = if self.is_push_sum() { MAX_PUSH_SUM_WEIGHT } else { 1.0 };
         if !(weight.is_finite() && weight > 0.0 && weight <= max_weight) {
             return violation(Violation::Weight);
@@ -1435,11 +1532,49 @@ impl<'a, const P: usize> Node<'a, P> {
             return Ok(());
         }
         let c = chunk as usize;
-        let reason = if inc.received > 0 && weight.to_bits() != inc.weight.to_bits() {
+        let compressed = self.config.is_compressed();
+        // Compressed mode: a neighbour's weight enters a chunk's in-weight with its first
+        // update of the epoch, and stays.
+        let (member, excluded, member_weight) = {
+            let p = &self.peers[i];
+            (p.epoch_member, p.epoch_excluded, p.epoch_weight)
+        };
+        let adds_weight = !compressed || (!member && !excluded);
+        let changed = |w: f32| weight.to_bits() != w.to_bits();
+        let reason = if (inc.received > 0 && changed(inc.weight)) || (compressed && member && changed(member_weight)) {
             Some(Violation::WeightChanged)
-        } else if !self.is_push_sum() && self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
+        } else if adds_weight && !self.is_push_sum() && self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
             Some(Violation::WeightOverflow)
+        } else if compressed {
+            // Into the disagreement `t` (an excluded neighbour's chunk is received for
+            // flow control only). A neighbour joining the chunk's sum this epoch brings
+            // `w·(x̂_j − x̂)`: its public copy, against ours of this round.
+            let model = self.layout.model_len;
+            let (hi, rest) = self.buffers.accumulator.split_at_mut(model);
+            let (lo, public) = rest.split_at_mut(model);
+            let (hi, lo, public) = (&mut hi[range.clone()], &mut lo[range.clone()], &public[range]);
+            let folded = match excluded {
+                true => Ok(()),
+                false => compress::for_each_decoded(encoding, payload, hi.len(), |k, v| {
+                    reduce::add_two(&mut hi[k], &mut lo[k], weight * v);
+                }),
+            };
+            match folded {
+                Ok(()) => {
+                    if adds_weight && !excluded {
+                        for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(public) {
+                            reduce::add_two(h, l, -(weight * x));
+                        }
+                    }
+                    None
+                }
+                Err(compress::CodecError::NonFinite) => Some(Violation::NonFinite),
+                Err(_) => Some(Violation::ChunkLength),
+            }
         } else {
+            let Some(values) = F32Le::new(payload) else {
+                return violation(Violation::ChunkLength);
+            };
             let x = &self.buffers.snapshot[range.clone()];
             let factor = match self.config.clip {
                 Some(clip) => reduce::clip_factor(values.raw(), x, |norm| clip.bound(norm, x.len())),
@@ -1465,7 +1600,9 @@ impl<'a, const P: usize> Node<'a, P> {
         if let Some(reason) = reason {
             return self.reject(i, round, reason);
         }
-        self.buffers.chunk_weights[c] += weight;
+        if adds_weight {
+            self.buffers.chunk_weights[c] += weight;
+        }
         bits::set(self.bitmap(i), chunk);
         self.stats.chunks_folded += 1;
         if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
@@ -1475,6 +1612,91 @@ impl<'a, const P: usize> Node<'a, P> {
             inc.received += 1;
         }
         Ok(())
+    }
+
+    /// Compressed mode, at the start of a round: the snapshot becomes `d = x − x̂` (what
+    /// this round's chunks encode) and `x̂` moves by what the receivers will decode from
+    /// them, checked for every chunk before any changes. A new epoch starts from zero
+    /// public copies; a node starting in the middle of one (it restarted, or joined
+    /// late) knows no neighbour's public copy and folds none until the next.
+    fn start_compressed(&mut self, params: &[f32]) -> Result<(), RoundError> {
+        let e = self.config.compression_epoch;
+        let epoch = self.round.checked_div(e).unwrap_or(0);
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.buffers.accumulator.fill(0.0);
+            self.buffers.chunk_weights.fill(0.0);
+            for p in self.peers.iter_mut() {
+                p.epoch_member = false;
+                p.epoch_excluded = false;
+                p.epoch_weight = 0.0;
+            }
+        }
+        let epoch_start = if e == 0 { 0 } else { epoch * e };
+        if self.fresh && self.round != epoch_start {
+            for p in self.peers.iter_mut() {
+                p.epoch_excluded = true;
+            }
+        }
+        self.fresh = false;
+        let (compression, chunk_len) = (self.config.compression, self.config.chunk_len());
+        let model = self.layout.model_len;
+        // The weights of the neighbours whose public copies are in `t`: each sees this
+        // node's `q` at its weight, so `t` loses `w·q` once per member, computed as the
+        // members compute it (the sum over the cluster of every `t` then stays 0).
+        let members: Vec<f32, P> = self
+            .peers
+            .iter()
+            .filter(|p| p.epoch_member)
+            .map(|p| p.epoch_weight)
+            .collect();
+        let total: f32 = members.iter().sum();
+        let Buffers {
+            snapshot, accumulator, ..
+        } = &mut self.buffers;
+        let (hi, rest) = accumulator.split_at_mut(model);
+        let (lo, public) = rest.split_at_mut(model);
+        for ((d, x), p) in snapshot.iter_mut().zip(params).zip(public.iter()) {
+            *d = x - p;
+        }
+        let unfit = snapshot
+            .chunks(chunk_len)
+            .zip(public.chunks(chunk_len))
+            .zip(hi.chunks(chunk_len))
+            .any(|((d, p), t)| {
+                compress::check_quantized(compression, d, 1.0, p).is_err()
+                    || compress::check_quantized(compression, d, -total, t).is_err()
+            });
+        if unfit {
+            return Err(RoundError::NonFiniteParams);
+        }
+        for (c, d) in snapshot.chunks(chunk_len).enumerate() {
+            let base = c * chunk_len;
+            compress::for_each_quantized(compression, d, |k, q| {
+                let k = base + k;
+                public[k] += q;
+                for w in &members {
+                    reduce::add_two(&mut hi[k], &mut lo[k], -(w * q));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Compressed mode, at the end of a round: `x ← x + γ·t` chunk by chunk.
+    fn finish_compressed(&mut self, params: &mut [f32]) {
+        let (gamma, chunk_len, model) = (self.config.step(), self.config.chunk_len(), self.layout.model_len);
+        let (hi, rest) = self.buffers.accumulator.split_at(model);
+        let lo = &rest[..model];
+        let parts = params
+            .chunks_mut(chunk_len)
+            .zip(hi.chunks(chunk_len))
+            .zip(lo.chunks(chunk_len));
+        for ((p, h), l) in parts {
+            if reduce::mix_public(p, h, l, gamma).is_err() {
+                self.stats.chunks_overflowed += 1;
+            }
+        }
     }
 
     /// A peer came back (or restarted) during a round that sends to it: send it this
@@ -1512,6 +1734,9 @@ impl<'a, const P: usize> Node<'a, P> {
 
     fn reject(&mut self, i: usize, round: u32, reason: Violation) -> Result<(), FrameError> {
         let id = self.peers[i].spec.id;
+        // Compressed mode: the rest of this update is not folded, so its sender's public
+        // copy and ours of it part until the next epoch.
+        self.peers[i].epoch_excluded = true;
         if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
             inc.rejected = true;
         }

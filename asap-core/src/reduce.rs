@@ -180,6 +180,26 @@ pub fn mix_chunk_normalised(
     commit_if_finite(params, snapshot, acc, |p, s, a| p + ((kept * s + a) / total - s))
 }
 
+/// The compressed mode's mix, `p + γ·(hi + lo)` with `hi + lo` the disagreement between
+/// the in-neighbours' public copies and this node's (a compensated sum, [`add_two`]);
+/// only if every result is finite (else the chunk is left alone).
+pub fn mix_public(params: &mut [f32], hi: &[f32], lo: &[f32], gamma: f32) -> Result<(), FoldError> {
+    commit_if_finite(params, hi, lo, |p, h, l| p + gamma * (h + l))
+}
+
+/// `hi + lo += v` without losing what `hi + v` rounds away: Knuth's TwoSum keeps the
+/// rounding error in `lo`. A running sum kept this way does not drift with the
+/// rounding of its early, large terms — which in the compressed mode would move every
+/// replica by the same small amount every round, forever.
+#[inline]
+pub fn add_two(hi: &mut f32, lo: &mut f32, v: f32) {
+    let s = *hi + v;
+    let b = s - *hi;
+    let err = (*hi - (s - b)) + (v - b);
+    *hi = s;
+    *lo += err;
+}
+
 /// Writes `values` as little-endian bytes into `out` (which must be 4× as long; extra
 /// bytes are left alone).
 pub fn write_f32_le(values: &[f32], out: &mut [u8]) {

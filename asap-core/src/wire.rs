@@ -345,14 +345,22 @@ pub fn encode_keyed(
 /// Encodes a frame protected as `sealing` says. The sealing decides the scheme written:
 /// the sequence number is taken from `header.integrity` when it carries one (0
 /// otherwise); a CRC frame carries none.
-pub fn seal(
+pub fn seal(header: Header, payload: &[f32], buf: &mut [u8], sealing: Sealing<'_>) -> Result<usize, BufferTooSmall> {
+    seal_with(header, payload.len() * 4, buf, sealing, |out| {
+        crate::reduce::write_f32_le(payload, out)
+    })
+}
+
+/// [`seal`] for a payload of `payload_bytes` bytes that `fill` writes (a compressed
+/// one, [`crate::compress::encode`]).
+pub fn seal_with(
     mut header: Header,
-    payload: &[f32],
+    payload_bytes: usize,
     buf: &mut [u8],
     sealing: Sealing<'_>,
+    fill: impl FnOnce(&mut [u8]),
 ) -> Result<usize, BufferTooSmall> {
     header.integrity = sealing.integrity(header.integrity.seq().unwrap_or(0));
-    let payload_bytes = payload.len() * 4;
     let trailer = header.integrity.trailer_len();
     let too_small = BufferTooSmall {
         needed: MAX_HEADER_LEN + payload_bytes + trailer,
@@ -361,7 +369,7 @@ pub fn seal(
     let header_len = postcard::to_slice(&header, buf).map_err(|_| too_small)?.len();
     let end = header_len + payload_bytes;
     let frame = buf.get_mut(..end + trailer).ok_or(too_small)?;
-    crate::reduce::write_f32_le(payload, &mut frame[header_len..end]);
+    fill(&mut frame[header_len..end]);
     let (body, trailer_bytes) = frame.split_at_mut(end);
     match sealing {
         Sealing::Crc => trailer_bytes.copy_from_slice(&crc32(body).to_le_bytes()),

@@ -31,7 +31,7 @@ impl NodeMemory {
     pub fn new(layout: &Layout) -> Self {
         NodeMemory {
             snapshot: vec![0.0; layout.model_len],
-            accumulator: vec![0.0; layout.model_len],
+            accumulator: vec![0.0; layout.accumulator],
             chunk_weights: vec![0.0; layout.chunks],
             chunk_bits: vec![0; layout.bitmap_words],
         }

@@ -290,7 +290,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
             let layout = config
                 .layout(topology.peers_of(rank).count())
                 .map_err(|e| setup(e.to_string()))?;
-            let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.model_len]);
+            let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.accumulator]);
             let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
             let buffers = Buffers {
                 snapshot: &mut snapshot,

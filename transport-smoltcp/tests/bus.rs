@@ -138,7 +138,7 @@ fn boards(n: usize, model: usize, family: Family, bus: &Rc<RefCell<Bus>>, encryp
             let layout = config.layout(topology.peers_of(i as u32).count()).unwrap();
             let buffers = Buffers {
                 snapshot: Vec::leak(vec![0.0; layout.model_len]),
-                accumulator: Vec::leak(vec![0.0; layout.model_len]),
+                accumulator: Vec::leak(vec![0.0; layout.accumulator]),
                 chunk_weights: Vec::leak(vec![0.0; layout.chunks]),
                 chunk_bits: Vec::leak(vec![0; layout.bitmap_words]),
             };

@@ -148,7 +148,7 @@ fn embassy_stacks_on_a_lossy_bus_reach_the_exact_mean() {
         let layout = node_config.layout(topology.peers_of(i as u32).count()).unwrap();
         let buffers = Buffers {
             snapshot: leak(vec![0.0; layout.model_len]),
-            accumulator: leak(vec![0.0; layout.model_len]),
+            accumulator: leak(vec![0.0; layout.accumulator]),
             chunk_weights: leak(vec![0.0; layout.chunks]),
             chunk_bits: leak(vec![0; layout.bitmap_words]),
         };

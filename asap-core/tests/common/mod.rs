@@ -15,7 +15,7 @@ impl Mem {
         let l = config.layout(peers).unwrap();
         Mem {
             snapshot: vec![0.0; l.model_len],
-            acc: vec![0.0; l.model_len],
+            acc: vec![0.0; l.accumulator],
             weights: vec![0.0; l.chunks],
             bits: vec![0; l.bitmap_words],
         }
