@@ -92,7 +92,7 @@ impl Compression {
     }
 
     /// Whether its parameter is in range.
-    pub fn is_valid(self) -> bool {
+    pub const fn is_valid(self) -> bool {
         match self {
             Compression::TopK { fraction } => fraction > 0.0 && fraction <= 1.0,
             _ => true,
@@ -111,19 +111,26 @@ impl Compression {
     }
 
     /// Top-k entries sent for a chunk of `values` values (`values` itself otherwise).
-    pub fn kept(self, values: usize) -> usize {
+    pub const fn kept(self, values: usize) -> usize {
         match self {
             Compression::TopK { fraction } => {
                 // In f32, as the fraction was given: 0.4 of 5 is 2, not 2.0000000298.
-                let k = libm::ceilf(fraction * values as f32);
-                (k as usize).min(values)
+                // Rounded up by hand: `ceil` is not a `const fn`.
+                let product = fraction * values as f32;
+                let whole = product as usize;
+                let k = if (whole as f32) < product { whole + 1 } else { whole };
+                if k < values {
+                    k
+                } else {
+                    values
+                }
             }
             _ => values,
         }
     }
 
     /// Largest payload of a chunk of `values` values.
-    pub fn payload_len(self, values: usize) -> usize {
+    pub const fn payload_len(self, values: usize) -> usize {
         match self {
             Compression::None => 4 * values,
             Compression::F16 | Compression::Bf16 => 2 * values,
@@ -133,7 +140,7 @@ impl Compression {
     }
 
     /// Most values a chunk may cover when its payload has room for `room` bytes.
-    pub fn chunk_values(self, room: usize) -> usize {
+    pub const fn chunk_values(self, room: usize) -> usize {
         match self {
             Compression::None => room / 4,
             Compression::F16 | Compression::Bf16 => room / 2,
@@ -143,7 +150,7 @@ impl Compression {
                     return 0;
                 }
                 let entries = room / TOP_K_ENTRY;
-                let mut values = (entries as f64 / f64::from(fraction)) as usize;
+                let mut values = (entries as f64 / fraction as f64) as usize;
                 // Float rounding can overshoot by a value or two.
                 while values > 0 && self.kept(values) > entries {
                     values -= 1;

@@ -221,7 +221,7 @@ impl Config {
     }
 
     /// Model values per update chunk (compressed payloads fit more into a frame).
-    pub fn chunk_len(&self) -> usize {
+    pub const fn chunk_len(&self) -> usize {
         let integrity = self.integrity();
         let room = self
             .max_frame
