@@ -1,20 +1,41 @@
 """Checks a federated cluster run: every member ran ROUNDS rounds and ends with the same
 model (to 1e-5, value by value), and every held-out accuracy is within 1% of the
 reference trained on all shards together.
-Usage: check.py ROUNDS board:NAME=OUTPUT... host:NAME=JSON...
-A board's OUTPUT is what it printed (`model OFFSET HEX...` lines and its report, which
-must say PASS); a host's JSON is `asap node --workload federated --json`'s summary."""
+Usage: check.py ROUNDS [--restarted] [--peers-down N] board:NAME=OUTPUT... host:NAME=JSON...
+A board's OUTPUT is what it printed (`model OFFSET HEX...` lines, its report, which
+must say PASS, and its counters); a host's JSON is `asap node --workload federated
+--json`'s summary.
+  --restarted     boards are a second life that rejoined a running cluster: each must
+                  have skipped rounds to catch up (and still have reached ROUNDS)
+  --peers-down N  every host must have declared at least N peers down"""
 import json
+import re
 import struct
 import sys
 
 rounds = int(sys.argv[1])
+args = sys.argv[2:]
+restarted = "--restarted" in args
+args = [a for a in args if a != "--restarted"]
+peers_down = 0
+if "--peers-down" in args:
+    k = args.index("--peers-down")
+    peers_down = int(args[k + 1])
+    del args[k:k + 2]
 models, ok = {}, True
-for arg in sys.argv[2:]:
+
+
+def counters(line):
+    """`name value` pairs of a board's counters line."""
+    pairs = (item.strip().rsplit(" ", 1) for item in line.split("counters: ", 1)[1].split(","))
+    return {k.replace(" ", "_"): int(v) for k, v in pairs}
+
+
+for arg in args:
     kind, rest = arg.split(":", 1)
     name, path = rest.split("=", 1)
     if kind == "board":
-        values, passed = {}, False
+        values, passed, count = {}, False, None
         for line in open(path, errors="replace"):
             if line.startswith("model "):
                 _, offset, digits = line.split()
@@ -23,9 +44,18 @@ for arg in sys.argv[2:]:
                     values[int(offset) + k // 8] = struct.unpack("<f", struct.pack("<I", bits))[0]
             elif line.startswith("board rank ") and line.rstrip().endswith(": PASS"):
                 passed = True
+            elif line.startswith("board rank ") and ": counters: " in line:
+                count = counters(line.rstrip())
         if not passed:
             print(f"{name}: no PASS line")
             ok = False
+        if restarted:
+            skipped = (count or {}).get("rounds_skipped", 0)
+            good = skipped > 0
+            print(f"{name}: incarnation {(count or {}).get('incarnation')}, rejoined: skipped {skipped} rounds the "
+                  f"cluster ran without it, finished {(count or {}).get('rounds_finished')} itself"
+                  f"{'' if good else ': FAIL (no catch-up)'}")
+            ok &= good
         models[name] = [values.get(i, float("nan")) for i in range(len(values))]
     else:
         try:
@@ -36,11 +66,12 @@ for arg in sys.argv[2:]:
             continue
         f = s["federated"]
         models[name] = s["final"]
-        good = s["rounds"] == rounds and abs(f["test_accuracy"] - f["reference_accuracy"]) <= 0.01
+        good = (s["rounds"] == rounds and abs(f["test_accuracy"] - f["reference_accuracy"]) <= 0.01
+                and s["peers_down"] >= peers_down)
         ok &= good
         print(f"{name}: {s['rounds']} rounds in {s['elapsed_s']:.2f} s, held-out accuracy "
               f"{f['test_accuracy']:.4f}, reference {f['reference_accuracy']:.4f}, own shard "
-              f"{f['shard_accuracy']:.4f}{'' if good else ': FAIL'}")
+              f"{f['shard_accuracy']:.4f}, peers down {s['peers_down']}{'' if good else ': FAIL'}")
 names = list(models)
 first = models[names[0]] if names else []
 for name in names:

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Federated training on a board among servers: builds this firmware (one member on
-# QEMU's mps2-an386 with its emulated LAN9118) and the `asap` command, starts three
-# `asap node --workload federated` processes on 127.0.0.1:47301-47303, boots the board
-# as rank 0 with `-nic user` forwarding 127.0.0.1:47300 to it, and checks that
-#   * every member ran every round and ends with the same model (to 1e-5), compared
-#     value by value (the board prints its model in hex over semihosting);
-#   * every member's held-out accuracy is within 1% of the reference, a single model
-#     trained on all shards together with the same steps (the hosts compute it; the
-#     board's build.rs too, and the board checks itself against it);
-# then prints the firmware's flash (and its share by crate, size.py) and static RAM.
+# Federated training on a board among servers, with the board stopped mid-run and
+# started again: builds this firmware (one member on QEMU's mps2-an386 with its emulated
+# LAN9118) and the `asap` command, boots the board as rank 0 (`-nic user` forwards
+# 127.0.0.1:47300 to it) and, once it runs, three `asap node --workload federated`
+# processes on 127.0.0.1:47301-47303 (each round paced to at least $COMPUTE_MS ms, so
+# that the run outlasts a board's restart). Then:
+#   1. when the board printed that it finished $KILL_AT rounds, QEMU is stopped
+#      (SIGTERM: the emulation ends at once, the board sends nothing more);
+#   2. faults.py listens where the board was until the three servers' frames say they
+#      went more than three rounds past the board (they declared it down and carried on
+#      without it: under `--wait all` they cannot otherwise), at most 30 s;
+#   3. the board boots again, a new incarnation (the host's clock through semihosting),
+#      learns from the servers' frames how far they went, skips to their round and
+#      trains on with them;
+# and checks (check.py) that every member ran every round and ends with the same model
+# (to 1e-5, value by value: the board prints its model in hex), the board's second life
+# skipped rounds, every server declared a peer down, and every held-out accuracy is
+# within 1% of the reference (one model trained on all shards together). Prints the
+# firmware's flash (and its share by crate, size.py) and static RAM.
 # Installs qemu-system-arm when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 TARGET=thumbv7em-none-eabihf
 ROOT=$(cd ../.. && pwd)
-MODEL=4096 ROUNDS=30 LOCAL_STEPS=4 CONSENSUS_ROUNDS=30
+MODEL=4096 ROUNDS=30 LOCAL_STEPS=4 CONSENSUS_ROUNDS=30 COMPUTE_MS=100 KILL_AT=${KILL_AT:-3}
+BOARD_PORT=47300
 
 if ! command -v qemu-system-arm >/dev/null 2>&1; then
     ../qemu-cortex-m/run.sh --install-only
@@ -29,35 +39,81 @@ ASAP="$ROOT/target/release/asap"
 
 work=$(mktemp -d)
 pids=()
+board=
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" $board; do kill "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-peers=127.0.0.1:47300,127.0.0.1:47301,127.0.0.1:47302,127.0.0.1:47303
+fail() {
+    echo "qemu-fed-m4: FAILED: $*" >&2
+    for f in "$work"/board*.out; do [ -f "$f" ] && grep -v '^model \|^progress' "$f" | sed "s/^/$(basename "$f"): /" >&2; done
+    for f in "$work"/*.err; do [ -f "$f" ] && grep -v 'Failed to send packet' "$f" | tail -5 | sed "s/^/$(basename "$f"): /" >&2; done
+    exit 1
+}
+
+# Waits until FILE has a line matching the extended regex, for at most SECONDS; fails
+# early when process PID (the one writing FILE) ended without printing it.
+wait_for() {
+    local file=$1 regex=$2 seconds=$3 pid=$4
+    local deadline=$((SECONDS + seconds))
+    until grep -Eq "$regex" "$file" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { grep -Eq "$regex" "$file" 2>/dev/null && return 0; fail "no /$regex/ in $(basename "$file"): its process ended"; }
+        [ "$SECONDS" -lt "$deadline" ] || fail "no /$regex/ in $(basename "$file") within $seconds s"
+        sleep 0.05
+    done
+}
+
+start_board() {
+    timeout 300 qemu-system-arm -M mps2-an386 -nographic \
+        -semihosting-config enable=on,target=native \
+        -nic user,model=lan9118,hostfwd=udp:127.0.0.1:$BOARD_PORT-10.0.2.15:7000 \
+        -kernel "$ELF" >"$work/board$1.out" 2>"$work/qemu$1.err" &
+    board=$!
+}
+
+# The board first: its hosts start once it runs (it takes up to a second at boot to
+# pick a new incarnation, and a host declares a silent peer down after 2 s).
+start_board 1
+wait_for "$work/board1.out" '^board rank 0: incarnation' 20 "$board"
+peers=127.0.0.1:$BOARD_PORT,127.0.0.1:47301,127.0.0.1:47302,127.0.0.1:47303
 for r in 1 2 3; do
     "$ASAP" node --rank "$r" --world 4 --peers "$peers" --workload federated --model $MODEL \
         --rounds $ROUNDS --local-steps $LOCAL_STEPS --consensus-rounds $CONSENSUS_ROUNDS \
-        --round-timeout 60 --linger-ms 1000 --json >"$work/host$r.json" 2>"$work/host$r.err" &
+        --compute-ms $COMPUTE_MS --round-timeout 60 --linger-ms 1000 --json \
+        >"$work/host$r.json" 2>"$work/host$r.err" &
     pids+=($!)
 done
+
+# 1. Stop the board mid-run.
+wait_for "$work/board1.out" "^progress round $KILL_AT " 60 "$board"
+kill -TERM "$board"
+wait "$board" 2>/dev/null || true
+board=
+finished=$(grep -o '^progress round [0-9]*' "$work/board1.out" | tail -1 | awk '{ print $3 }')
+grep '^board rank 0: incarnation' "$work/board1.out" | sed 's/$/ (first life)/'
+echo "board stopped after round $finished of $((ROUNDS + CONSENSUS_ROUNDS))"
+
+# 2. The servers go on without it.
+python3 faults.py watch $BOARD_PORT 4 0 "$finished" 30 || fail "the servers did not go on without the board"
+
+# 3. The board again, a new life.
+start_board 2
+wait_for "$work/board2.out" '^progress round' 60 "$board"
+grep -m1 '^board rank 0: incarnation' "$work/board2.out" | sed 's/$/ (second life)/'
+grep -m1 '^progress round' "$work/board2.out" | awk '{ printf "board rejoined: its first round finished made it %d rounds done (%d skipped)\n", $3, $5 }'
+
 status=0
-timeout 300 qemu-system-arm -M mps2-an386 -nographic \
-    -semihosting-config enable=on,target=native \
-    -nic user,model=lan9118,hostfwd=udp:127.0.0.1:47300-10.0.2.15:7000 \
-    -kernel "$ELF" >"$work/board.out" 2>"$work/qemu.err" || status=$?
-grep -v '^model ' "$work/board.out" || true
+wait "$board" || status=1
+board=
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 pids=()
-python3 check.py $((ROUNDS + CONSENSUS_ROUNDS)) "board:board rank 0=$work/board.out" \
+grep '^board rank\|^panic\|^no \|^round ' "$work/board2.out" | grep -v ': incarnation [0-9]*, joining' || true
+python3 check.py $((ROUNDS + CONSENSUS_ROUNDS)) --restarted --peers-down 1 "board:board rank 0=$work/board2.out" \
     "host:host rank 1=$work/host1.json" "host:host rank 2=$work/host2.json" "host:host rank 3=$work/host3.json" \
     || status=1
-if [ "$status" != 0 ]; then
-    echo "qemu-fed-m4: FAILED (qemu stderr below)" >&2
-    grep -v 'Failed to send packet' "$work/qemu.err" | tail -20 >&2
-    exit 1
-fi
+[ "$status" = 0 ] || fail "see above"
 BIN="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin"
 if [ -x "$BIN/llvm-size" ]; then
     "$BIN/llvm-size" "$ELF" | sed -n 2p | awk '{ printf "firmware: text %d B (flash), data %d B, bss %d B (static RAM %d B)\n", $1, $2, $3, $2 + $3 }'

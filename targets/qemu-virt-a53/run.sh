@@ -39,13 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-peers=127.0.0.1:47400,127.0.0.1:47401,127.0.0.1:47402,127.0.0.1:47403,127.0.0.1:47404
-for r in 2 3 4; do
-    "$ASAP" node --rank "$r" --world 5 --peers "$peers" --workload federated --model $MODEL \
-        --rounds $ROUNDS --local-steps $LOCAL_STEPS --consensus-rounds $CONSENSUS_ROUNDS \
-        --round-timeout 60 --linger-ms 1000 --json >"$work/host$r.json" 2>"$work/host$r.err" &
-    pids+=($!)
-done
+# The boards first (each takes up to a second at boot to pick a new incarnation, and a
+# member declares a silent peer down after 2 s); the servers once both run.
 timeout 300 qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native \
     -nic user,model=lan9118,hostfwd=udp:127.0.0.1:47400-10.0.2.15:7000 \
     -kernel "$M4_ELF" >"$work/m4.out" 2>"$work/m4.err" &
@@ -55,10 +50,26 @@ timeout 300 qemu-system-aarch64 -machine virt -cpu cortex-a53 -nographic \
     -netdev user,id=n0,hostfwd=udp:127.0.0.1:47401-10.0.2.15:7000 -device virtio-net-device,netdev=n0 \
     -kernel "$A53_ELF" >"$work/a53.out" 2>"$work/a53.err" &
 pids+=($!)
+deadline=$((SECONDS + 20))
+until grep -q '^board rank 0: incarnation' "$work/m4.out" && grep -q '^board rank 1: incarnation' "$work/a53.out"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "qemu-virt-a53: FAILED: the boards did not start within 20 s" >&2
+        cat "$work/m4.out" "$work/a53.out" "$work/m4.err" "$work/a53.err" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+peers=127.0.0.1:47400,127.0.0.1:47401,127.0.0.1:47402,127.0.0.1:47403,127.0.0.1:47404
+for r in 2 3 4; do
+    "$ASAP" node --rank "$r" --world 5 --peers "$peers" --workload federated --model $MODEL \
+        --rounds $ROUNDS --local-steps $LOCAL_STEPS --consensus-rounds $CONSENSUS_ROUNDS \
+        --round-timeout 60 --linger-ms 1000 --json >"$work/host$r.json" 2>"$work/host$r.err" &
+    pids+=($!)
+done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 pids=()
-grep -h '^board rank\|^panic\|^virtio\|^no ' "$work/m4.out" "$work/a53.out" || true
+grep -h '^board rank\|^panic\|^virtio\|^no \|^round ' "$work/m4.out" "$work/a53.out" || true
 python3 "$M4/check.py" $((ROUNDS + CONSENSUS_ROUNDS)) \
     "board:mps2-an386 (rank 0)=$work/m4.out" "board:virt cortex-a53 (rank 1)=$work/a53.out" \
     "host:host rank 2=$work/host2.json" "host:host rank 3=$work/host3.json" "host:host rank 4=$work/host4.json" \

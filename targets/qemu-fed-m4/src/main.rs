@@ -2,8 +2,10 @@
 //! `mps2-an386`, its LAN9118 Ethernet on `-nic user` (slirp: the host's 127.0.0.1 is
 //! 10.0.2.2 here), smoltcp and `transport-smoltcp`, beside `asap node --workload
 //! federated` processes on the host. What it does is `member.rs`; this file brings the
-//! board up (SysTick clock, LAN9118) and exits through semihosting: 0 when the member
-//! passed (every round ran, held-out accuracy within 1% of the centralised reference).
+//! board up (SysTick clock, LAN9118), takes a new incarnation from the host's clock
+//! through semihosting (SYS_TIME, `member::fresh_incarnation`: a restarted board is a
+//! new life to its peers) and exits through semihosting: 0 when the member passed
+//! (every round ran, held-out accuracy within 1% of the centralised reference).
 //!
 //! Rank, members' addresses, cluster id, seed, model size and plan come from build.rs
 //! (environment variables, listed in cluster_build.rs and targets/README.md).
@@ -22,7 +24,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
-use cortex_m_semihosting::{debug, hio, hprintln};
+use cortex_m_semihosting::{debug, hio, hprintln, nr};
 use smoltcp::time::Instant;
 use static_cell::ConstStaticCell;
 
@@ -41,6 +43,12 @@ fn SysTick() {
 
 fn now() -> Instant {
     Instant::from_millis(i64::from(MILLIS.load(Ordering::Relaxed)))
+}
+
+/// The host's clock, whole seconds since 1970 (semihosting SYS_TIME).
+fn host_seconds() -> u32 {
+    // SAFETY: SYS_TIME takes no argument block and only returns a value.
+    unsafe { cortex_m_semihosting::syscall1(nr::TIME, 0) as u32 }
 }
 
 #[panic_handler]
@@ -72,7 +80,8 @@ fn main() -> ! {
         }
     };
     let mac = device.mac();
-    let ok = member::run(device, mac, now, &mut out);
+    let incarnation = member::fresh_incarnation(host_seconds);
+    let ok = member::run(device, mac, now, incarnation, &mut out);
     debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
     loop {
         cortex_m::asm::wfi();

@@ -12,6 +12,13 @@
 //! held-out accuracy is within 1% of the centralised reference (trained on all shards by
 //! build.rs on the host). It prints its final model as `model` lines (hex f32 bits) so
 //! the test can check every member holds the same one.
+//!
+//! A board that was stopped and started again joins as a new incarnation (the caller
+//! passes one that grew since its last start, see [`fresh_incarnation`]): its peers
+//! forget what they had from its previous life, it learns from their frames how far the
+//! cluster went while it was away and skips to that round (asap-core's catch-up), and it
+//! takes its local steps for the round it is in. It prints `progress` lines as rounds
+//! finish and, at the end, its counters (frames refused, and why) beside the model.
 
 use core::fmt::Write;
 
@@ -63,6 +70,20 @@ static PEERS_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
     ConstStaticCell::new([IpEndpoint::new(IpAddress::v4(0, 0, 0, 0), 0); WORLD]);
 static TX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 
+/// An incarnation no earlier start of this board had, from a clock of whole seconds
+/// since 1970 (QEMU: the host's clock through semihosting SYS_TIME; a board with a
+/// battery-backed RTC: that): the second it started in, counted from 2025-01-01, after
+/// waiting for that second to pass, so a board started again at once still gets a
+/// larger one. Costs at most a second at boot. A board without a clock that survives a
+/// reset keeps a boot counter in flash instead, incremented and written back before it
+/// joins.
+pub fn fresh_incarnation(seconds: impl Fn() -> u32) -> u32 {
+    const EPOCH_2025: u32 = 1_735_689_600;
+    let mine = seconds();
+    while seconds() == mine {}
+    mine.saturating_sub(EPOCH_2025).max(1)
+}
+
 /// Prints `model` as lines `model OFFSET HEX...`, 64 values a line, each the 8 hex
 /// digits of its f32 bits.
 fn print_model(out: &mut dyn Write, model: &[f32]) {
@@ -80,9 +101,20 @@ fn print_model(out: &mut dyn Write, model: &[f32]) {
     }
 }
 
-/// Runs this member to the end on `device` (MAC address `mac`); `clock` reads
-/// monotonic time. Returns whether it passed.
-pub fn run<D: Device>(device: &mut D, mac: [u8; 6], clock: fn() -> Instant, out: &mut dyn Write) -> bool {
+/// Runs this member to the end on `device` (MAC address `mac`) as `incarnation` (new at
+/// every start of the board); `clock` reads monotonic time. Returns whether it passed.
+pub fn run<D: Device>(
+    device: &mut D,
+    mac: [u8; 6],
+    clock: fn() -> Instant,
+    incarnation: u32,
+    out: &mut dyn Write,
+) -> bool {
+    let _ = writeln!(
+        out,
+        "board rank {}: incarnation {}, joining {} members",
+        RANK, incarnation, WORLD
+    );
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac))),
         device,
@@ -132,7 +164,8 @@ pub fn run<D: Device>(device: &mut D, mac: [u8; 6], clock: fn() -> Instant, out:
         chunk_bits: CHUNK_BITS.take(),
     };
     let start = asap_core::Instant::from_micros(clock().total_micros() as u64);
-    let node = match Node::<MAX_PEERS>::with_topology(CONFIG, &topology, buffers, start) {
+    let config = Config { incarnation, ..CONFIG };
+    let node = match Node::<MAX_PEERS>::with_topology(config, &topology, buffers, start) {
         Ok(node) => node,
         Err(e) => {
             let _ = writeln!(out, "node: {}", e);
@@ -147,9 +180,11 @@ pub fn run<D: Device>(device: &mut D, mac: [u8; 6], clock: fn() -> Instant, out:
     let problem = asap_fed::Problem::new(SEED, MODEL, WORLD as u32);
     let rank = u32::from(RANK);
     let total = PLAN.rounds();
+    // Rounds the cluster finished as far as this node knows: the node's round, which
+    // jumps ahead when it catches up after a restart.
     let mut round = 0u32;
     let mut local = Duration::ZERO;
-    let mut train_end = clock();
+    let mut train_end = None;
     let mut linger_until = None;
     // The local steps before round 1.
     let t = clock();
@@ -159,24 +194,32 @@ pub fn run<D: Device>(device: &mut D, mac: [u8; 6], clock: fn() -> Instant, out:
     loop {
         let t = clock();
         driver.poll(t, &mut iface, device, &mut sockets);
-        let step = match driver.step(t, params) {
-            Ok(step) => step,
-            Err(e) => {
-                let _ = writeln!(out, "round {}: {:?}", round + 1, e);
-                break;
-            }
-        };
-        if round < total && step == Step::Finished {
-            round += 1;
-            if round == PLAN.train_rounds {
-                train_end = clock();
-            }
-            if round == total {
-                linger_until = Some(clock() + LINGER);
-            } else {
-                let t = clock();
-                PLAN.before_round(&problem, params, rank, round + 1);
-                local += clock() - t;
+        if round < total {
+            let step = match driver.step(t, params) {
+                Ok(step) => step,
+                Err(e) => {
+                    let _ = writeln!(out, "round {}: {:?}", round + 1, e);
+                    break;
+                }
+            };
+            if step == Step::Finished {
+                round = driver.engine().round().min(total);
+                let _ = writeln!(
+                    out,
+                    "progress round {} skipped {}",
+                    round,
+                    driver.engine().stats().rounds_skipped
+                );
+                if round >= PLAN.train_rounds && train_end.is_none() {
+                    train_end = Some(clock());
+                }
+                if round == total {
+                    linger_until = Some(clock() + LINGER);
+                } else {
+                    let t = clock();
+                    PLAN.before_round(&problem, params, rank, round + 1);
+                    local += clock() - t;
+                }
             }
         }
         if linger_until.is_some_and(|end| t >= end) || t.total_millis() > DEADLINE_MS {
@@ -191,9 +234,29 @@ pub fn run<D: Device>(device: &mut D, mac: [u8; 6], clock: fn() -> Instant, out:
     let shard = problem.evaluate_shard(params, rank);
     let stats = *driver.engine().stats();
     let socket = driver.stats();
-    let averaging_ms = (finished - train_end).total_millis().max(1);
+    let averaging_ms = (finished - train_end.unwrap_or(finished)).total_millis().max(1);
     let ok = round == total && (end.accuracy - REFERENCE_ACCURACY).abs() <= 0.01;
     print_model(out, params);
+    let _ = writeln!(
+        out,
+        "board rank {}: counters: incarnation {}, rounds finished {}, rounds skipped {}, decode_errors {}, \
+         frames_refused {}, auth_failures {}, replays {}, updates_rejected {}, stale {}, early {}, late {}, \
+         driver refused {}, received {}",
+        RANK,
+        incarnation,
+        stats.rounds,
+        stats.rounds_skipped,
+        stats.decode_errors,
+        stats.frames_refused,
+        stats.auth_failures,
+        stats.replays,
+        stats.updates_rejected,
+        stats.stale,
+        stats.early,
+        stats.late,
+        socket.refused,
+        socket.received,
+    );
     let _ = writeln!(
         out,
         "board rank {}: {} of {} rounds of {} values ({} training rounds of {} local steps, then {} averaging) \

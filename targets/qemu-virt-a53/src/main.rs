@@ -4,7 +4,8 @@
 //! `asap node --workload federated` processes and other boards. What it does is
 //! qemu-fed-m4's `member.rs`, shared; this file brings the machine up at EL1 with the
 //! MMU off (own `_start`: stack, FP/SIMD on, .bss zeroed), reads time from the generic
-//! timer, prints on the PL011 UART, and exits through semihosting: 0 when the member
+//! timer, prints on the PL011 UART, takes a new incarnation from the host's clock
+//! through semihosting (SYS_TIME), and exits through semihosting: 0 when the member
 //! passed (every round ran, held-out accuracy within 1% of the centralised reference).
 //!
 //! Rank, members' addresses, cluster id, seed, model size and plan come from build.rs
@@ -82,6 +83,16 @@ fn exit(code: u64) -> ! {
     }
 }
 
+/// The host's clock, whole seconds since 1970 (semihosting SYS_TIME).
+fn host_seconds() -> u32 {
+    let seconds: u64;
+    // SAFETY: SYS_TIME takes no argument block and only returns a value in x0.
+    unsafe {
+        asm!("hlt #0xf000", inout("x0") 0x11u64 => seconds, in("x1") 0u64, options(nostack));
+    }
+    seconds as u32
+}
+
 /// Monotonic time from the generic timer.
 fn now() -> Instant {
     let (count, freq): (u64, u64);
@@ -109,7 +120,8 @@ extern "C" fn main() -> ! {
         exit(1)
     };
     let mac = device.mac();
-    let ok = member::run(&mut device, mac, now, &mut out);
+    let incarnation = member::fresh_incarnation(host_seconds);
+    let ok = member::run(&mut device, mac, now, incarnation, &mut out);
     if device.errors > 0 {
         let _ = writeln!(out, "virtio-net: {} frames not received or sent", device.errors);
     }
