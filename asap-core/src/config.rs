@@ -151,7 +151,7 @@ pub struct Config {
     /// Compressed mode: the consensus step `γ` in `(0, 1]`; 1 is plain gossip on what
     /// arrives, and coarse compressors need smaller steps or they diverge. Default
     /// `None`: [`Compression::default_step`] (1 for f16, bf16 and q8; top-k's falls
-    /// with its fraction).
+    /// with its fraction and, on slowly mixing graphs, with the spectral gap).
     pub consensus_step: Option<f32>,
     /// Compressed mode: every this many rounds all nodes reset `x̂` and `s` to zero at
     /// the same round, so a neighbour that went down or restarted (whose public copy can
@@ -229,10 +229,10 @@ impl Config {
         self.compression.chunk_values(room)
     }
 
-    /// The compressed mode's consensus step: `consensus_step`, or the compression's
-    /// default.
-    pub fn step(&self) -> f32 {
-        self.consensus_step.unwrap_or(self.compression.default_step())
+    /// The compressed mode's consensus step on a graph with this spectral gap:
+    /// `consensus_step`, or the compression's default.
+    pub fn step(&self, gap: Option<f64>) -> f32 {
+        self.consensus_step.unwrap_or(self.compression.default_step(gap))
     }
 
     /// Whether the node runs the compressed mode.
@@ -257,7 +257,8 @@ impl Config {
         if self.encrypt && self.incarnation == 0 {
             return Err(ConfigError::EncryptionNeedsIncarnation);
         }
-        if !(self.compression.is_valid() && self.step() > 0.0 && self.step() <= 1.0) {
+        let step = self.step(None);
+        if !(self.compression.is_valid() && step > 0.0 && step <= 1.0) {
             return Err(ConfigError::Compression);
         }
         if self.is_compressed() && !matches!(self.wait, Wait::All | Wait::Barrier) {

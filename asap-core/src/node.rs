@@ -1119,6 +1119,7 @@ impl<'a, const P: usize> Node<'a, P> {
             self.stats.rounds_skipped += u64::from(round.wrapping_sub(self.round).wrapping_sub(1));
         }
         self.round = round;
+        self.enter_epoch();
         let exact = self.exact_rounds();
         for p in self.peers.iter_mut() {
             if exact {
@@ -1621,18 +1622,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// late) knows no neighbour's public copy and folds none until the next.
     fn start_compressed(&mut self, params: &[f32]) -> Result<(), RoundError> {
         let e = self.config.compression_epoch;
-        let epoch = self.round.checked_div(e).unwrap_or(0);
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            self.buffers.accumulator.fill(0.0);
-            self.buffers.chunk_weights.fill(0.0);
-            for p in self.peers.iter_mut() {
-                p.epoch_member = false;
-                p.epoch_excluded = false;
-                p.epoch_weight = 0.0;
-            }
-        }
-        let epoch_start = if e == 0 { 0 } else { epoch * e };
+        let epoch_start = self.epoch * e;
         if self.fresh && self.round != epoch_start {
             for p in self.peers.iter_mut() {
                 p.epoch_excluded = true;
@@ -1641,18 +1631,31 @@ impl<'a, const P: usize> Node<'a, P> {
         self.fresh = false;
         let (compression, chunk_len) = (self.config.compression, self.config.chunk_len());
         let model = self.layout.model_len;
-        // The weights of the neighbours whose public copies are in `t`: each sees this
-        // node's `q` at its weight, so `t` loses `w·q` once per member, computed as the
-        // members compute it (the sum over the cluster of every `t` then stays 0).
-        let members: Vec<f32, P> = self
+        // The neighbours whose public copies are in `t`: each sees this node's `q` at its
+        // weight, so `t` loses `w·q` once per such neighbour, computed as they compute it
+        // (the sum over the cluster of every `t` then stays 0). Members are in every
+        // chunk; a neighbour whose first update of the epoch began arriving before this
+        // start, in the chunks that arrived (it joined them against the old `x̂`).
+        let round = self.round;
+        let sharers: Vec<(usize, f32, bool), P> = self
             .peers
             .iter()
-            .filter(|p| p.epoch_member)
-            .map(|p| p.epoch_weight)
+            .enumerate()
+            .filter_map(|(i, p)| match p.inn.incoming {
+                _ if p.epoch_member => Some((i, p.epoch_weight, true)),
+                Some(inc) if !p.epoch_excluded && inc.round == round && inc.received > 0 => {
+                    Some((i, inc.weight, false))
+                }
+                _ => None,
+            })
             .collect();
-        let total: f32 = members.iter().sum();
+        let total: f32 = sharers.iter().map(|s| s.1).sum();
+        let words = self.layout.words_per_peer;
         let Buffers {
-            snapshot, accumulator, ..
+            snapshot,
+            accumulator,
+            chunk_bits,
+            ..
         } = &mut self.buffers;
         let (hi, rest) = accumulator.split_at_mut(model);
         let (lo, public) = rest.split_at_mut(model);
@@ -1671,11 +1674,16 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(RoundError::NonFiniteParams);
         }
         for (c, d) in snapshot.chunks(chunk_len).enumerate() {
+            let weights: Vec<f32, P> = sharers
+                .iter()
+                .filter(|&&(i, _, all)| all || bits::get(&chunk_bits[i * words..(i + 1) * words], c as u32))
+                .map(|s| s.1)
+                .collect();
             let base = c * chunk_len;
             compress::for_each_quantized(compression, d, |k, q| {
                 let k = base + k;
                 public[k] += q;
-                for w in &members {
+                for w in &weights {
                     reduce::add_two(&mut hi[k], &mut lo[k], -(w * q));
                 }
             });
@@ -1683,9 +1691,33 @@ impl<'a, const P: usize> Node<'a, P> {
         Ok(())
     }
 
+    /// Compressed mode: moving into a round of a new epoch resets the public copies, the
+    /// disagreement and the membership, here rather than at the start of the round so
+    /// that the new epoch's updates arriving before that start are kept (those of the
+    /// old one can no longer arrive: every in-neighbour's update of the last round was
+    /// consumed, and later ones are early until now).
+    fn enter_epoch(&mut self) {
+        let epoch = self.round.checked_div(self.config.compression_epoch).unwrap_or(0);
+        if !self.config.is_compressed() || epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        self.buffers.accumulator.fill(0.0);
+        self.buffers.chunk_weights.fill(0.0);
+        for p in self.peers.iter_mut() {
+            p.epoch_member = false;
+            p.epoch_excluded = false;
+            p.epoch_weight = 0.0;
+        }
+    }
+
     /// Compressed mode, at the end of a round: `x ← x + γ·t` chunk by chunk.
     fn finish_compressed(&mut self, params: &mut [f32]) {
-        let (gamma, chunk_len, model) = (self.config.step(), self.config.chunk_len(), self.layout.model_len);
+        let (gamma, chunk_len, model) = (
+            self.config.step(self.schedule.as_ref().map(Topology::spectral_gap)),
+            self.config.chunk_len(),
+            self.layout.model_len,
+        );
         let (hi, rest) = self.buffers.accumulator.split_at(model);
         let lo = &rest[..model];
         let parts = params

@@ -130,6 +130,11 @@ pub struct Scenario {
     pub key: Option<asap_core::auth::Key>,
     /// With a key: encrypt payloads (`Config::encrypt`; nodes start at incarnation 1).
     pub encrypt: bool,
+    /// The compressed mode (`Config::compression`): needs `Wait::All`/`Barrier` and a
+    /// static graph. Its mixes are not convex (the hull check is off), and its rate is
+    /// not the gap's (the end-of-run check is the caller's); the public-copy invariant
+    /// is checked whenever the cluster is quiescent.
+    pub compression: asap_core::compress::Compression,
     /// Largest frame.
     pub max_frame: usize,
     /// The links.
@@ -165,6 +170,7 @@ impl Scenario {
             staleness: None,
             key: None,
             encrypt: false,
+            compression: asap_core::compress::Compression::None,
             max_frame: 512,
             network: Network::default(),
             compute: Duration::from_millis(1),
@@ -282,13 +288,14 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}{} {:?} staleness={:?} authenticated={} encrypted={} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
+            "{}{} {:?} staleness={:?} authenticated={} encrypted={} compression={:?} n={} model={} rounds={} frame={} net={:?} compute={} stragglers={:?} partitions={:?} crashes={:?}",
             if self.allreduce { "allreduce-baseline/" } else { "" },
             self.family,
             self.wait,
             self.staleness,
             self.key.is_some(),
             self.encrypt,
+            self.compression,
             self.nodes,
             self.model_len,
             self.rounds,
@@ -610,6 +617,7 @@ impl Sim {
             staleness: self.scenario.staleness,
             key: self.scenario.key,
             encrypt: self.scenario.encrypt,
+            compression: self.scenario.compression,
             ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
         }
     }
@@ -806,6 +814,9 @@ impl Sim {
         if self.scenario.allreduce {
             return 0.0; // exact every round
         }
+        if self.compressed() {
+            return f64::INFINITY; // its rate is not the gap's: the caller judges the end
+        }
         let rho = 1.0 - self.topology.spectral_gap();
         2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(rounds as i32)
     }
@@ -997,7 +1008,7 @@ impl Sim {
     /// combination (weights at most 1) of values that were replicas, so each value stays
     /// between the least and the greatest initial one. (A learning workload moves them.)
     fn check_hull(&self, i: u32) -> Result<(), Violation> {
-        if self.scenario.workload != Workload::Average {
+        if self.scenario.workload != Workload::Average || self.compressed() {
             return Ok(());
         }
         let params = &self.nodes[i as usize].params;
@@ -1047,8 +1058,50 @@ impl Sim {
                     return Err(self.violation(format!("mean not conserved: drift {drift:e} after round {min}")));
                 }
             }
+            if quiet && exact && self.compressed() {
+                let gap = self.public_copy_gap();
+                if gap > 1e-4 {
+                    return Err(self.violation(format!(
+                        "public copies: a node's disagreement is {gap:e} off Σ w·(x̂_j − x̂_i) after round {min}"
+                    )));
+                }
+            }
         }
         Ok(())
+    }
+
+    fn compressed(&self) -> bool {
+        self.scenario.compression != asap_core::compress::Compression::None
+    }
+
+    /// The compressed mode's invariant, from outside: each node's disagreement `t`
+    /// equals `Σ_j w_ji·(x̂_j − x̂_i)` over its in-neighbours' public copies. Holds when
+    /// every update sent was folded (quiescent, nothing lost for good).
+    fn public_copy_gap(&self) -> f64 {
+        let copies: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|s| match s.node.as_ref() {
+                Some(Engine::Asap(n)) => n.public_copies(),
+                _ => None,
+            })
+            .collect();
+        let mut worst = 0.0f64;
+        for (i, mine) in copies.iter().enumerate() {
+            let Some(mine) = mine else { continue };
+            for k in 0..self.scenario.model_len {
+                let mut expected = 0.0f64;
+                for j in self.topology.peers_of(i as u32) {
+                    let w = self.topology.edge_weight(j, i as u32, 0) as f32;
+                    if let Some(theirs) = &copies[j as usize] {
+                        expected += f64::from(w) * (f64::from(theirs.public[k]) - f64::from(mine.public[k]));
+                    }
+                }
+                let t = f64::from(mine.hi[k]) + f64::from(mine.lo[k]);
+                worst = worst.max((t - expected).abs());
+            }
+        }
+        worst
     }
 
     fn mean_drift(&self) -> f64 {
