@@ -1,13 +1,17 @@
 """Checks a federated cluster run: every member ran ROUNDS rounds and ends with the same
 model (to 1e-5, value by value), and every held-out accuracy is within 1% of the
 reference trained on all shards together.
-Usage: check.py ROUNDS [--restarted] [--peers-down N] board:NAME=OUTPUT... host:NAME=JSON...
+Usage: check.py ROUNDS [--restarted] [--peers-down N] [--garbage FILE] board:NAME=OUTPUT... host:NAME=JSON...
 A board's OUTPUT is what it printed (`model OFFSET HEX...` lines, its report, which
 must say PASS, and its counters); a host's JSON is `asap node --workload federated
 --json`'s summary.
   --restarted     boards are a second life that rejoined a running cluster: each must
                   have skipped rounds to catch up (and still have reached ROUNDS)
-  --peers-down N  every host must have declared at least N peers down"""
+  --peers-down N  every host must have declared at least N peers down
+  --garbage FILE  boards were sent garbage (FILE: what `faults.py garbage` printed): each
+                  board's decode_errors, frames_refused and auth_failures must be above
+                  0 and at most what was sent of their kinds, and together all the
+                  frames it refused (no frame of a member was refused)"""
 import json
 import re
 import struct
@@ -22,6 +26,16 @@ if "--peers-down" in args:
     k = args.index("--peers-down")
     peers_down = int(args[k + 1])
     del args[k:k + 2]
+garbage = None
+if "--garbage" in args:
+    k = args.index("--garbage")
+    for line in open(args[k + 1]):
+        if line.startswith("garbage sent "):
+            words = line.split()[2:]
+            garbage = {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
+    del args[k:k + 2]
+    if garbage is None:
+        sys.exit(f"{args[k + 1]}: no 'garbage sent' line")
 models, ok = {}, True
 
 
@@ -55,6 +69,15 @@ for arg in args:
             print(f"{name}: incarnation {(count or {}).get('incarnation')}, rejoined: skipped {skipped} rounds the "
                   f"cluster ran without it, finished {(count or {}).get('rounds_finished')} itself"
                   f"{'' if good else ': FAIL (no catch-up)'}")
+            ok &= good
+        if garbage is not None:
+            c = count or {}
+            seen = {k: c.get(k, 0) for k in garbage}
+            good = (all(0 < seen[k] <= garbage[k] for k in garbage)
+                    and sum(seen.values()) == c.get("driver_refused", -1))
+            print(f"{name}: garbage counted: " + ", ".join(f"{k} {seen[k]} of {garbage[k]} sent" for k in garbage)
+                  + f" ({sum(seen.values())} of {sum(garbage.values())} reached the node); frames it refused in all: "
+                  f"{c.get('driver_refused')}{'' if good else ': FAIL'}")
             ok &= good
         models[name] = [values.get(i, float("nan")) for i in range(len(values))]
     else:

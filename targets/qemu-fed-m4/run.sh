@@ -13,17 +13,24 @@
 #   3. the board boots again, a new incarnation (the host's clock through semihosting),
 #      learns from the servers' frames how far they went, skips to their round and
 #      trains on with them;
+#   4. once it finished a round in its new life, faults.py sends $GARBAGE datagrams
+#      that are no frame it may take to its port (random bytes, bad CRCs, frames cut
+#      short, of another cluster, for another node, from a stranger, with a key's tag),
+#      at most $GARBAGE_RATE a second (2.5 s; unpaced, QEMU's NIC queue drops ~95% of
+#      them while the board computes);
 # and checks (check.py) that every member ran every round and ends with the same model
 # (to 1e-5, value by value: the board prints its model in hex), the board's second life
-# skipped rounds, every server declared a peer down, and every held-out accuracy is
-# within 1% of the reference (one model trained on all shards together). Prints the
-# firmware's flash (and its share by crate, size.py) and static RAM.
+# skipped rounds, every server declared a peer down, every held-out accuracy is within
+# 1% of the reference (one model trained on all shards together), and the garbage
+# moved only the board's counters (decode_errors, frames_refused, auth_failures: each
+# above 0, at most what was sent of its kind, together all the frames it refused).
+# Prints the firmware's flash (and its share by crate, size.py) and static RAM.
 # Installs qemu-system-arm when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 TARGET=thumbv7em-none-eabihf
 ROOT=$(cd ../.. && pwd)
-MODEL=4096 ROUNDS=30 LOCAL_STEPS=4 CONSENSUS_ROUNDS=30 COMPUTE_MS=100 KILL_AT=${KILL_AT:-3}
+MODEL=4096 ROUNDS=30 LOCAL_STEPS=4 CONSENSUS_ROUNDS=30 COMPUTE_MS=100 KILL_AT=${KILL_AT:-3} GARBAGE=10000 GARBAGE_RATE=4000
 BOARD_PORT=47300
 
 if ! command -v qemu-system-arm >/dev/null 2>&1; then
@@ -104,13 +111,18 @@ wait_for "$work/board2.out" '^progress round' 60 "$board"
 grep -m1 '^board rank 0: incarnation' "$work/board2.out" | sed 's/$/ (second life)/'
 grep -m1 '^progress round' "$work/board2.out" | awk '{ printf "board rejoined: its first round finished made it %d rounds done (%d skipped)\n", $3, $5 }'
 
+# 4. Garbage at its port while it runs.
+python3 faults.py garbage $BOARD_PORT $GARBAGE 1 0xa5a9 0 4 $GARBAGE_RATE | tee "$work/garbage.out"
+grep -q '^board rank 0: counters' "$work/board2.out" && fail "the board ended before the garbage was sent"
+
 status=0
 wait "$board" || status=1
 board=
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 pids=()
 grep '^board rank\|^panic\|^no \|^round ' "$work/board2.out" | grep -v ': incarnation [0-9]*, joining' || true
-python3 check.py $((ROUNDS + CONSENSUS_ROUNDS)) --restarted --peers-down 1 "board:board rank 0=$work/board2.out" \
+python3 check.py $((ROUNDS + CONSENSUS_ROUNDS)) --restarted --peers-down 1 --garbage "$work/garbage.out" \
+    "board:board rank 0=$work/board2.out" \
     "host:host rank 1=$work/host1.json" "host:host rank 2=$work/host2.json" "host:host rank 3=$work/host3.json" \
     || status=1
 [ "$status" = 0 ] || fail "see above"
