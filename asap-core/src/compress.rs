@@ -50,6 +50,57 @@ pub enum Compression {
     },
 }
 
+/// Names of the compressions, as configuration files and command lines spell them:
+/// `none`, `f16`, `bf16`, `q8`, `topk:FRACTION` (e.g. `topk:0.01`).
+impl core::str::FromStr for Compression {
+    type Err = UnknownCompression;
+
+    fn from_str(s: &str) -> Result<Self, UnknownCompression> {
+        let c = match s {
+            "none" | "f32" => Compression::None,
+            "f16" => Compression::F16,
+            "bf16" => Compression::Bf16,
+            "q8" => Compression::Q8,
+            _ => {
+                let fraction = s.strip_prefix("topk:").and_then(|f| f.parse().ok());
+                Compression::TopK {
+                    fraction: fraction.ok_or(UnknownCompression)?,
+                }
+            }
+        };
+        if c.is_valid() {
+            Ok(c)
+        } else {
+            Err(UnknownCompression)
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::F16 => f.write_str("f16"),
+            Compression::Bf16 => f.write_str("bf16"),
+            Compression::Q8 => f.write_str("q8"),
+            Compression::TopK { fraction } => write!(f, "topk:{fraction}"),
+        }
+    }
+}
+
+/// A compression name that is none of `none`, `f16`, `bf16`, `q8`, `topk:F` with `F`
+/// in `(0, 1]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownCompression;
+
+impl fmt::Display for UnknownCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a compression is one of none, f16, bf16, q8, or topk:F with F in (0, 1] (e.g. topk:0.01)")
+    }
+}
+
+impl core::error::Error for UnknownCompression {}
+
 /// Why values could not be encoded, or a payload decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodecError {
@@ -614,6 +665,19 @@ mod tests {
                 fold(c.encoding(), &buf[..len], w, &mut acc).unwrap();
                 prop_assert_eq!(&acc, &expected);
             }
+        }
+    }
+
+    #[test]
+    fn compressions_parse_from_their_names_and_print_back() {
+        use core::fmt::Write;
+        for c in ALL.into_iter().chain([Compression::TopK { fraction: 0.01 }]) {
+            let mut name = heapless::String::<16>::new();
+            write!(name, "{c}").unwrap();
+            assert_eq!(name.parse(), Ok(c));
+        }
+        for bad in ["", "q4", "topk", "topk:0", "topk:1.5", "topk:x", "F16"] {
+            assert_eq!(bad.parse::<Compression>(), Err(UnknownCompression), "{bad:?}");
         }
     }
 

@@ -23,7 +23,7 @@ pub enum Line {
     /// An evaluation.
     Progress(Progress),
     /// The end.
-    Done(Summary),
+    Done(Box<Summary>),
 }
 
 /// One cluster run as the demo saw it.
@@ -33,6 +33,8 @@ pub struct Run {
     pub engine: Engine,
     /// Graph (or "ring all-reduce").
     pub topology: String,
+    /// How ASAP's updates travel (`none`, `q8`, ...).
+    pub compression: String,
     /// Seconds from the spawn of the workers to the exit of the last one.
     pub wall_s: f64,
     /// Seconds from the first round to the last, on the slowest worker.
@@ -42,6 +44,9 @@ pub struct Run {
     /// The cluster's loss over time: `(seconds, mean test loss of the workers' replicas)`,
     /// one point per evaluation received.
     pub curve: Vec<(f64, f64)>,
+    /// Mean bytes sent per worker at each point of `curve` (as far as the workers had
+    /// reported).
+    pub bytes_curve: Vec<f64>,
     /// Mean final test loss of the workers' replicas.
     pub final_loss: f64,
     /// Mean final test accuracy.
@@ -58,6 +63,20 @@ impl Run {
     /// Seconds until the cluster's loss first reached `target`.
     pub fn time_to(&self, target: f64) -> Option<f64> {
         self.curve.iter().find(|p| p.1 <= target).map(|p| p.0)
+    }
+
+    /// Mean bytes a worker had sent when the cluster's loss first reached `target`.
+    pub fn bytes_to(&self, target: f64) -> Option<f64> {
+        let at = self.curve.iter().position(|p| p.1 <= target)?;
+        self.bytes_curve.get(at).copied()
+    }
+
+    /// What the table calls it: the engine, and the compression if any.
+    pub fn label(&self) -> String {
+        match self.compression.as_str() {
+            "none" | "" => self.engine.to_string(),
+            c => format!("{} {c}", self.engine),
+        }
     }
 
     /// Mean wall time of a round.
@@ -113,7 +132,9 @@ pub fn run_cluster(
     drop(tx);
     let mut latest = vec![initial_loss; world];
     let mut accuracy = vec![0.0; world];
+    let mut bytes = vec![0u64; world];
     let mut curve = vec![(0.0, initial_loss)];
+    let mut bytes_curve = vec![0.0];
     let mut summaries: Vec<Option<Summary>> = (0..world).map(|_| None).collect();
     let mut bad_line = None;
     for (rank, line, at) in rx {
@@ -122,12 +143,14 @@ pub fn run_cluster(
                 if let Some(loss) = p.loss {
                     latest[rank as usize] = loss;
                     accuracy[rank as usize] = p.accuracy.unwrap_or(0.0);
+                    bytes[rank as usize] = p.bytes_sent;
                     let mean = latest.iter().sum::<f64>() / world as f64;
                     curve.push((at, mean));
+                    bytes_curve.push(bytes.iter().sum::<u64>() as f64 / world as f64);
                     on_progress(rank, &p, mean);
                 }
             }
-            Ok(Line::Done(s)) => summaries[rank as usize] = Some(s),
+            Ok(Line::Done(s)) => summaries[rank as usize] = Some(*s),
             Err(e) => bad_line = Some(format!("worker {rank} printed {e}")),
         }
     }
@@ -160,10 +183,12 @@ pub fn run_cluster(
     Ok(Run {
         engine: workers[0].engine,
         topology: workers[0].topology.clone(),
+        compression: workers[0].compression.clone(),
         wall_s,
         train_s: workers.iter().map(|w| w.elapsed_s).fold(0.0, f64::max),
         rounds: workers.iter().map(|w| w.rounds).min().unwrap_or(0),
         curve,
+        bytes_curve,
         final_loss: loss_sum / n,
         final_accuracy: acc_sum / n,
         bytes_per_worker: workers.iter().map(|w| w.bytes_sent as f64).sum::<f64>() / n,
@@ -175,16 +200,28 @@ pub fn run_cluster(
 /// The comparison table.
 pub fn table(runs: &[Run], target: f64) -> String {
     let mut out = format!(
-        "{:<11} {:<15} {:>6} {:>9} {:>10} {:>15} {:>10} {:>9} {:>13}\n",
-        "engine", "graph", "rounds", "train s", "ms/round", "s to target", "final loss", "accuracy", "MB sent/node"
+        "{:<16} {:<15} {:>6} {:>9} {:>10} {:>15} {:>10} {:>9} {:>13} {:>13}\n",
+        "engine",
+        "graph",
+        "rounds",
+        "train s",
+        "ms/round",
+        "s to target",
+        "final loss",
+        "accuracy",
+        "MB sent/node",
+        "MB to target"
     );
     for r in runs {
         let to_target = r
             .time_to(target)
             .map_or("not reached".to_string(), |t| format!("{t:.2}"));
+        let bytes_to_target = r
+            .bytes_to(target)
+            .map_or("not reached".to_string(), |b| format!("{:.2}", b / 1e6));
         out += &format!(
-            "{:<11} {:<15} {:>6} {:>9.2} {:>10.2} {:>15} {:>10.4} {:>8.1}% {:>13.2}\n",
-            r.engine.to_string(),
+            "{:<16} {:<15} {:>6} {:>9.2} {:>10.2} {:>15} {:>10.4} {:>8.1}% {:>13.2} {:>13}\n",
+            r.label(),
             r.topology,
             r.rounds,
             r.train_s,
@@ -193,6 +230,7 @@ pub fn table(runs: &[Run], target: f64) -> String {
             r.final_loss,
             100.0 * r.final_accuracy,
             r.bytes_per_worker / 1e6,
+            bytes_to_target,
         );
     }
     out
@@ -212,9 +250,11 @@ mod tests {
         Run {
             engine: Engine::Asap,
             topology: "exp".into(),
+            compression: "none".into(),
             wall_s: 2.0,
             train_s: 1.0,
             rounds: 10,
+            bytes_curve: (0..curve.len()).map(|i| 1e5 * i as f64).collect(),
             curve,
             final_loss,
             final_accuracy: 0.9,
@@ -231,6 +271,11 @@ mod tests {
         assert_eq!(r.time_to(0.3), Some(0.9));
         assert_eq!(r.time_to(0.2), None);
         assert!((r.seconds_per_round() - 0.1).abs() < 1e-12);
+        // Bytes are read at the same crossing.
+        assert_eq!(r.bytes_to(0.42), Some(1e5));
+        assert_eq!(r.bytes_to(0.3), Some(3e5));
+        assert_eq!(r.bytes_to(0.2), None);
+        assert_eq!(r.label(), "asap");
     }
 
     #[test]

@@ -58,13 +58,21 @@ pub fn loss_curves(runs: &[Run], target: f64, title: &str, path: &Path) -> Resul
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| draw(&e))?;
-    let colours = [RGBColor(0, 114, 178), RGBColor(213, 94, 0), RGBColor(0, 158, 115)];
+    // Okabe–Ito: told apart with any colour vision.
+    let colours = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+    ];
     for (r, colour) in runs.iter().zip(colours.iter().cycle()) {
         let style = ShapeStyle::from(colour).stroke_width(2);
         chart
             .draw_series(LineSeries::new(r.curve.iter().copied(), style))
             .map_err(|e| draw(&e))?
-            .label(format!("{} ({})", r.engine, r.topology))
+            .label(format!("{} ({})", r.label(), r.topology))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
     let dashes = (0..40).map(|i| {

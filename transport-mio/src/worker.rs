@@ -125,6 +125,10 @@ pub struct WorkerSpec {
     pub key: Option<asap_core::auth::Key>,
     /// With a key: payloads are encrypted too (`asap_core::Config::encrypt`).
     pub encrypt: bool,
+    /// The compressed mode (`asap_core::Config::compression`).
+    pub compression: asap_core::compress::Compression,
+    /// Its consensus step (`None`: the compression's default for the graph).
+    pub consensus_step: Option<f32>,
     /// This start of the worker ([`fresh_incarnation`]): peers tell a restart by it,
     /// and encryption's nonces depend on it being new.
     pub incarnation: u32,
@@ -176,6 +180,9 @@ pub struct Summary {
     pub transport: Transport,
     /// The graph (ASAP).
     pub topology: String,
+    /// How updates travel (`none`, `f16`, `bf16`, `q8`, `topk:F`).
+    #[serde(default = "uncompressed")]
+    pub compression: String,
     /// Rounds finished.
     pub rounds: u64,
     /// Seconds from the first round's start to the last round's end.
@@ -212,6 +219,10 @@ pub struct Summary {
     /// of every rank's starting replica (what the cluster should agree on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_error_to_mean: Option<f64>,
+}
+
+fn uncompressed() -> String {
+    "none".into()
 }
 
 /// What a federated worker ends with.
@@ -275,6 +286,8 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         max_frame: spec.max_frame,
         key: spec.key,
         encrypt: spec.encrypt,
+        compression: spec.compression,
+        consensus_step: spec.consensus_step,
         incarnation: spec.incarnation,
         clip: spec.clip,
         ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
@@ -430,6 +443,10 @@ fn rounds<R: Reducer, L: Link>(
         topology: match spec.engine {
             Engine::Asap => spec.topology.family.name().to_string(),
             Engine::Allreduce => "ring all-reduce".to_string(),
+        },
+        compression: match spec.engine {
+            Engine::Asap => spec.compression.to_string(),
+            Engine::Allreduce => "none".to_string(),
         },
         rounds: stats.rounds,
         elapsed_s,

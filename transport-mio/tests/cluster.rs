@@ -614,6 +614,34 @@ fn an_encrypting_cluster_reaches_the_exact_mean_over_udp_and_tcp() {
 }
 
 #[test]
+fn a_compressed_cluster_reaches_the_exact_mean_and_async_compression_is_refused() {
+    let (rounds, model) = (60u32, 3_000usize);
+    for compression in ["f16", "q8"] {
+        let results = results(spawn_cluster(4, "ring", rounds, model, &["--compress", compression]));
+        assert_exact_mean(&results, rounds, model);
+        for r in &results {
+            assert_eq!(r["compression"], compression, "{r}");
+        }
+    }
+    for (args, message) in [
+        (&["--compress", "q8", "--wait", "none"][..], "wait all or barrier"),
+        (&["--compress", "q8", "--topology", "one-peer-exp"], "static"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+            .args(["node", "--rank", "0", "--world", "4"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(message) && err.trim().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_worker_with_another_key_is_shut_out_and_the_others_agree() {
     let dir = tempfile::tempdir().unwrap();
     let (good, bad) = (

@@ -60,6 +60,65 @@ fn demo_trains_with_asap_and_all_reduce_and_writes_its_files() {
 }
 
 #[test]
+fn demo_compares_compressed_runs_by_bytes_to_the_target() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = asap(&[
+        "demo",
+        "--workers",
+        "4",
+        "--rounds",
+        "40",
+        "--features",
+        "2000",
+        "--rows",
+        "2000",
+        "--compute-ms",
+        "1",
+        "--rate",
+        "16",
+        "--compress",
+        "q8,topk:0.1",
+        "--quiet",
+        "--json",
+        "--out",
+        dir.path().to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let runs = summary["runs"].as_array().expect("runs");
+    let kinds: Vec<(&str, &str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["engine"].as_str().unwrap(),
+                r["compression"].as_str().unwrap(),
+                r["topology"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // One-peer-exp is time-varying: every ASAP run moved to the static exponential graph.
+    assert_eq!(
+        kinds,
+        [
+            ("asap", "none", "exp"),
+            ("asap", "q8", "exp"),
+            ("asap", "topk:0.1", "exp"),
+            ("allreduce", "none", "ring all-reduce")
+        ]
+    );
+    let loss = |r: &serde_json::Value| r["final_loss"].as_f64().unwrap();
+    let bytes = |r: &serde_json::Value| r["bytes_per_worker"].as_f64().unwrap();
+    let (f32_run, q8) = (&runs[0], &runs[1]);
+    // q8: the same final loss (within 1%) with at most 0.3 of f32's bytes.
+    assert!((loss(q8) - loss(f32_run)).abs() <= 0.01 * loss(f32_run), "{summary}");
+    assert!(bytes(q8) <= 0.3 * bytes(f32_run), "{summary}");
+    for r in runs {
+        assert!(r["bytes_to_target"].as_f64().is_some(), "target not reached: {r}");
+    }
+}
+
+#[test]
 fn demo_configuration_errors_are_one_line_and_exit_2() {
     for args in [
         &["demo", "--workers", "4", "--straggler", "4:2"][..],
@@ -70,6 +129,8 @@ fn demo_configuration_errors_are_one_line_and_exit_2() {
         &["demo", "--topology", "moebius"],
         &["demo", "--wait", "sometimes"],
         &["demo", "--rate", "-1"],
+        &["demo", "--compress", "q4"],
+        &["demo", "--compress", "topk:2"],
     ] {
         let out = asap(args);
         let err = String::from_utf8_lossy(&out.stderr);

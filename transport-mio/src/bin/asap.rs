@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use asap_core::compress::Compression;
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Wait;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -234,6 +235,12 @@ struct DemoArgs {
     /// With a key: encrypt every payload too (see `asap node --encrypt`).
     #[arg(long)]
     encrypt: bool,
+    /// Also run ASAP with these compressions (comma-separated: f16,bf16,q8,topk:0.01;
+    /// see `asap node --compress`) and compare bytes to the target. Compressed runs need
+    /// a static graph: a time-varying or random --topology is replaced by `exp` for
+    /// every ASAP run, so all compare on one graph.
+    #[arg(long, value_delimiter = ',', value_parser = parse_compression)]
+    compress: Vec<Compression>,
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -341,6 +348,16 @@ struct NodeArgs {
     /// not). Every member must agree.
     #[arg(long)]
     encrypt: bool,
+    /// Compressed updates: none, f16, bf16, q8 (a byte a value) or topk:F (the largest
+    /// fraction F of each chunk). Runs CHOCO-gossip (public copies, differences, error
+    /// feedback); needs --wait all or barrier and a static graph (not one-peer-exp or
+    /// random). Every member must agree.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    compress: Compression,
+    /// Compressed mode: the consensus step in (0, 1] (default: 1 for f16/bf16/q8;
+    /// smaller for top-k, and on slowly mixing graphs).
+    #[arg(long, value_name = "GAMMA")]
+    consensus_step: Option<f32>,
     /// Poisoning guard: pull incoming update chunks to within RELATIVE × the local
     /// chunk's norm (or ABSOLUTE per value, if larger) before mixing.
     #[arg(long, value_name = "RELATIVE[:ABSOLUTE]", value_parser = parse_clip)]
@@ -465,6 +482,10 @@ fn choose_graph(
         // Every n ≥ 2 has a ring; this is unreachable in practice.
         None => (Family::Ring, None),
     }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse().map_err(|e| format!("`{s}`: {e}"))
 }
 
 fn parse_wait(s: &str) -> Result<Wait, String> {
@@ -717,6 +738,8 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         linger: Duration::from_millis(args.linger_ms),
         key,
         encrypt: args.encrypt,
+        compression: args.compress,
+        consensus_step: args.consensus_step,
         incarnation: worker::fresh_incarnation(),
         clip: args.clip,
     };
@@ -738,7 +761,7 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&Line::Done(summary)).expect("serialisable"));
+        println!("{}", serde_json::to_string(&Line::Done(Box::new(summary))).expect("serialisable"));
     } else {
         let mut loss = summary
             .last
@@ -802,7 +825,37 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         4.0 * features,
         args.compute_ms / 1e3,
     );
-    let engines = [(Engine::Asap, family.name()), (Engine::Allreduce, "ring all-reduce")];
+    let compressed: Vec<Compression> = args
+        .compress
+        .iter()
+        .copied()
+        .filter(|c| *c != Compression::None)
+        .collect();
+    // The compressed mode needs a static, doubly stochastic graph: all ASAP runs then
+    // share one, so their bytes compare.
+    let (family, degree) = match family {
+        Family::OnePeerExponential | Family::Random if !compressed.is_empty() => {
+            if !args.quiet && !args.json {
+                eprintln!(
+                    "note: compressed runs need a static graph; every ASAP run uses exp instead of {}",
+                    family.name()
+                );
+            }
+            (Family::Exponential, None)
+        }
+        other => (other, degree),
+    };
+    let engines: Vec<(Engine, Compression, String)> = std::iter::once(Compression::None)
+        .chain(compressed)
+        .map(|c| {
+            let label = match c {
+                Compression::None => family.name().to_string(),
+                c => format!("{}, {c}", family.name()),
+            };
+            (Engine::Asap, c, label)
+        })
+        .chain([(Engine::Allreduce, Compression::None, "ring all-reduce".to_string())])
+        .collect();
     let bars = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
     } else {
@@ -812,7 +865,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         .expect("template")
         .progress_chars("=> ");
     let mut runs = Vec::new();
-    for (engine, graph) in engines {
+    for (engine, compression, graph) in engines {
         let bar = bars.add(ProgressBar::new(u64::from(args.rounds)));
         bar.set_style(style.clone());
         bar.set_prefix(format!("{engine} ({graph})"));
@@ -849,6 +902,9 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 if args.encrypt {
                     c.arg("--encrypt");
                 }
+                if compression != Compression::None {
+                    c.args(["--compress", &compression.to_string()]);
+                }
                 c
             })
             .collect();
@@ -880,6 +936,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         "runs": runs.iter().map(|r| serde_json::json!({
             "engine": r.engine,
             "topology": r.topology,
+            "compression": r.compression,
             "rounds": r.rounds,
             "train_s": r.train_s,
             "wall_s": r.wall_s,
@@ -888,6 +945,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
             "final_loss": r.final_loss,
             "final_accuracy": r.final_accuracy,
             "bytes_per_worker": r.bytes_per_worker,
+            "bytes_to_target": r.bytes_to(target),
             "chunks_resent": r.chunks_resent,
             "curve": r.curve,
         })).collect::<Vec<_>>(),
@@ -904,7 +962,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         println!("{title}; {} ms of compute a round (emulated)", args.compute_ms);
         println!("target loss {target:.4} (time from the workers' start)\n");
         print!("{}", demo::table(&runs, target));
-        let (a, b) = (&runs[0], &runs[1]);
+        let (a, b) = (&runs[0], &runs[runs.len() - 1]);
         if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
             println!(
                 "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
