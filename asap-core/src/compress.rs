@@ -20,6 +20,7 @@
 
 use core::fmt;
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::wire::Encoding;
@@ -232,9 +233,11 @@ pub fn encode(compression: Compression, values: &[f32], out: &mut [u8]) -> Resul
         Compression::None => crate::reduce::write_f32_le(values, out),
         Compression::F16 => {
             let (pairs, _) = out.as_chunks_mut::<2>();
-            for (p, v) in pairs.iter_mut().zip(values) {
-                *p = to_f16(*v).to_le_bytes();
-            }
+            f16_blocks(values, |at, block| {
+                for (p, h) in pairs[at..].iter_mut().zip(block) {
+                    *p = h.to_le_bytes();
+                }
+            });
         }
         Compression::Bf16 => {
             let (pairs, _) = out.as_chunks_mut::<2>();
@@ -324,7 +327,15 @@ pub fn for_each_decoded(
 fn quantized(compression: Compression, values: &[f32], mut f: impl FnMut(usize, f32)) {
     match compression {
         Compression::None => values.iter().enumerate().for_each(|(i, v)| f(i, *v)),
-        Compression::F16 => values.iter().enumerate().for_each(|(i, v)| f(i, to_f16(*v).to_f32())),
+        Compression::F16 => {
+            let mut floats = [0.0f32; F16_BLOCK];
+            f16_blocks(values, |at, block| {
+                block.convert_to_f32_slice(&mut floats[..block.len()]);
+                for (k, v) in floats[..block.len()].iter().enumerate() {
+                    f(at + k, *v);
+                }
+            });
+        }
         Compression::Bf16 => values.iter().enumerate().for_each(|(i, v)| f(i, to_bf16(*v).to_f32())),
         Compression::Q8 => {
             let q = Q8::of(values);
@@ -334,9 +345,22 @@ fn quantized(compression: Compression, values: &[f32], mut f: impl FnMut(usize, 
     }
 }
 
-/// Round to nearest even, saturated at ±65,504 (never infinite).
-fn to_f16(v: f32) -> f16 {
-    f16::from_f32(v.clamp(f16::MIN.to_f32(), f16::MAX.to_f32()))
+/// Values converted to f16 at a time (on the stack).
+const F16_BLOCK: usize = 64;
+
+/// `values` as f16 (round to nearest even, saturated at ±65,504: never infinite), in
+/// blocks: `f(index of the block's first value, block)`. The slice conversion uses the
+/// CPU's instructions where it has them (F16C with asap-core's `std` feature).
+fn f16_blocks(values: &[f32], mut f: impl FnMut(usize, &[f16])) {
+    let (mut clamped, mut halves) = ([0.0f32; F16_BLOCK], [f16::ZERO; F16_BLOCK]);
+    let (lo, hi) = (f16::MIN.to_f32(), f16::MAX.to_f32());
+    for (b, block) in values.chunks(F16_BLOCK).enumerate() {
+        for (c, v) in clamped.iter_mut().zip(block) {
+            *c = v.clamp(lo, hi);
+        }
+        halves[..block.len()].convert_from_f32_slice(&clamped[..block.len()]);
+        f(b * F16_BLOCK, &halves[..block.len()]);
+    }
 }
 
 /// Round to nearest even; what would round past bf16's largest value saturates.
@@ -375,7 +399,8 @@ impl Q8 {
 
     fn code(&self, v: f32) -> u8 {
         // `(v - lo)` may overflow for a range near f32::MAX; `v·inv - lo·inv` cannot.
-        libm::roundf(v * self.inverse - self.lo * self.inverse).clamp(0.0, 255.0) as u8
+        // Clamped, then rounded half up by truncation (no call: the loop vectorises).
+        ((v * self.inverse - self.lo * self.inverse).clamp(0.0, 255.0) + 0.5) as u8
     }
 
     /// What a code decodes to: the same expression the receiver evaluates.
@@ -507,11 +532,18 @@ fn for_each(encoding: Encoding, payload: &[u8], mut f: impl FnMut(usize, f32)) {
             words.iter().enumerate().for_each(|(i, w)| f(i, f32::from_le_bytes(*w)));
         }
         Encoding::F16Le => {
+            // In blocks, so the slice conversion can use the CPU's (F16C, NEON).
             let (pairs, _) = payload.as_chunks::<2>();
-            pairs
-                .iter()
-                .enumerate()
-                .for_each(|(i, p)| f(i, f16::from_le_bytes(*p).to_f32()));
+            let (mut halves, mut floats) = ([f16::ZERO; F16_BLOCK], [0.0f32; F16_BLOCK]);
+            for (b, block) in pairs.chunks(F16_BLOCK).enumerate() {
+                for (h, p) in halves.iter_mut().zip(block) {
+                    *h = f16::from_le_bytes(*p);
+                }
+                halves[..block.len()].convert_to_f32_slice(&mut floats[..block.len()]);
+                for (k, v) in floats[..block.len()].iter().enumerate() {
+                    f(b * F16_BLOCK + k, *v);
+                }
+            }
         }
         Encoding::Bf16Le => {
             let (pairs, _) = payload.as_chunks::<2>();

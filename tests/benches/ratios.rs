@@ -1,5 +1,6 @@
 //! Plain-timer companion of the `core` bench: times, in one run, folding, encoding +
-//! decoding and `memcpy` of the same 4 MiB (1,048,576 `f32`) model and prints ONE JSON
+//! decoding (plain, authenticated, encrypted, and each compressed encoding: encode +
+//! fold) and `memcpy` of the same 4 MiB (1,048,576 `f32`) model and prints ONE JSON
 //! object with the medians (µs) and the ratios to `memcpy`, plus the header overhead of a
 //! realistic 1,400-byte update frame.
 //!
@@ -17,6 +18,7 @@ use asap_core::reduce;
 mod common;
 
 use asap_core::auth::Key;
+use asap_core::compress::{self, Compression};
 use asap_core::wire::{self, Integrity, Sealing};
 use common::*;
 
@@ -62,9 +64,19 @@ fn main() {
         "keyed_frames_65536",
         "encrypted_frames_1400",
         "encrypted_frames_65536",
+        "codec_f16",
+        "codec_bf16",
+        "codec_q8",
+        "codec_topk_0.01",
         "memcpy",
     ];
     let memcpy_op = names.len() - 1;
+    let codecs = [
+        Compression::F16,
+        Compression::Bf16,
+        Compression::Q8,
+        Compression::TopK { fraction: 0.01 },
+    ];
     let mut run = |op: usize| match op {
         0 => {
             for (a, v) in acc.chunks_mut(small_chunk).zip(values.chunks(small_chunk)) {
@@ -98,6 +110,17 @@ fn main() {
             Sealing::Encrypt(&cipher),
         ),
         8 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Sealing::Encrypt(&cipher)),
+        // The compressed payloads: encode the whole model chunk by chunk (64 KiB frames)
+        // and fold each payload back (what sender and receiver do per update).
+        9..=12 => {
+            let compression = codecs[op - 9];
+            let chunk = compression.chunk_values(wire::MAX_FRAME_LEN - 64);
+            for (a, v) in acc.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                let len = compress::encode(compression, black_box(v), &mut buf).expect("finite");
+                compress::fold(compression.encoding(), &buf[..len], 0.5, a).expect("finite");
+            }
+            black_box(&mut acc);
+        }
         _ => {
             copy.copy_from_slice(black_box(&src));
             black_box(&mut copy);
