@@ -239,13 +239,7 @@ impl<'a> AllReduce<'a> {
         decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
         len: usize,
     ) -> Result<NodeId, FrameError> {
-        let (frame, _) = decoded.inspect_err(|e| {
-            if e.is_authentication() {
-                self.stats.auth_failures += 1;
-            } else {
-                self.stats.decode_errors += 1;
-            }
-        })?;
+        let (frame, _) = decoded.inspect_err(|e| self.stats.count_undecodable(e))?;
         let h = frame.header;
         if h.cluster != self.config.cluster {
             return Err(FrameError::WrongCluster(h.cluster));

@@ -28,6 +28,18 @@ pub struct PublicCopies<'a> {
     pub lo: &'a [f32],
 }
 
+impl Stats {
+    /// Counts a frame that did not decode: as an authentication failure, or as
+    /// malformed.
+    pub(crate) fn count_undecodable(&mut self, e: &DecodeError) {
+        if e.is_authentication() {
+            self.auth_failures += 1;
+        } else {
+            self.decode_errors += 1;
+        }
+    }
+}
+
 /// A frame [`Node::poll_transmit`] wrote into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "the frame in the buffer must be sent"]
@@ -845,13 +857,7 @@ impl<'a, const P: usize> Node<'a, P> {
         decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
         len: usize,
     ) -> Result<NodeId, FrameError> {
-        let (frame, _) = decoded.inspect_err(|e| {
-            if e.is_authentication() {
-                self.stats.auth_failures += 1;
-            } else {
-                self.stats.decode_errors += 1;
-            }
-        })?;
+        let (frame, _) = decoded.inspect_err(|e| self.stats.count_undecodable(e))?;
         let result = self.handle_decoded(now, frame.header, frame.payload);
         match result {
             Ok(()) => {
