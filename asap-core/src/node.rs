@@ -1202,6 +1202,7 @@ impl<'a, const P: usize> Node<'a, P> {
     fn take_control(&mut self, i: usize) -> Option<(Kind, u32)> {
         let started_rounds = self.round.saturating_add(u32::from(self.started));
         let (model_len, chunk_len) = (self.layout.model_len as u32, self.config.chunk_len() as u32);
+        let encoding = self.config.compression.encoding();
         let chunks = self.chunks;
         let p = &mut self.peers[i];
         if p.left {
@@ -1219,6 +1220,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 Kind::Hello {
                     model_len,
                     chunk_len,
+                    encoding,
                     reply,
                 },
                 self.round,
@@ -1331,10 +1333,11 @@ impl<'a, const P: usize> Node<'a, P> {
         if let Kind::Hello {
             model_len,
             chunk_len,
+            encoding,
             reply,
         } = h.kind
         {
-            self.handle_hello(i, model_len, chunk_len, reply)?;
+            self.handle_hello(i, (model_len, chunk_len, encoding), reply)?;
         } else if self.peers[i].incompatible {
             return Err(FrameError::Incompatible(h.from));
         }
@@ -1409,11 +1412,16 @@ impl<'a, const P: usize> Node<'a, P> {
         }
     }
 
-    fn handle_hello(&mut self, i: usize, model_len: u32, chunk_len: u32, reply: bool) -> Result<(), FrameError> {
-        let ours = (self.layout.model_len as u32, self.config.chunk_len() as u32);
+    /// A peer's Hello: its model length, chunk length and encoding must be ours.
+    fn handle_hello(&mut self, i: usize, theirs: (u32, u32, Encoding), reply: bool) -> Result<(), FrameError> {
+        let ours = (
+            self.layout.model_len as u32,
+            self.config.chunk_len() as u32,
+            self.config.compression.encoding(),
+        );
         let p = &mut self.peers[i];
         let id = p.spec.id;
-        if (model_len, chunk_len) != ours {
+        if theirs != ours {
             let first = !p.incompatible;
             p.incompatible = true;
             if first {
@@ -1950,6 +1958,7 @@ mod tests {
     const HELLO: Kind = Kind::Hello {
         model_len: MODEL as u32,
         chunk_len: 116,
+        encoding: Encoding::F32Le,
         reply: true,
     };
     const NOTIFY: Kind = Kind::Notify { chunks: CHUNKS };

@@ -144,6 +144,8 @@ pub enum Kind {
         model_len: u32,
         /// Values per update chunk; every member must agree.
         chunk_len: u32,
+        /// How its updates are encoded (its compression); every member must agree.
+        encoding: Encoding,
         /// `true` when this Hello answers one.
         reply: bool,
     },
@@ -767,6 +769,7 @@ mod tests {
             Kind::Hello {
                 model_len: u32::MAX,
                 chunk_len: u32::MAX,
+                encoding: Encoding::F32Le,
                 reply: true,
             },
             Kind::Update {

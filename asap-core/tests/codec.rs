@@ -6,10 +6,20 @@ use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(model_len, chunk_len, reply)| Kind::Hello {
-            model_len,
-            chunk_len,
-            reply
+        (any::<u32>(), any::<u32>(), any::<bool>(), 0..5u8).prop_map(|(model_len, chunk_len, reply, e)| {
+            let encoding = [
+                Encoding::F32Le,
+                Encoding::F16Le,
+                Encoding::Bf16Le,
+                Encoding::Q8,
+                Encoding::TopK,
+            ][e as usize];
+            Kind::Hello {
+                model_len,
+                chunk_len,
+                encoding,
+                reply,
+            }
         }),
         (any::<u32>(), any::<u32>(), any::<f32>()).prop_map(|(chunk, chunks, weight)| {
             Kind::Update {

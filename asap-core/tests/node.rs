@@ -122,6 +122,7 @@ fn update_goes_out_as_chunks_then_notify_then_nothing_until_ack() {
             reply: false,
             model_len: 300,
             chunk_len: 116,
+            encoding: asap_core::wire::Encoding::F32Le,
             ..
         }]
     ));
@@ -341,6 +342,7 @@ fn non_finite_update_is_rejected_and_never_reaches_the_replica() {
             Kind::Hello {
                 model_len: 300,
                 chunk_len: 116,
+                encoding: asap_core::wire::Encoding::F32Le,
                 reply: false
             },
             Kind::Ack
@@ -500,6 +502,7 @@ fn restarted_peer_is_accepted_from_round_zero() {
     let hello = Kind::Hello {
         model_len: 300,
         chunk_len: 116,
+        encoding: asap_core::wire::Encoding::F32Le,
         reply: false,
     };
     b.handle_frame(T0, &frame_of(1, A, B, 0, hello, &[])).unwrap();
@@ -544,6 +547,7 @@ fn hello_replies_coalesce() {
     let hello = Kind::Hello {
         model_len: 300,
         chunk_len: 116,
+        encoding: asap_core::wire::Encoding::F32Le,
         reply: false,
     };
     b.handle_frame(T0, &frame(A, B, 0, hello, &[])).unwrap();
@@ -602,6 +606,7 @@ fn incompatible_layout_is_refused() {
     let hello = Kind::Hello {
         model_len: 301,
         chunk_len: 116,
+        encoding: asap_core::wire::Encoding::F32Le,
         reply: false,
     };
     assert_eq!(

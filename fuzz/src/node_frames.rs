@@ -159,6 +159,7 @@ impl FrameSpec {
                 Kind::Hello {
                     model_len: model_len.unwrap_or(MODEL as u32),
                     chunk_len: chunk_len.unwrap_or(CHUNK_LEN as u32),
+                    encoding: asap_core::wire::Encoding::F32Le,
                     reply,
                 },
                 0,

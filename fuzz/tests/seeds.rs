@@ -65,6 +65,7 @@ fn decode_seeds() {
     let hello = Kind::Hello {
         model_len: 300,
         chunk_len: 116,
+        encoding: asap_core::wire::Encoding::F32Le,
         reply: false,
     };
     let seeds = [

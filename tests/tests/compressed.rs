@@ -193,3 +193,23 @@ fn compression_refuses_what_it_cannot_keep_exact() {
     let layout = base.layout(2).unwrap();
     assert_eq!(layout.accumulator, 3 * MODEL);
 }
+
+#[test]
+fn members_with_another_encoding_are_incompatible_from_the_handshake() {
+    use asap_core::{Event, FrameError, Instant, Node, PeerSpec};
+    // f16 and bf16 chunks hold as many values: only the Hello's encoding tells them apart.
+    let f16 = config(Compression::F16, 1.0)(0);
+    let bf16 = config(Compression::Bf16, 1.0)(1);
+    assert_eq!(f16.chunk_len(), bf16.chunk_len());
+    let mut memory = [f16, bf16].map(|c| asap_tests::NodeMemory::new(&c.layout(1).unwrap()));
+    let [ma, mb] = &mut memory;
+    let mut a: Node<'_, 4> = Node::new(f16, &[PeerSpec::both(NodeId(1), 0.5)], ma.buffers(), Instant::ZERO).unwrap();
+    let mut b: Node<'_, 4> = Node::new(bf16, &[PeerSpec::both(NodeId(0), 0.5)], mb.buffers(), Instant::ZERO).unwrap();
+    let mut buf = vec![0u8; 1_400];
+    let t = a.poll_transmit(Instant::ZERO, &mut buf).unwrap().expect("a Hello");
+    assert_eq!(
+        b.handle_frame(Instant::ZERO, &buf[..t.len]),
+        Err(FrameError::Incompatible(NodeId(0)))
+    );
+    assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == Event::PeerIncompatible(NodeId(0))));
+}
