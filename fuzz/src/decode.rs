@@ -1,10 +1,10 @@
 //! `decode`: `wire::peek` and `wire::decode` on arbitrary bytes.
 //!
 //! Neither may panic; they must agree with each other; and a frame that decodes must
-//! re-encode (`wire::encode` of its header and payload) to exactly the bytes it was
-//! decoded from. Bytes are compared, not structs: an update's weight may be a NaN.
+//! re-encode (`wire::seal_with` of its header and payload bytes, whatever the payload's
+//! encoding) to exactly the bytes it was decoded from. Bytes are compared, not structs: an update's weight may be a NaN.
 
-use asap_core::wire::{self, F32Le, Header, CRC_LEN, MAX_HEADER_LEN};
+use asap_core::wire::{self, Header, Sealing, CRC_LEN, MAX_HEADER_LEN};
 
 /// Encodes `header` alone (no payload) to compare two headers bit for bit.
 fn header_bytes(header: Header) -> Vec<u8> {
@@ -44,12 +44,12 @@ pub fn run(data: &[u8]) {
         "peek and decode read different headers"
     );
 
-    let values: Vec<f32> = F32Le::new(frame.payload)
-        .expect("decode checked the payload is whole f32s")
-        .iter()
-        .collect();
+    // The payload as it came, whatever its encoding.
     let mut buf = vec![0u8; MAX_HEADER_LEN + frame.payload.len() + CRC_LEN];
-    let n = wire::encode(frame.header, &values, &mut buf).expect("re-encoding fits");
+    let n = wire::seal_with(frame.header, frame.payload.len(), &mut buf, Sealing::Crc, |out| {
+        out.copy_from_slice(frame.payload)
+    })
+    .expect("re-encoding fits");
     let again = &buf[..n];
     let original = &data[..used];
     if crate::AVOID_KNOWN_BUGS && again != original && n < used {

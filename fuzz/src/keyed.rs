@@ -1,15 +1,17 @@
-//! `keyed`: the authenticated path — `wire::decode_keyed` on raw bytes, and a keyed node
-//! fed those bytes and a correctly sealed version of them, twice.
+//! `keyed`: the authenticated and the encrypted path — `wire::decode_keyed` and
+//! `wire::open` on raw bytes, and a keyed (or encrypting) node fed those bytes and a
+//! correctly sealed version of them, twice.
 //!
 //! The input's first byte picks which of two keys the attacker holds (the cluster's or
-//! another); the rest is the frame. Checks: decoding never panics; a frame that decodes
-//! under the key re-seals to exactly its bytes; no frame decodes under both a key and no
-//! key; a keyed node refuses everything not sealed with its key (counted, nothing
-//! received), takes a sealed frame at most once (the second copy is a replay), and its
-//! counters add up.
+//! another, bit 0) and whether the cluster encrypts (bit 1); the rest is the frame.
+//! Checks: decoding never panics; a frame that opens under the key re-seals to exactly
+//! its bytes (the AEAD is deterministic given its nonce); no frame decodes both with and
+//! without a key; a refused frame's bytes are left as they came; the node refuses
+//! everything not sealed with its key and scheme (counted, nothing received), takes a
+//! sealed frame at most once (the second copy is a replay), and its counters add up.
 
-use asap_core::auth::Key;
-use asap_core::wire::{self, DecodeError, F32Le, Integrity};
+use asap_core::auth::{Cipher, Key};
+use asap_core::wire::{self, DecodeError, Sealing};
 use asap_core::{FrameError, Instant, Node, NodeId};
 
 use crate::common::{config, peers_of, Mem, MAX_FRAME};
@@ -21,56 +23,88 @@ const OTHER_KEY: Key = Key::new([0xa5; 32]);
 /// Values of the fixture's model.
 const MODEL: usize = 300;
 
+fn cipher(key: &Key) -> Cipher {
+    Cipher::from_key(key).expect("built with encrypt")
+}
+
+/// `header` and `payload` (bytes as they travel in clear) sealed as `sealing` says.
+fn reseal(header: wire::Header, payload: &[u8], sealing: Sealing<'_>) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_FRAME.max(wire::MAX_HEADER_LEN + payload.len() + asap_core::auth::TAG_LEN)];
+    let n = wire::seal_with(header, payload.len(), &mut buf, sealing, |out| {
+        out.copy_from_slice(payload)
+    })
+    .ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// The target body.
 pub fn run(data: &[u8]) {
     let Some((&selector, frame)) = data.split_first() else {
         return;
     };
     let attacker = if selector & 1 == 0 { CLUSTER_KEY } else { OTHER_KEY };
+    let encrypt = selector & 2 != 0;
+    let (cluster_cipher, attacker_cipher) = (cipher(&CLUSTER_KEY), cipher(&attacker));
+    let (ours, theirs) = if encrypt {
+        (Sealing::Encrypt(&cluster_cipher), Sealing::Encrypt(&attacker_cipher))
+    } else {
+        (Sealing::Tag(&CLUSTER_KEY), Sealing::Tag(&attacker))
+    };
 
-    // The wire: keyed decoding of arbitrary bytes.
-    let keyed = wire::decode_keyed(frame, Some(&CLUSTER_KEY));
-    let plain = wire::decode_keyed(frame, None);
+    // The wire: opening arbitrary bytes under the cluster's scheme (in a copy: it
+    // decrypts in place).
+    let mut copy = frame.to_vec();
+    let opened = wire::open(&mut copy, ours).map(|(f, used)| (f.header, f.payload.to_vec(), used));
+    let plain = wire::decode(frame);
     assert!(
-        !(keyed.is_ok() && plain.is_ok()),
+        !(opened.is_ok() && plain.is_ok()),
         "a frame decoded with and without the key"
     );
-    if let Ok((decoded, used)) = &keyed {
-        let values: Vec<f32> = F32Le::new(decoded.payload).expect("whole values").iter().collect();
-        let mut buf = vec![0u8; wire::MAX_HEADER_LEN + decoded.payload.len() + asap_core::auth::TAG_LEN];
-        let n = wire::encode_keyed(decoded.header, &values, &mut buf, Some(&CLUSTER_KEY)).expect("fits");
-        assert_eq!(&buf[..n], &frame[..*used], "a keyed frame re-seals to other bytes");
+    match &opened {
+        Ok((header, payload, used)) => {
+            let again = reseal(*header, payload, ours).expect("fits");
+            assert_eq!(&again[..], &frame[..*used], "an opened frame re-seals to other bytes");
+        }
+        Err(_) => assert_eq!(copy, frame, "a refused frame was changed in place"),
     }
 
     // A keyed node (node 1 of the pair) fed the raw bytes.
     let cfg = asap_core::Config {
         key: Some(CLUSTER_KEY),
+        encrypt,
+        incarnation: 1,
         ..config(NodeId(1), MODEL)
     };
     let mut mem = Mem::new(&cfg, 1);
     let mut node = Node::<4>::new(cfg, &peers_of(NodeId(1)), mem.buffers(), Instant::ZERO).expect("fixture");
     let now = Instant::from_millis(1);
-    let raw = node.handle_frame(now, frame);
-    if keyed.is_err() {
+    let raw = node.handle_frame_mut(now, &mut frame.to_vec());
+    if opened.is_err() {
         assert!(raw.is_err(), "the node took bytes the key does not verify");
         assert_eq!(node.stats().frames_received, 0);
     }
 
-    // The same content sealed by the attacker's key, delivered twice: with the cluster's
-    // key the second copy is a replay; with another key both are refused.
-    let Ok((decoded, _)) = wire::decode(frame).or(keyed) else {
+    // The same content sealed by the attacker, delivered twice: with the cluster's key
+    // the second copy is a replay; with another key both are refused.
+    let content = plain
+        .map(|(f, _)| (f.header, f.payload.to_vec()))
+        .or(opened.map(|(h, p, _)| (h, p)))
+        .ok()
+        .or_else(|| {
+            let (f, _) = wire::decode_keyed(frame, Some(&CLUSTER_KEY)).ok()?;
+            Some((f.header, f.payload.to_vec()))
+        });
+    let Some((mut header, payload)) = content else {
         return;
     };
-    let values: Vec<f32> = F32Le::new(decoded.payload).expect("whole values").iter().collect();
-    let mut header = decoded.header;
-    header.integrity = Integrity::Blake3 { seq: 1 << 40 };
-    let mut buf = vec![0u8; MAX_FRAME.max(wire::MAX_HEADER_LEN + 4 * values.len() + 16)];
-    let Ok(n) = wire::encode_keyed(header, &values, &mut buf, Some(&attacker)) else {
+    header.integrity = theirs.integrity(1 << 40);
+    let Some(sealed) = reseal(header, &payload, theirs) else {
         return;
     };
     let before = *node.stats();
-    let first = node.handle_frame(now, &buf[..n]);
-    let second = node.handle_frame(now, &buf[..n]);
+    let first = node.handle_frame_mut(now, &mut sealed.clone());
+    let second = node.handle_frame_mut(now, &mut sealed.clone());
     let after = *node.stats();
     if attacker == OTHER_KEY {
         assert_eq!(first, Err(FrameError::Decode(DecodeError::BadTag)));

@@ -8,12 +8,14 @@
 //! | target        | what it drives                                                       |
 //! |---------------|----------------------------------------------------------------------|
 //! | `decode`      | `wire::peek` / `wire::decode` on raw bytes; re-encoding round-trips  |
-//! | `keyed`       | keyed decoding, re-sealing, a keyed node refusing forgeries and replays |
+//! | `keyed`       | keyed and encrypted decoding, re-sealing, a node refusing forgeries and replays |
 //! | `node_frames` | one node fed raw and well-formed frames, timers and app commands     |
 //! | `topology`    | `Topology::new` and its neighbour and weight queries                 |
 //! | `reduce`      | the fold / init / mix kernels on arbitrary bit patterns              |
 //! | `pair`        | two nodes over a lossy, duplicating, reordering channel, then a clean one |
+//! | `codec`       | the compressed payload encodings: check / fold / decode, re-encoding  |
 
+pub mod codec;
 pub mod common;
 pub mod decode;
 pub mod keyed;

@@ -51,3 +51,8 @@ fn reduce() {
 fn pair() {
     replay("pair", asap_fuzz::pair::run);
 }
+
+#[test]
+fn codec() {
+    replay("codec", asap_fuzz::codec::run);
+}

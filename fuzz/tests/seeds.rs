@@ -200,3 +200,67 @@ fn write_seeds() {
     asap_fuzz::reduce::run(&bytes);
     write("reduce", "specials", &bytes);
 }
+
+/// Seeds of the targets added with compression and encryption, written without
+/// rewriting the others: `cargo test --release --test seeds -- --ignored codec`.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn write_codec_and_encrypted_seeds() {
+    use asap_core::auth::{Cipher, Key};
+    use asap_core::compress::{self, Compression};
+    use asap_core::wire::Sealing;
+    // codec: a real payload of every encoding (selector, length, payload).
+    let values: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    for (selector, c) in [
+        (0u8, Compression::None),
+        (1, Compression::F16),
+        (2, Compression::Bf16),
+        (3, Compression::Q8),
+        (4, Compression::TopK { fraction: 0.2 }),
+    ] {
+        let mut buf = vec![0u8; c.payload_len(values.len())];
+        let n = compress::encode(c, &values, &mut buf).unwrap();
+        let mut bytes = vec![selector, values.len() as u8];
+        bytes.extend_from_slice(&buf[..n]);
+        asap_fuzz::codec::run(&bytes);
+        write("codec", &format!("payload-{c}").replace(':', "-"), &bytes);
+    }
+    // keyed: frames of every kind encrypted under the cluster key (selector bit 1).
+    let key = Key::new([0x5a; 32]);
+    let cipher = Cipher::from_key(&key).unwrap();
+    let values: Vec<f32> = (0..116).map(|i| i as f32 * 0.25 - 3.0).collect();
+    for (name, kind, payload) in [
+        (
+            "update",
+            Kind::Update {
+                chunk: 0,
+                chunks: 3,
+                weight: 0.5,
+                encoding: Encoding::F32Le,
+            },
+            &values[..],
+        ),
+        ("ack", Kind::Ack, &[][..]),
+        ("notify", Kind::Notify { chunks: 3 }, &[][..]),
+    ] {
+        let header = Header {
+            version: wire::VERSION,
+            integrity: Integrity::XChaCha20Poly1305 { seq: 7 },
+            cluster: 9,
+            from: NodeId(0),
+            incarnation: 1,
+            to: NodeId(1),
+            round: 4,
+            kind,
+            payload_len: 0,
+        };
+        let mut buf = vec![0u8; 1_024];
+        let n = wire::seal(header, payload, &mut buf, Sealing::Encrypt(&cipher)).unwrap();
+        for selector in [2u8, 3] {
+            let mut bytes = vec![selector];
+            bytes.extend_from_slice(&buf[..n]);
+            asap_fuzz::keyed::run(&bytes);
+            write("keyed", &format!("encrypted-{name}-{selector}"), &bytes);
+        }
+    }
+}
