@@ -761,7 +761,10 @@ fn node(args: NodeArgs) -> Result<ExitCode, String> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&Line::Done(Box::new(summary))).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string(&Line::Done(Box::new(summary))).expect("serialisable")
+        );
     } else {
         let mut loss = summary
             .last
