@@ -10,10 +10,21 @@
 //! It prints the result and the stack it never touched (a painted-stack high-water
 //! mark: the proof that node, network stack and stack fit the 64 KiB), and exits
 //! through semihosting: 0 when its replica is within 1e-5 of the mean.
+//!
+//! With the `keyed` feature every frame carries a keyed BLAKE3 tag under the test key
+//! in `test.key` (build.rs bakes it in; the host processes get `--key-file test.key`).
+//! A real board would keep its key in provisioned flash or OTP, never in its image.
+//! The board takes a new incarnation at every boot (the host's clock through
+//! semihosting SYS_TIME; a real board: a boot counter in flash): with a key, peers would
+//! otherwise refuse a restarted board's frames as replays of its previous life.
 #![no_std]
 #![no_main]
 
 mod lan9118;
+
+mod key {
+    include!(concat!(env!("OUT_DIR"), "/key.rs"));
+}
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -22,7 +33,7 @@ use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::{debug, hprintln, nr};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
@@ -45,7 +56,13 @@ const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The mps2-an386 system clock.
 const CPU_HZ: u32 = 25_000_000;
 
-const CONFIG: Config = Config::new(0xa5a9, NodeId(0), MODEL);
+const CONFIG: Config = Config {
+    key: match key::KEY {
+        Some(bytes) => Some(asap_core::auth::Key::new(bytes)),
+        None => None,
+    },
+    ..Config::new(0xa5a9, NodeId(0), MODEL)
+};
 const CHUNKS: usize = MODEL.div_ceil(CONFIG.chunk_len());
 const PEERS: usize = WORLD - 1;
 const BITMAP_WORDS: usize = CHUNKS.div_ceil(32) * PEERS;
@@ -85,7 +102,24 @@ fn now() -> Instant {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     hprintln!("panic: {}", info);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// The host's clock, whole seconds since 1970 (semihosting SYS_TIME).
+fn host_seconds() -> u32 {
+    // SAFETY: SYS_TIME takes no argument block and only returns a value.
+    unsafe { cortex_m_semihosting::syscall1(nr::TIME, 0) as u32 }
+}
+
+/// An incarnation no earlier boot had: the second this one started in, counted from
+/// 2025-01-01, after waiting for that second to pass (at most a second).
+fn fresh_incarnation() -> u32 {
+    const EPOCH_2025: u32 = 1_735_689_600;
+    let mine = host_seconds();
+    while host_seconds() == mine {}
+    mine.saturating_sub(EPOCH_2025).max(1)
 }
 
 const PAINT: u32 = 0xA5A5_5A5A;
@@ -178,8 +212,17 @@ fn main() -> ! {
         chunk_weights,
         chunk_bits,
     };
+    let incarnation = fresh_incarnation();
+    let integrity = if key::KEY.is_some() {
+        "keyed BLAKE3 tags"
+    } else {
+        "CRC-32"
+    };
+    hprintln!("board: incarnation {}, {}", incarnation, integrity);
     let start = asap_core::Instant::from_micros(now().total_micros() as u64);
-    let node = Node::<WORLD>::with_topology(CONFIG, &topology, buffers, start).unwrap();
+    let config = Config { incarnation, ..CONFIG };
+    let node = Node::<WORLD>::with_topology(config, &topology, buffers, start).unwrap();
+    let started = now();
     for (p, v) in params.iter_mut().zip(Replica::new(SEED, 0)) {
         *p = v;
     }
@@ -210,19 +253,26 @@ fn main() -> ! {
     let stats = driver.engine().stats();
     let ok = max_error <= 1e-5;
     hprintln!(
-        "board: {} rounds of {} values in {} ms, {} frames sent, {} received, {} chunks resent, {} peers down, \
-         stack headroom {} B of 64 KiB RAM, max error {:e}: {}",
+        "board ({}): {} rounds of {} values in {} ms, {} frames sent, {} received, {} chunks resent, \
+         {} peers down, {} auth failures, {} replays, stack headroom {} B of 64 KiB RAM, max error {:e}: {}",
+        integrity,
         stats.rounds,
         MODEL,
-        now().total_millis(),
+        (now() - started).total_millis(),
         stats.frames_sent,
         stats.frames_received,
         stats.chunks_resent,
         stats.peers_down,
+        stats.auth_failures,
+        stats.replays,
         stack_headroom(),
         max_error,
         if ok { "PASS" } else { "FAIL" }
     );
+    // The report's formatting (floats included) ran on the stack too.
+    hprintln!("board: stack headroom after the report {} B", stack_headroom());
     debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
