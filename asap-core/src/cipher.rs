@@ -8,7 +8,7 @@
 //! incarnation — which is why an encrypting node refuses incarnation 0
 //! ([`crate::ConfigError::EncryptionNeedsIncarnation`]).
 //!
-//! Without the feature (it costs ~13 KiB of flash on a Cortex-M4), [`Cipher`] has no
+//! Without the feature (it costs ~4 KiB of flash on a Cortex-M4), [`Cipher`] has no
 //! values: nothing can be encrypted, encrypted frames are refused as
 //! [`crate::DecodeError::Encrypted`], and `Config::encrypt` is
 //! [`ConfigError::EncryptionUnavailable`].

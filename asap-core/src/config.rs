@@ -235,9 +235,10 @@ impl Config {
         self.consensus_step.unwrap_or(self.compression.default_step(gap))
     }
 
-    /// Whether the node runs the compressed mode.
+    /// Whether the node runs the compressed mode. Always `false` without the
+    /// `compress` feature, so the mode's code is left out of the build.
     pub fn is_compressed(&self) -> bool {
-        self.compression != Compression::None
+        cfg!(feature = "compress") && self.compression != Compression::None
     }
 
     /// Sizes of the buffers a node with `peers` table entries needs.
@@ -256,6 +257,9 @@ impl Config {
         }
         if self.encrypt && self.incarnation == 0 {
             return Err(ConfigError::EncryptionNeedsIncarnation);
+        }
+        if self.compression != Compression::None && !cfg!(feature = "compress") {
+            return Err(ConfigError::CompressionUnavailable);
         }
         let step = self.step(None);
         if !(self.compression.is_valid() && step > 0.0 && step <= 1.0) {

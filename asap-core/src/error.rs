@@ -212,6 +212,8 @@ pub enum ConfigError {
     CompressionNeedsStaticGraph,
     /// Compression with `clip`: the guard bounds replicas, not differences.
     CompressionWithClip,
+    /// Compression in a build without asap-core's `compress` feature.
+    CompressionUnavailable,
     /// `encrypt` with incarnation 0: a restart would reuse nonces (set it to a boot
     /// counter or a clock reading, new at every start).
     EncryptionNeedsIncarnation,
@@ -249,6 +251,9 @@ impl fmt::Display for ConfigError {
                 f.write_str("compression needs a static, doubly stochastic graph (not one-peer-exp or random)")
             }
             ConfigError::CompressionWithClip => f.write_str("compression and clip cannot be combined"),
+            ConfigError::CompressionUnavailable => {
+                f.write_str("compression is not in this build (asap-core's cargo feature `compress`)")
+            }
             ConfigError::EncryptionUnavailable => {
                 f.write_str("encryption is not in this build (asap-core's cargo feature `encrypt`)")
             }

@@ -1278,17 +1278,17 @@ impl<'a, const P: usize> Node<'a, P> {
         header.integrity = header.integrity.with_seq(self.send_seq);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
         let compression = self.config.compression;
-        // Control frames carry nothing (a Q8 chunk of no values would still carry its
-        // header).
-        let payload = match kind {
-            Kind::Update { .. } => compression.payload_len(values.len()),
-            _ => 0,
+        let len = match kind {
+            Kind::Update { .. } if self.config.is_compressed() => {
+                let payload = compression.payload_len(values.len());
+                wire::seal_with(header, payload, buf, self.secret.sealing(), |out| {
+                    // Cannot fail: the snapshot is finite (checked when the round
+                    // started) and `out` has the payload's length.
+                    let _ = compress::encode(compression, values, out);
+                })?
+            }
+            _ => wire::seal(header, values, buf, self.secret.sealing())?,
         };
-        let len = wire::seal_with(header, payload, buf, self.secret.sealing(), |out| {
-            // Cannot fail: the snapshot is finite (checked when the round started) and
-            // `out` has the payload's length.
-            let _ = compress::encode(compression, values, out);
-        })?;
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
         p.last_sent = now;

@@ -814,3 +814,16 @@ fn bad_configurations_are_refused() {
     ));
     assert_eq!(Config { model_len: 0, ..cfg }.layout(1), Err(ConfigError::EmptyModel));
 }
+
+/// Built alone (no `compress` feature; the workspace turns it on), asap-core refuses the
+/// compressed mode by name rather than running without it.
+#[cfg(not(feature = "compress"))]
+#[test]
+fn without_the_compress_feature_compression_is_a_configuration_error() {
+    let config = asap_core::Config {
+        compression: asap_core::compress::Compression::Q8,
+        ..asap_core::Config::new(1, asap_core::NodeId(0), 100)
+    };
+    assert_eq!(config.layout(1), Err(asap_core::ConfigError::CompressionUnavailable));
+    assert!(!config.is_compressed());
+}
