@@ -42,7 +42,7 @@ timeout 150 qemu-system-arm -M mps2-an386 -nographic \
 board=$!
 pids+=($board)
 deadline=$((SECONDS + 20))
-until grep -q '^board: incarnation' "$work/board.out"; do
+until grep -q '^board: incarnation' "$work/board.out" 2>/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$board" 2>/dev/null; then
         echo "qemu-lan9118: FAILED: the board did not start" >&2
         cat "$work/board.out" "$work/qemu.err" >&2

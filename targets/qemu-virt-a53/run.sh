@@ -51,7 +51,7 @@ timeout 300 qemu-system-aarch64 -machine virt -cpu cortex-a53 -nographic \
     -kernel "$A53_ELF" >"$work/a53.out" 2>"$work/a53.err" &
 pids+=($!)
 deadline=$((SECONDS + 20))
-until grep -q '^board rank 0: incarnation' "$work/m4.out" && grep -q '^board rank 1: incarnation' "$work/a53.out"; do
+until grep -q '^board rank 0: incarnation' "$work/m4.out" 2>/dev/null && grep -q '^board rank 1: incarnation' "$work/a53.out" 2>/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
         echo "qemu-virt-a53: FAILED: the boards did not start within 20 s" >&2
         cat "$work/m4.out" "$work/a53.out" "$work/m4.err" "$work/a53.err" >&2
