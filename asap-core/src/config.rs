@@ -144,9 +144,11 @@ pub struct Config {
     /// `q = Q(x − x̂)`, and mixes `x ← x + γ·t` — what compression drops stays in
     /// `x − x̂` and goes out in later rounds, and the average is kept exactly. It needs
     /// `Wait::All` or `Wait::Barrier` (every update consumed in its round, NOTIFY-ACK
-    /// keeping `x̂` equal on both ends), a static symmetric doubly stochastic graph, no
-    /// `clip`, and an accumulator of three model lengths ([`Layout::accumulator`]: `t`
-    /// as a compensated sum, and `x̂`). Every member must agree. Default `None`.
+    /// keeping `x̂` equal on both ends), a symmetric doubly stochastic graph (not push-sum
+    /// `Random`; a time-varying one, one-peer-exp, runs on the union of a period's graphs
+    /// with `q` computed once a period and `t` mixed at its end), no `clip`, and an
+    /// accumulator of three model lengths ([`Layout::accumulator`]: `t` as a compensated
+    /// sum, and `x̂`). Every member must agree. Default `None`.
     pub compression: Compression,
     /// Compressed mode: the consensus step `γ` in `(0, 1]`; 1 is plain gossip on what
     /// arrives, and coarse compressors need smaller steps or they diverge. Default

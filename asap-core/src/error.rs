@@ -207,8 +207,8 @@ pub enum ConfigError {
     /// Compression with a wait policy that lets rounds finish without every update
     /// (`Wait::None`, `Wait::AtLeast`): public copies would drift apart.
     CompressionNeedsExactRounds,
-    /// Compression on a time-varying or push-sum graph: the sum of in-neighbours'
-    /// public copies needs the same in-neighbours every round.
+    /// Compression on a push-sum graph (`Random`: directed, irregular): the mode needs
+    /// doubly stochastic weights to keep the average.
     CompressionNeedsStaticGraph,
     /// Compression with `clip`: the guard bounds replicas, not differences.
     CompressionWithClip,
@@ -248,7 +248,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("compression needs wait all or barrier (every update consumed in its round)")
             }
             ConfigError::CompressionNeedsStaticGraph => {
-                f.write_str("compression needs a static, doubly stochastic graph (not one-peer-exp or random)")
+                f.write_str("compression needs a doubly stochastic graph (not random, which runs push-sum)")
             }
             ConfigError::CompressionWithClip => f.write_str("compression and clip cannot be combined"),
             ConfigError::CompressionUnavailable => {

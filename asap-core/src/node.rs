@@ -450,11 +450,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 return Err(ConfigError::WaitExceedsInDegree);
             }
         }
-        if config.is_compressed()
-            && schedule
-                .as_ref()
-                .is_some_and(|t| t.is_time_varying() || t.needs_push_sum())
-        {
+        if config.is_compressed() && schedule.as_ref().is_some_and(Topology::needs_push_sum) {
             return Err(ConfigError::CompressionNeedsStaticGraph);
         }
         buffers.chunk_weights.fill(0.0);
@@ -943,9 +939,12 @@ impl<'a, const P: usize> Node<'a, P> {
                         self.stats.chunks_sent += 1;
                     }
                     let share = self.send_weight(i, round).unwrap_or(0.0);
-                    // Push-sum: the share of the mass travels as the weight.
+                    // Push-sum: the share of the mass travels as the weight. Compressed
+                    // on a time-varying graph: the edge's weight in the period's union.
                     let weight = if self.is_push_sum() {
                         (f64::from(share) * self.snapshot_mass) as f32
+                    } else if let Some(w) = self.union_weight() {
+                        w
                     } else {
                         share
                     };
@@ -1124,8 +1123,14 @@ impl<'a, const P: usize> Node<'a, P> {
         if round > self.round.saturating_add(1) {
             self.stats.rounds_skipped += u64::from(round.wrapping_sub(self.round).wrapping_sub(1));
         }
+        let skipped = round > self.round.saturating_add(1);
         self.round = round;
         self.enter_epoch();
+        if skipped && self.union_weight().is_some() {
+            // Compressed on a time-varying graph: the skipped rounds' deliveries are
+            // lost to this period's sums; nobody counts until the next epoch.
+            self.peers.iter_mut().for_each(|p| p.epoch_excluded = true);
+        }
         let exact = self.exact_rounds();
         for p in self.peers.iter_mut() {
             if exact {
@@ -1635,14 +1640,18 @@ impl<'a, const P: usize> Node<'a, P> {
     /// public copies; a node starting in the middle of one (it restarted, or joined
     /// late) knows no neighbour's public copy and folds none until the next.
     fn start_compressed(&mut self, params: &[f32]) -> Result<(), RoundError> {
-        let e = self.config.compression_epoch;
-        let epoch_start = self.epoch * e;
+        let epoch_start = self.epoch * self.epoch_len();
         if self.fresh && self.round != epoch_start {
             for p in self.peers.iter_mut() {
                 p.epoch_excluded = true;
             }
         }
         self.fresh = false;
+        if self.union_weight().is_some() && !self.round.is_multiple_of(self.period()) {
+            // Time-varying graph: this period's `q` (the snapshot) goes to this round's
+            // partner as it is.
+            return Ok(());
+        }
         let (compression, chunk_len) = (self.config.compression, self.config.chunk_len());
         let model = self.layout.model_len;
         // The neighbours whose public copies are in `t`: each sees this node's `q` at its
@@ -1711,7 +1720,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// old one can no longer arrive: every in-neighbour's update of the last round was
     /// consumed, and later ones are early until now).
     fn enter_epoch(&mut self) {
-        let epoch = self.round.checked_div(self.config.compression_epoch).unwrap_or(0);
+        let epoch = self.round.checked_div(self.epoch_len()).unwrap_or(0);
         if !self.config.is_compressed() || epoch == self.epoch {
             return;
         }
@@ -1725,8 +1734,33 @@ impl<'a, const P: usize> Node<'a, P> {
         }
     }
 
-    /// Compressed mode, at the end of a round: `x ← x + γ·t` chunk by chunk.
+    /// Rounds after which the schedule repeats (1 for static graphs and peer tables).
+    fn period(&self) -> u32 {
+        self.schedule.as_ref().map_or(1, Topology::period)
+    }
+
+    /// Compressed mode on a time-varying graph (one-peer-exp): CHOCO on the union of a
+    /// period's graphs (the static exponential graph), lazily — `q` is computed at the
+    /// period's start and sent to one partner a round, `t` is mixed at its end. The
+    /// weight of a union edge: the period's partners and the node itself share it
+    /// equally. `None` otherwise.
+    fn union_weight(&self) -> Option<f32> {
+        let p = self.period();
+        (self.config.is_compressed() && p > 1).then(|| 1.0 / (p + 1) as f32)
+    }
+
+    /// Rounds of a compressed epoch: `compression_epoch`, rounded up to whole periods
+    /// (0: never).
+    fn epoch_len(&self) -> u32 {
+        self.config.compression_epoch.div_ceil(self.period()) * self.period()
+    }
+
+    /// Compressed mode, at the end of a round: `x ← x + γ·t` chunk by chunk (on a
+    /// time-varying graph, at the end of a period only).
     fn finish_compressed(&mut self, params: &mut [f32]) {
+        if self.union_weight().is_some() && !self.round.wrapping_add(1).is_multiple_of(self.period()) {
+            return;
+        }
         let (gamma, chunk_len, model) = (
             self.config.step(self.schedule.as_ref().map(Topology::spectral_gap)),
             self.config.chunk_len(),

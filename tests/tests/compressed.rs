@@ -141,8 +141,8 @@ fn the_average_is_kept_at_every_round_while_replicas_converge() {
 }
 
 #[test]
-fn an_expander_and_a_static_exponential_graph_converge_compressed() {
-    for family in [Family::Expander, Family::Exponential] {
+fn expander_static_and_one_peer_exponential_graphs_converge_compressed() {
+    for family in [Family::Expander, Family::Exponential, Family::OnePeerExponential] {
         let n = 16;
         let topology = Topology::new(TopologySpec::new(family, n), &mut vec![0.0; 3 * n as usize]).unwrap();
         let config = config(Compression::Q8, 1.0);
@@ -157,7 +157,14 @@ fn an_expander_and_a_static_exponential_graph_converge_compressed() {
         assert!(cluster.run_rounds(300, Duration::from_secs(3_600)));
         let err = cluster.max_error(&target);
         assert!(err <= 1e-5, "{family:?}: max error {err:e}");
-        let weight = |j: usize, i: usize| topology.edge_weight(j as u32, i as u32, 0) as f32;
+        // A time-varying graph runs on its period's union, each edge at 1 / (period + 1)
+        // (300 rounds: a whole number of periods of 4).
+        let union = 1.0 / (topology.period() + 1) as f32;
+        let weight = |j: usize, i: usize| match topology.period() {
+            1 => topology.edge_weight(j as u32, i as u32, 0) as f32,
+            _ if topology.peers_of(i as u32).any(|p| p == j as u32) => union,
+            _ => 0.0,
+        };
         let invariant = public_copies_agree(&cluster, weight);
         assert!(invariant <= 1e-4, "{family:?}: {invariant:e}");
     }
@@ -185,9 +192,9 @@ fn compression_refuses_what_it_cannot_keep_exact() {
     };
     assert_eq!(clipped.layout(2), Err(ConfigError::CompressionWithClip));
     let n = 8;
-    let one_peer = Topology::new(TopologySpec::new(Family::OnePeerExponential, n), &mut [0.0; 24]).unwrap();
-    let memory = &mut Cluster::topology_memory(config(Compression::F16, 1.0), &one_peer)[0];
-    let built = asap_core::Node::<8>::with_topology(base, &one_peer, memory.buffers(), asap_core::Instant::ZERO);
+    let push_sum = Topology::new(TopologySpec::new(Family::Random, n), &mut [0.0; 24]).unwrap();
+    let memory = &mut Cluster::topology_memory(config(Compression::F16, 1.0), &push_sum)[0];
+    let built = asap_core::Node::<8>::with_topology(base, &push_sum, memory.buffers(), asap_core::Instant::ZERO);
     assert_eq!(built.err(), Some(ConfigError::CompressionNeedsStaticGraph));
     // The accumulator holds the disagreement (two parts) and the public copy.
     let layout = base.layout(2).unwrap();

@@ -625,7 +625,7 @@ fn a_compressed_cluster_reaches_the_exact_mean_and_async_compression_is_refused(
     }
     for (args, message) in [
         (&["--compress", "q8", "--wait", "none"][..], "wait all or barrier"),
-        (&["--compress", "q8", "--topology", "one-peer-exp"], "static"),
+        (&["--compress", "q8", "--topology", "random"], "doubly stochastic"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_asap"))
             .args(["node", "--rank", "0", "--world", "4"])

@@ -237,8 +237,8 @@ struct DemoArgs {
     encrypt: bool,
     /// Also run ASAP with these compressions (comma-separated: f16,bf16,q8,topk:0.01;
     /// see `asap node --compress`) and compare bytes to the target. Compressed runs need
-    /// a static graph: a time-varying or random --topology is replaced by `exp` for
-    /// every ASAP run, so all compare on one graph.
+    /// doubly stochastic weights: a `random` --topology is replaced by `exp` for every
+    /// ASAP run, so all compare on one graph.
     #[arg(long, value_delimiter = ',', value_parser = parse_compression)]
     compress: Vec<Compression>,
     /// Seed of the data, the SGD order and random graphs.
@@ -350,7 +350,7 @@ struct NodeArgs {
     encrypt: bool,
     /// Compressed updates: none, f16, bf16, q8 (a byte a value) or topk:F (the largest
     /// fraction F of each chunk). Runs CHOCO-gossip (public copies, differences, error
-    /// feedback); needs --wait all or barrier and a static graph (not one-peer-exp or
+    /// feedback); needs --wait all or barrier and a doubly stochastic graph (not
     /// random). Every member must agree.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     compress: Compression,
@@ -834,14 +834,13 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         .copied()
         .filter(|c| *c != Compression::None)
         .collect();
-    // The compressed mode needs a static, doubly stochastic graph: all ASAP runs then
-    // share one, so their bytes compare.
+    // The compressed mode needs doubly stochastic weights (not push-sum): all ASAP runs
+    // then share one graph, so their bytes compare.
     let (family, degree) = match family {
-        Family::OnePeerExponential | Family::Random if !compressed.is_empty() => {
+        Family::Random if !compressed.is_empty() => {
             if !args.quiet && !args.json {
                 eprintln!(
-                    "note: compressed runs need a static graph; every ASAP run uses exp instead of {}",
-                    family.name()
+                    "note: compressed runs need doubly stochastic weights; every ASAP run uses exp instead of random"
                 );
             }
             (Family::Exponential, None)
