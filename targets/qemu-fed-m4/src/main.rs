@@ -3,7 +3,7 @@
 //! 10.0.2.2 here), smoltcp and `transport-smoltcp`, beside `asap node --workload
 //! federated` processes on the host. What it does is `member.rs`; this file brings the
 //! board up (SysTick clock, LAN9118), takes a new incarnation from the host's clock
-//! through semihosting (SYS_TIME, `member::fresh_incarnation`: a restarted board is a
+//! through semihosting (SYS_TIME, `fed::fresh_incarnation`: a restarted board is a
 //! new life to its peers) and exits through semihosting: 0 when the member passed
 //! (every round ran, held-out accuracy within 1% of the centralised reference).
 //!
@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod fed;
 #[path = "../../qemu-lan9118/src/lan9118.rs"]
 mod lan9118;
 mod member;
@@ -80,7 +81,7 @@ fn main() -> ! {
         }
     };
     let mac = device.mac();
-    let incarnation = member::fresh_incarnation(host_seconds);
+    let incarnation = fed::fresh_incarnation(host_seconds);
     let ok = member::run(device, mac, now, incarnation, &mut out);
     debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
     loop {

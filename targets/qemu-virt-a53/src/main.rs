@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../../qemu-fed-m4/src/fed.rs"]
+mod fed;
 #[path = "../../qemu-fed-m4/src/member.rs"]
 mod member;
 mod virtio_net;
@@ -120,7 +122,7 @@ extern "C" fn main() -> ! {
         exit(1)
     };
     let mac = device.mac();
-    let incarnation = member::fresh_incarnation(host_seconds);
+    let incarnation = fed::fresh_incarnation(host_seconds);
     let ok = member::run(&mut device, mac, now, incarnation, &mut out);
     if device.errors > 0 {
         let _ = writeln!(out, "virtio-net: {} frames not received or sent", device.errors);
