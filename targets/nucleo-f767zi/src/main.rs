@@ -1,58 +1,64 @@
-//! One ASAP worker on an STM32 Nucleo-144 F767ZI (Cortex-M7, 100 Mbit/s Ethernet through
-//! its LAN8742 PHY), written with embassy: embassy-stm32's Ethernet, embassy-net, and
-//! `transport-smoltcp`'s `AsyncDriver`. It joins a cluster of `asap node` processes on
-//! a server as rank [`RANK`] and averages a seeded 4,096-value replica with them, like
-//! `asap node --workload average`.
+//! One member of a federated-training cluster on an STM32 Nucleo-144 F767ZI (Cortex-M7 at
+//! 216 MHz, 100 Mbit/s Ethernet through its LAN8742 PHY), written with embassy:
+//! embassy-stm32's Ethernet, embassy-net, and `transport-smoltcp`'s `AsyncDriver`. It is
+//! the same member as the emulated boards (`../qemu-fed-m4/src/fed.rs`, shared through
+//! `#[path]`): it trains its own seeded shard of `asap_fed`'s problem with local SGD steps
+//! before each training round (`asap_fed::Plan`), averages with the cluster at the end,
+//! evaluates the shared model on the held-out set and passes when every round ran and its
+//! accuracy is within 1% of the centralised reference (computed by build.rs).
 //!
-//! Edit the constants below for your network (README.md says how), build with
-//! `cargo build --release`, flash with `probe-rs run --chip STM32F767ZITx` (or copy the
-//! binary to the board's ST-LINK drive). The green LED (LD1) lights when the board's
-//! replica is within 1e-5 of the exact mean after the last round; the red one (LD3)
-//! lights on a failure.
+//! The cluster (rank, members' addresses, cluster id, seed, model size, plan) and the
+//! board's own network are fixed at build time by the `ASAP_FED_*` variables (build.rs,
+//! ../qemu-fed-m4/cluster_build.rs; targets/README.md says how to build and flash it
+//! beside three `asap node --workload federated` servers).
+//!
+//! It starts its node once a member's first frame arrived (boot it, then start the
+//! servers). It takes a new incarnation at every boot from a **boot counter in flash** (the last
+//! sector, [`BootCounter`]), so a board reset mid-run rejoins as a new life and catches
+//! up. It prints what the QEMU boards print (progress, its model in hex, its counters, its
+//! report) on USART3, which the Nucleo's ST-LINK forwards as a USB serial port (115,200
+//! baud), and lights the green LED (LD1) when it passed, the red one (LD3) otherwise
+//! (blinking: it could not start).
 #![no_std]
 #![no_main]
 
-use asap_core::seeded::{max_error_to_mean, Replica};
-use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Buffers, Config, Node, NodeId};
+#[path = "../../qemu-fed-m4/src/fed.rs"]
+mod fed;
+
+mod cluster {
+    include!(concat!(env!("OUT_DIR"), "/cluster.rs"));
+}
+mod board {
+    include!(concat!(env!("OUT_DIR"), "/board.rs"));
+}
+
+use core::fmt::Write;
+
 use embassy_executor::Spawner;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
-use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
+use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
+use embassy_stm32::flash::{Blocking, Flash, WRITE_SIZE};
 use embassy_stm32::gpio::{Level, Output, Speed};
+use embassy_stm32::mode::Blocking as BlockingMode;
 use embassy_stm32::peripherals::{ETH, ETH_SMA};
 use embassy_stm32::rng::Rng;
 use embassy_stm32::time::Hertz;
+use embassy_stm32::usart::{self, UartTx};
 use embassy_stm32::{bind_interrupts, eth, peripherals, rng};
 use embassy_time::{Duration, Instant, Timer};
 use panic_halt as _;
 use static_cell::{ConstStaticCell, StaticCell};
 use transport_smoltcp::AsyncDriver;
 
-/// This board's rank, and the cluster's size.
-const RANK: u32 = 0;
-const WORLD: usize = 4;
-/// This board's address on the LAN.
-const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
-const PREFIX: u8 = 24;
-const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 1, 1);
-/// Where rank r listens: the board's address for its own rank, `SERVER:SERVER_BASE_PORT+r`
-/// for the others (e.g. `asap node --host 0.0.0.0 --peers ...` on the server).
-const SERVER: Ipv4Address = Ipv4Address::new(192, 168, 1, 10);
-const SERVER_BASE_PORT: u16 = 47_200;
-const PORT: u16 = 47_200;
-const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xa5, 0xa9, 0x00];
+use fed::{Training, FRAME, LINGER};
 
-const MODEL: usize = 4_096;
-const ROUNDS: u32 = 30;
-const SEED: u64 = 1;
-const CONFIG: Config = Config::new(0xa5a9, NodeId(RANK as u16), MODEL);
-const CHUNKS: usize = MODEL.div_ceil(CONFIG.chunk_len());
-const PEERS: usize = WORLD - 1;
-const BITMAP_WORDS: usize = CHUNKS.div_ceil(32) * PEERS;
-const FRAME: usize = CONFIG.max_frame;
-const RX_FRAMES: usize = 4;
-const TX_FRAMES: usize = 2;
+/// UDP payloads each socket buffer holds, each way (frames keep arriving while the board
+/// takes its local steps).
+const RX_FRAMES: usize = 16;
+const TX_FRAMES: usize = 4;
+/// Give up when the run takes longer.
+const DEADLINE: Duration = Duration::from_secs(600);
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
@@ -61,22 +67,82 @@ bind_interrupts!(struct Irqs {
 
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
 
-// Static memory, taken once, never passed through the stack.
-static PARAMS: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
-static SNAPSHOT: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
-static ACCUMULATOR: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
-static CHUNK_WEIGHTS: ConstStaticCell<[f32; CHUNKS]> = ConstStaticCell::new([0.0; CHUNKS]);
-static CHUNK_BITS: ConstStaticCell<[u32; BITMAP_WORDS]> = ConstStaticCell::new([0; BITMAP_WORDS]);
+// Static memory, taken once, never passed through the stack (the node's: fed.rs).
 static RX_META: ConstStaticCell<[PacketMetadata; RX_FRAMES]> = ConstStaticCell::new([PacketMetadata::EMPTY; RX_FRAMES]);
 static RX_DATA: ConstStaticCell<[u8; RX_FRAMES * FRAME]> = ConstStaticCell::new([0; RX_FRAMES * FRAME]);
 static TX_META: ConstStaticCell<[PacketMetadata; TX_FRAMES]> = ConstStaticCell::new([PacketMetadata::EMPTY; TX_FRAMES]);
 static TX_DATA: ConstStaticCell<[u8; TX_FRAMES * FRAME]> = ConstStaticCell::new([0; TX_FRAMES * FRAME]);
-static TX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 static RX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
-static PEER_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
-    ConstStaticCell::new([IpEndpoint::new(IpAddress::Ipv4(SERVER), SERVER_BASE_PORT); WORLD]);
 static PACKETS: ConstStaticCell<PacketQueue<4, 4>> = ConstStaticCell::new(PacketQueue::new());
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
+
+/// Monotonic time in `fed.rs`'s (smoltcp's) type.
+fn now() -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(Instant::now().as_micros() as i64)
+}
+
+/// Text to the ST-LINK's virtual serial port.
+struct Serial(UartTx<'static, BlockingMode>);
+
+impl Write for Serial {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for line in s.split_inclusive('\n') {
+            let (text, newline) = match line.strip_suffix('\n') {
+                Some(text) => (text, true),
+                None => (line, false),
+            };
+            self.0.blocking_write(text.as_bytes()).map_err(|_| core::fmt::Error)?;
+            if newline {
+                self.0.blocking_write(b"\r\n").map_err(|_| core::fmt::Error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A boot counter in the last flash sector (sector 11 in single-bank mode: 256 KiB at
+/// 0x081C0000, outside the program: memory.x), one record of `WRITE_SIZE` bytes per boot,
+/// each holding its count in its first four bytes: the count is the last programmed
+/// record's, plus one. When the sector is full it is erased and the new count written at
+/// its start (16,384 boots per erase with the F7's 16-byte `WRITE_SIZE`; a sector survives 10,000
+/// erases). A power cut between that erase and that write, or a chip erase
+/// (`probe-rs ... --chip-erase`), starts the count again at 1: peers that still remember
+/// a larger incarnation of this board would refuse it until they restart. Not yet run
+/// on a board (TODO: check on hardware).
+struct BootCounter;
+
+impl BootCounter {
+    const OFFSET: u32 = 0x1C_0000;
+    const SIZE: u32 = 0x4_0000;
+    const RECORD: u32 = WRITE_SIZE as u32;
+
+    /// Counts this boot; returns its number (1 for the first).
+    fn next(flash: &mut Flash<'_, Blocking>) -> Result<u32, embassy_stm32::flash::Error> {
+        let mut last = 0u32;
+        let mut free = None;
+        let mut record = [0u8; WRITE_SIZE];
+        for slot in 0..Self::SIZE / Self::RECORD {
+            flash.blocking_read(Self::OFFSET + slot * Self::RECORD, &mut record)?;
+            if record.iter().all(|&b| b == 0xff) {
+                free = Some(slot);
+                break;
+            }
+            last = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
+        }
+        let count = last.wrapping_add(1).max(1);
+        let slot = match free {
+            Some(slot) => slot,
+            None => {
+                flash.blocking_erase(Self::OFFSET, Self::OFFSET + Self::SIZE)?;
+                0
+            }
+        };
+        record.fill(0);
+        record[..4].copy_from_slice(&count.to_le_bytes());
+        flash.blocking_write(Self::OFFSET + slot * Self::RECORD, &record)?;
+        Ok(count)
+    }
+}
 
 #[embassy_executor::task]
 async fn net_task(mut runner: embassy_net::Runner<'static, Device>) -> ! {
@@ -109,6 +175,16 @@ async fn main(spawner: Spawner) -> ! {
     let p = embassy_stm32::init(config);
     let mut green = Output::new(p.PB0, Level::Low, Speed::Low);
     let mut red = Output::new(p.PB14, Level::Low, Speed::Low);
+    // USART3 TX on PD8: the ST-LINK's virtual COM port.
+    let Ok(uart) = UartTx::new_blocking(p.USART3, p.PD8, usart::Config::default()) else {
+        fail(&mut red).await
+    };
+    let mut out = Serial(uart);
+
+    let Ok(incarnation) = BootCounter::next(&mut Flash::new_blocking(p.FLASH)) else {
+        let _ = writeln!(out, "boot counter: flash error");
+        fail(&mut red).await
+    };
 
     let mut rng = Rng::new(p.RNG, Irqs);
     let mut seed = [0u8; 8];
@@ -126,62 +202,81 @@ async fn main(spawner: Spawner) -> ! {
         p.PG13,
         p.PB13,
         p.PG11,
-        MAC,
+        board::MAC,
         p.ETH_SMA,
         p.PA2,
         p.PC1,
     );
+    let [a, b, c, d] = board::ADDRESS;
+    let [g, h, i, j] = board::GATEWAY;
     let net_config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(ADDRESS, PREFIX),
-        gateway: Some(GATEWAY),
+        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), board::PREFIX),
+        gateway: Some(Ipv4Address::new(g, h, i, j)),
         dns_servers: Default::default(),
     });
-    let (stack, runner) = embassy_net::new(device, net_config, RESOURCES.init(StackResources::new()), u64::from_le_bytes(seed));
+    let (stack, runner) = embassy_net::new(
+        device,
+        net_config,
+        RESOURCES.init(StackResources::new()),
+        u64::from_le_bytes(seed),
+    );
     spawner.spawn(net_task(runner).unwrap());
     stack.wait_config_up().await;
 
     let mut socket = UdpSocket::new(stack, RX_META.take(), RX_DATA.take(), TX_META.take(), TX_DATA.take());
-    if socket.bind(PORT).is_err() {
+    if socket.bind(fed::own_port()).is_err() {
+        let _ = writeln!(out, "cannot bind port {}", fed::own_port());
         fail(&mut red).await;
     }
-    let peers = PEER_TABLE.take();
-    for (r, p) in peers.iter_mut().enumerate() {
-        *p = if r as u32 == RANK {
-            IpEndpoint::new(IpAddress::Ipv4(ADDRESS), PORT)
-        } else {
-            IpEndpoint::new(IpAddress::Ipv4(SERVER), SERVER_BASE_PORT + r as u16)
-        };
-    }
-
-    let mut scratch = [0.0f64; 3 * WORLD];
-    let Ok(topology) = Topology::new(TopologySpec::new(Family::Exponential, WORLD as u32), &mut scratch) else {
+    // Start once a member spoke (the servers send heartbeats from their start): a node
+    // declares a peer that stays silent for 2 s down, and a board reset by hand and
+    // brought up by its PHY's link may take longer than that before the servers run.
+    // (Servers that started long before it went on without it: it catches up.)
+    let _ = writeln!(
+        out,
+        "board rank {}: waiting for a member's first frame on port {}",
+        cluster::RANK,
+        fed::own_port()
+    );
+    socket.wait_recv_ready().await;
+    let Some(node) = fed::node(incarnation, now(), &mut out) else {
         fail(&mut red).await
     };
-    let buffers = Buffers {
-        snapshot: SNAPSHOT.take(),
-        accumulator: ACCUMULATOR.take(),
-        chunk_weights: CHUNK_WEIGHTS.take(),
-        chunk_bits: CHUNK_BITS.take(),
-    };
-    let now = asap_core::Instant::from_micros(Instant::now().as_micros());
-    let Ok(node) = Node::<WORLD>::with_topology(CONFIG, &topology, buffers, now) else {
+    let Ok(mut driver) = AsyncDriver::new(node, socket, fed::peers(), fed::tx(), RX.take()) else {
+        let _ = writeln!(out, "driver: bad buffers");
         fail(&mut red).await
     };
-    let params = PARAMS.take();
-    for (p, v) in params.iter_mut().zip(Replica::new(SEED, RANK)) {
-        *p = v;
-    }
-    let Ok(mut driver) = AsyncDriver::new(node, socket, peers, TX.take(), RX.take()) else {
-        fail(&mut red).await
-    };
-    for _ in 0..ROUNDS {
-        if driver.run_round(params).await.is_err() {
-            fail(&mut red).await;
+    let params = fed::params();
+    let deadline = Instant::now() + DEADLINE;
+    let mut training = Training::new(params, now);
+    while !training.done() {
+        match embassy_time::with_deadline(deadline, driver.run_round(params)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = writeln!(out, "round {}: {:?}", driver.engine().round() + 1, e);
+                break;
+            }
+            Err(_) => {
+                let _ = writeln!(
+                    out,
+                    "round {}: gave up after {} s",
+                    driver.engine().round() + 1,
+                    DEADLINE.as_secs()
+                );
+                break;
+            }
         }
+        let engine = driver.engine();
+        let (round, skipped) = (engine.round(), engine.stats().rounds_skipped);
+        training.finished_round(params, round, skipped, &mut out);
     }
     // Keep answering the others' last retransmissions.
-    driver.serve_until(Instant::now() + Duration::from_secs(1)).await;
-    if max_error_to_mean(params, SEED, WORLD as u32) <= 1e-5 {
+    driver
+        .serve_until(Instant::now() + Duration::from_micros(LINGER.total_micros()))
+        .await;
+    let finished = now() - LINGER;
+    let stats = *driver.engine().stats();
+    if training.report(params, incarnation, &stats, driver.stats(), finished, &mut out) {
         green.set_high();
     } else {
         red.set_high();
