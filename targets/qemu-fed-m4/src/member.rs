@@ -80,9 +80,12 @@ pub fn run<D: Device>(
     }
     let handle = sockets.add(socket);
 
+    #[cfg(not(feature = "probe-no-core"))]
     let Some(node) = fed::node(incarnation, clock(), out) else {
         return false;
     };
+    #[cfg(feature = "probe-no-core")]
+    let node = crate::probe::StubEngine::new(asap_core::Config::new(crate::cluster::CLUSTER, asap_core::NodeId(0), 2));
     let Ok(mut driver) = Driver::new(node, handle, fed::peers(), fed::tx()) else {
         let _ = writeln!(out, "driver: bad buffers");
         return false;
