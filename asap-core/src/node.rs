@@ -1690,8 +1690,15 @@ impl<'a, const P: usize> Node<'a, P> {
             .zip(public.chunks(chunk_len))
             .zip(hi.chunks(chunk_len))
             .any(|((d, p), t)| {
-                compress::check_quantized(compression, d, 1.0, p).is_err()
-                    || compress::check_quantized(compression, d, -total, t).is_err()
+                // One quantisation pass checks both sums (top-k's costs 32 counting
+                // passes: it is not done twice).
+                let mut fits = reduce::all_finite(d);
+                if fits {
+                    compress::for_each_quantized(compression, d, |k, q| {
+                        fits &= (p[k] + q).is_finite() && (t[k] - total * q).is_finite();
+                    });
+                }
+                !fits
             });
         if unfit {
             return Err(RoundError::NonFiniteParams);
