@@ -33,7 +33,8 @@ pub const LARGE_MEASURED: u64 = 1 << 10;
 /// Neighbour evaluations (a coin for `Random`, a Feistel permutation for `Expander`, an
 /// offset for the others) the in-list checks of one input may take: checking a node's
 /// receive list lists all `n` send lists, and then the send list of each sender, so on
-/// big dense graphs only the first probe (a fuzzed one) gets it, on small graphs all six.
+/// big dense graphs only the first probe (a fuzzed one) gets it, on small sparse graphs
+/// all six.
 pub const IN_LIST_WORK: u64 = 1 << 13;
 
 /// A fuzzed `TopologySpec` and where to look at the result.
