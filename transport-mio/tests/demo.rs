@@ -11,11 +11,10 @@ fn asap(args: &[&str]) -> std::process::Output {
         .expect("asap runs")
 }
 
-#[test]
-fn demo_trains_with_asap_and_all_reduce_and_writes_its_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out_dir = dir.path().to_str().expect("utf-8 path");
-    let out = asap(&[
+/// A small demo (4 workers, 40 rounds, a 2,000-feature problem) writing to `out_dir`,
+/// with `extra` flags.
+fn small_demo(out_dir: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "demo",
         "--workers",
         "4",
@@ -33,7 +32,16 @@ fn demo_trains_with_asap_and_all_reduce_and_writes_its_files() {
         "--json",
         "--out",
         out_dir,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    asap(&args)
+}
+
+#[test]
+fn demo_trains_with_asap_and_all_reduce_and_writes_its_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().to_str().expect("utf-8 path");
+    let out = small_demo(out_dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
@@ -62,27 +70,7 @@ fn demo_trains_with_asap_and_all_reduce_and_writes_its_files() {
 #[test]
 fn demo_compares_compressed_runs_by_bytes_to_the_target() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = asap(&[
-        "demo",
-        "--workers",
-        "4",
-        "--rounds",
-        "40",
-        "--features",
-        "2000",
-        "--rows",
-        "2000",
-        "--compute-ms",
-        "1",
-        "--rate",
-        "16",
-        "--compress",
-        "q8,topk:0.1",
-        "--quiet",
-        "--json",
-        "--out",
-        dir.path().to_str().expect("utf-8 path"),
-    ]);
+    let out = small_demo(dir.path().to_str().expect("utf-8 path"), &["--compress", "q8,topk:0.1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
