@@ -16,13 +16,13 @@
 //! chunk as it arrives and acknowledged once complete.
 
 use crate::auth::Secret;
-use crate::config::Config;
+use crate::config::{Config, Layout};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, OutEdge};
-use crate::node::{Stats, Transmit};
+use crate::output::{Finished, Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
-use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId};
+use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId, Sealing};
 
 /// Memory an all-reduce node borrows: the vector being reduced and one segment's chunk
 /// bitmap.
@@ -35,11 +35,14 @@ pub struct AllReduceBuffers<'a> {
 }
 
 /// One member of a ring all-reduce, sans-IO like [`crate::Node`]: feed it frames and
-/// time, send what `poll_transmit` writes, call `start` with the parameters and
-/// `finish` once `is_done`.
+/// time, send what `poll_transmit` writes, call `start_round` with the parameters and
+/// `finish_round` once `is_ready` (or let [`Reducer::advance_round`] do both).
+///
+/// [`Reducer::advance_round`]: crate::Reducer::advance_round
 #[derive(Debug)]
 pub struct AllReduce<'a> {
     config: Config,
+    layout: Layout,
     world: u32,
     me: u32,
     buffers: AllReduceBuffers<'a>,
@@ -74,7 +77,7 @@ impl<'a> AllReduce<'a> {
 
     /// A ring member `config.id` of `world` nodes (ids `0..world`).
     pub fn new(config: Config, world: u32, buffers: AllReduceBuffers<'a>) -> Result<Self, ConfigError> {
-        config.layout(0)?;
+        let layout = config.layout(0)?;
         if config.is_compressed() {
             // The baseline sends f32 only.
             return Err(ConfigError::Compression);
@@ -102,6 +105,7 @@ impl<'a> AllReduce<'a> {
         Ok(AllReduce {
             out: OutEdge::new(config.rto_bounds()),
             config,
+            layout,
             world,
             me,
             buffers,
@@ -113,7 +117,7 @@ impl<'a> AllReduce<'a> {
             ack_due: None,
             missing_due: None,
             stats: Stats::default(),
-            secret: Secret::new(config.key, config.encrypt)?,
+            secret: config.secret()?,
             send_seq: 0,
             replay: Default::default(),
         })
@@ -157,9 +161,21 @@ impl<'a> AllReduce<'a> {
         self.segment(seg).len().div_ceil(self.config.chunk_len()) as u32
     }
 
-    /// Whether `start` would succeed now (no round running, the last step acknowledged).
-    pub fn can_start(&self) -> bool {
-        !self.started && self.out.is_idle()
+    /// Whether [`start_round`](Self::start_round) would succeed now (apart from the
+    /// parameters themselves): no round running, the last step acknowledged.
+    pub fn can_start_round(&self) -> Result<(), RoundError> {
+        if self.started {
+            Err(RoundError::AlreadyStarted)
+        } else if !self.out.is_idle() {
+            Err(RoundError::SendWindowClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Rounds finished: the round running, or the next to start.
+    pub fn round(&self) -> u32 {
+        self.round
     }
 
     /// Whether a round is running.
@@ -167,21 +183,16 @@ impl<'a> AllReduce<'a> {
         self.started
     }
 
-    /// Whether the round's sum is complete here (`finish` will succeed).
-    pub fn is_done(&self) -> bool {
+    /// Whether the round's sum is complete here
+    /// ([`finish_round`](Self::finish_round) will succeed).
+    pub fn is_ready(&self) -> bool {
         self.started && self.recv_step == self.steps() && self.send_step == self.steps()
     }
 
     /// Starts a round with this node's contribution `params`.
-    pub fn start(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
-        if self.started {
-            return Err(RoundError::AlreadyStarted);
-        }
-        RoundError::check_params(params, self.config.model_len)?;
-        if !self.out.is_idle() {
-            return Err(RoundError::SendWindowClosed);
-        }
-        let _ = now;
+    pub fn start_round(&mut self, _now: Instant, params: &[f32]) -> Result<(), RoundError> {
+        self.can_start_round()?;
+        self.layout.check_params(params)?;
         self.buffers.work.copy_from_slice(params);
         self.started = true;
         self.send_step = 0;
@@ -193,8 +204,8 @@ impl<'a> AllReduce<'a> {
     }
 
     /// Ends the round: `params` becomes the average of every node's contribution.
-    pub fn finish(&mut self, params: &mut [f32]) -> Result<(), RoundError> {
-        if !self.is_done() {
+    pub fn finish_round(&mut self, _now: Instant, params: &mut [f32]) -> Result<Finished, RoundError> {
+        if !self.is_ready() {
             return Err(if self.started {
                 RoundError::NotReady
             } else {
@@ -212,16 +223,27 @@ impl<'a> AllReduce<'a> {
             *p = w * scale;
         }
         self.started = false;
+        let round = self.round;
         self.round = self.round.wrapping_add(1);
         self.stats.rounds += 1;
-        Ok(())
+        Ok(Finished {
+            round,
+            updates: self.world as usize - 1,
+        })
+    }
+
+    /// Whether this member owes its neighbours nothing more: no round running and its
+    /// last step acknowledged. A ring cannot lose a member, so there is no Leave to
+    /// send: after the last round, serve until drained, then stop.
+    pub fn is_drained(&self) -> bool {
+        !self.started && self.out.is_idle() && self.ack_due.is_none() && self.missing_due.is_none()
     }
 
     /// Handles one received frame (only the left neighbour's updates and the right
     /// neighbour's ACKs matter). An encrypting ring needs
     /// [`handle_frame_mut`](Self::handle_frame_mut), as for `Node`.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let decoded = wire::decode_sealed(bytes, self.secret.sealing());
+        let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, bytes.len())
     }
 
@@ -229,7 +251,7 @@ impl<'a> AllReduce<'a> {
     /// are decrypted in place.
     pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
         let len = bytes.len();
-        let decoded = wire::open(bytes, self.secret.sealing());
+        let decoded = wire::open(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, len)
     }
 
@@ -471,7 +493,7 @@ impl<'a> AllReduce<'a> {
             payload_len: 0,
         };
         let values = self.buffers.work.get(values).unwrap_or(&[]);
-        let len = wire::seal(header, values, buf, self.secret.sealing())?;
+        let len = wire::seal(header, values, buf, Sealing::from(&self.secret))?;
         self.send_seq = self.send_seq.wrapping_add(1);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;

@@ -9,12 +9,16 @@
 //! [`crate::wire::Integrity::Blake3`]; a receiver keeps a [`ReplayWindow`] per sender
 //! and drops repeats and frames too old to judge.
 //!
-//! Encryption is in [`crate::cipher`] (cargo feature `encrypt`).
+//! Encryption is in [`Cipher`] (cargo feature `encrypt`).
+//!
+//! This module is below `wire` in the crate's layers: it knows keys and bytes, never
+//! frames.
 
 use core::fmt;
 
-pub use crate::cipher::{Cipher, Nonce, OpenError};
-use crate::error::ConfigError;
+mod cipher;
+
+pub use cipher::{Cipher, Nonce, OpenError};
 
 /// Length of an authentication tag.
 pub const TAG_LEN: usize = 16;
@@ -114,23 +118,15 @@ pub enum Secret {
 }
 
 impl Secret {
-    /// The secret a configuration asks for: `encrypt` needs a key, and a build with the
-    /// `encrypt` feature.
-    pub fn new(key: Option<Key>, encrypt: bool) -> Result<Self, ConfigError> {
+    /// The secret of a key and an `encrypt` flag; `None` when they ask for what cannot
+    /// be had (encryption without a key, or in a build without the `encrypt` feature:
+    /// `Config::validate` says which).
+    pub fn new(key: Option<Key>, encrypt: bool) -> Option<Self> {
         match (key, encrypt) {
-            (None, false) => Ok(Secret::None),
-            (None, true) => Err(ConfigError::EncryptionNeedsKey),
-            (Some(key), false) => Ok(Secret::Tag(key)),
+            (None, false) => Some(Secret::None),
+            (None, true) => None,
+            (Some(key), false) => Some(Secret::Tag(key)),
             (Some(key), true) => Cipher::from_key(&key).map(Secret::Encrypt),
-        }
-    }
-
-    /// How frames are sealed and opened with it.
-    pub fn sealing(&self) -> crate::wire::Sealing<'_> {
-        match self {
-            Secret::None => crate::wire::Sealing::Crc,
-            Secret::Tag(key) => crate::wire::Sealing::Tag(key),
-            Secret::Encrypt(cipher) => crate::wire::Sealing::Encrypt(cipher),
         }
     }
 }

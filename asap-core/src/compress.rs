@@ -24,12 +24,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::wire::Encoding;
-
-/// Bytes of a top-k entry: index (`u32`) and value (`f32`).
-pub const TOP_K_ENTRY: usize = 8;
-
-/// Bytes of the `lo` and `step` that lead a `Q8` chunk.
-pub const Q8_HEADER: usize = 8;
+pub use crate::wire::{Q8_HEADER, TOP_K_ENTRY};
 
 /// What a node compresses its updates with. Every member of a cluster must agree (the
 /// join handshake checks it).

@@ -1,8 +1,9 @@
 //! What the application decides before a node starts: cluster, model layout, wait
 //! policy, timers, neighbours, and the memory it lends the node.
 
+use crate::auth::{Key, Secret};
 use crate::compress::Compression;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, RoundError};
 use crate::time::Duration;
 use crate::wire::{self, Integrity, NodeId};
 
@@ -131,7 +132,7 @@ pub struct Config {
     /// tag and a sequence number, and only frames whose tag verifies and whose number is
     /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
     /// which catches corruption but not forgery — for closed networks only.
-    pub key: Option<crate::auth::Key>,
+    pub key: Option<Key>,
     /// With a key: encrypt every payload (XChaCha20-Poly1305 under a key derived from
     /// `key`) instead of only tagging it, so update values are hidden from the network
     /// (headers stay in clear). Needs a non-zero `incarnation` that is new at every
@@ -243,8 +244,11 @@ impl Config {
         cfg!(feature = "compress") && self.compression != Compression::None
     }
 
-    /// Sizes of the buffers a node with `peers` table entries needs.
-    pub fn layout(&self, peers: usize) -> Result<Layout, ConfigError> {
+    /// Checks everything the configuration says on its own (the peer table and buffers
+    /// are checked when a node is built from it): every engine's constructor and
+    /// [`layout`](Self::layout) call it, so a bad configuration is refused before any
+    /// memory is sized from it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(wire::MIN_FRAME_LEN..=wire::MAX_FRAME_LEN).contains(&self.max_frame) {
             return Err(ConfigError::FrameSize(self.max_frame));
         }
@@ -281,6 +285,35 @@ impl Config {
         if u32::try_from(chunks).is_err() || u32::try_from(self.model_len).is_err() {
             return Err(ConfigError::ModelTooLarge);
         }
+        if self.period == 0 {
+            return Err(ConfigError::ZeroPeriod);
+        }
+        if self.staleness == Some(0)
+            || self.retransmit_min.total_micros() == 0
+            || self.retransmit_initial < self.retransmit_min
+            || self.retransmit_max < self.retransmit_initial
+            || self.heartbeat_interval.total_micros() == 0
+            || self.peer_timeout.total_micros() == 0
+        {
+            return Err(ConfigError::Timers);
+        }
+        Ok(())
+    }
+
+    /// What frames are sealed with: the key, and the cipher derived from it when
+    /// encrypting (derived once, not per frame).
+    pub fn secret(&self) -> Result<Secret, ConfigError> {
+        Secret::new(self.key, self.encrypt).ok_or(match self.key {
+            None => ConfigError::EncryptionNeedsKey,
+            Some(_) => ConfigError::EncryptionUnavailable,
+        })
+    }
+
+    /// Sizes of the buffers a node with `peers` table entries needs (after
+    /// [`validate`](Self::validate)).
+    pub fn layout(&self, peers: usize) -> Result<Layout, ConfigError> {
+        self.validate()?;
+        let chunks = self.model_len.div_ceil(self.chunk_len());
         let words_per_peer = chunks.div_ceil(32);
         Ok(Layout {
             model_len: self.model_len,
@@ -350,6 +383,23 @@ impl Buffers<'_> {
         check("accumulator", layout.accumulator, self.accumulator.len())?;
         check("chunk_weights", layout.chunks, self.chunk_weights.len())?;
         check("chunk_bits", layout.bitmap_words, self.chunk_bits.len())
+    }
+}
+
+impl Layout {
+    /// The checks every round makes of the application's parameters: the model's
+    /// length, and only finite values (a NaN sent would be refused by every peer).
+    pub(crate) fn check_params(&self, params: &[f32]) -> Result<(), RoundError> {
+        if params.len() != self.model_len {
+            return Err(RoundError::ParamsLength {
+                expected: self.model_len,
+                got: params.len(),
+            });
+        }
+        if !crate::reduce::all_finite(params) {
+            return Err(RoundError::NonFiniteParams);
+        }
+        Ok(())
     }
 }
 

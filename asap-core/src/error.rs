@@ -118,6 +118,8 @@ pub enum RoundError {
     Staleness(NodeId),
     /// The wait policy is not satisfied yet: wait for `Event::RoundReady`.
     NotReady,
+    /// The node left the cluster (`leave`): it starts no more rounds.
+    Left,
 }
 
 impl fmt::Display for RoundError {
@@ -134,28 +136,12 @@ impl fmt::Display for RoundError {
                 write!(f, "starting would exceed the staleness bound with {p}")
             }
             RoundError::NotReady => f.write_str("the round's wait policy is not satisfied yet"),
+            RoundError::Left => f.write_str("the node left the cluster"),
         }
     }
 }
 
 impl core::error::Error for RoundError {}
-
-impl RoundError {
-    /// The checks every round makes of the application's parameters: the model's length,
-    /// and only finite values (a NaN sent would be refused by every peer).
-    pub(crate) fn check_params(params: &[f32], expected: usize) -> Result<(), RoundError> {
-        if params.len() != expected {
-            return Err(RoundError::ParamsLength {
-                expected,
-                got: params.len(),
-            });
-        }
-        if !crate::reduce::all_finite(params) {
-            return Err(RoundError::NonFiniteParams);
-        }
-        Ok(())
-    }
-}
 
 /// Why a node cannot be built from a configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 
 pub mod allreduce;
 pub mod auth;
-pub mod cipher;
 pub mod compress;
 pub mod config;
 pub mod cost;
 pub mod error;
 mod flow;
 pub mod node;
+pub mod output;
 pub mod reduce;
 pub mod reducer;
 pub mod seeded;
@@ -21,8 +21,9 @@ pub mod wire;
 
 pub use config::{Buffers, Clip, Config, Layout, PeerSpec, UnknownWait, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};
-pub use node::{Event, Finished, Node, PeerStatus, Stats, Transmit};
-pub use reducer::Reducer;
+pub use node::Node;
+pub use output::{Event, Finished, PeerStatus, Stats, Transmit};
+pub use reducer::{Advance, Reducer};
 pub use time::{Duration, Instant};
 pub use topology::{Family, Topology, TopologyError, TopologySpec};
 pub use wire::{BufferTooSmall, DecodeError, NodeId};

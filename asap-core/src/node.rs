@@ -8,13 +8,11 @@ use crate::compress;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
+use crate::output::{Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
 use crate::reduce::{self, FoldError};
 use crate::time::Instant;
 use crate::topology::Topology;
-use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId};
-
-/// Capacity of the event queue; events past it are dropped and counted.
-pub const EVENT_CAPACITY: usize = 32;
+use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId, Sealing};
 
 /// A compressed node's public copy and its disagreement with its in-neighbours'
 /// ([`Node::public_copies`]).
@@ -26,146 +24,6 @@ pub struct PublicCopies<'a> {
     pub hi: &'a [f32],
     /// Low part (`t = hi + lo`).
     pub lo: &'a [f32],
-}
-
-impl Stats {
-    /// Counts a frame that did not decode: as an authentication failure, or as
-    /// malformed.
-    pub(crate) fn count_undecodable(&mut self, e: &DecodeError) {
-        if e.is_authentication() {
-            self.auth_failures += 1;
-        } else {
-            self.decode_errors += 1;
-        }
-    }
-}
-
-/// A frame [`Node::poll_transmit`] wrote into the caller's buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "the frame in the buffer must be sent"]
-pub struct Transmit {
-    /// The peer to send it to.
-    pub to: NodeId,
-    /// Bytes of the buffer the frame takes.
-    pub len: usize,
-}
-
-/// Something the application may want to act on. Drain with [`Node::poll_event`] after
-/// every `handle_*` call and every application command.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// The started round's wait policy is satisfied: `finish_round` will succeed.
-    /// Edge-triggered, once a round ([`Node::is_ready`] is the level).
-    RoundReady {
-        /// The round.
-        round: u32,
-    },
-    /// Every live out-neighbour acknowledged this round's update: the next round may
-    /// start. Edge-triggered, once a round.
-    SendComplete {
-        /// The round.
-        round: u32,
-    },
-    /// The peer was silent past `peer_timeout` (or left): it is neither waited for nor
-    /// sent to until it speaks again.
-    PeerDown(NodeId),
-    /// A peer that was down spoke again.
-    PeerUp(NodeId),
-    /// A peer announced a new incarnation (it restarted and lost its state).
-    PeerRestarted(NodeId),
-    /// A peer announced a model layout different from ours; its frames are ignored.
-    PeerIncompatible(NodeId),
-    /// An update broke a rule (e.g. a non-finite value); its remaining chunks are dropped.
-    UpdateRejected {
-        /// The sender.
-        peer: NodeId,
-        /// The update's round.
-        round: u32,
-        /// The rule it broke.
-        reason: Violation,
-    },
-}
-
-/// Counters, for logs and tests. All monotonic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Frames written by `poll_transmit`.
-    pub frames_sent: u64,
-    /// Bytes written by `poll_transmit`.
-    pub bytes_sent: u64,
-    /// Frames accepted by `handle_frame`.
-    pub frames_received: u64,
-    /// Bytes of accepted frames.
-    pub bytes_received: u64,
-    /// Update chunks sent (first transmissions).
-    pub chunks_sent: u64,
-    /// Update chunks sent again because the receiver reported them missing.
-    pub chunks_resent: u64,
-    /// NOTIFYs sent again after a timeout or a resend.
-    pub notifies_resent: u64,
-    /// Retransmission timers that fired.
-    pub retransmit_timeouts: u64,
-    /// Chunks folded into the accumulator.
-    pub chunks_folded: u64,
-    /// Frames that repeated something already received (ignored).
-    pub duplicates: u64,
-    /// Frames about a round already superseded (ignored).
-    pub stale: u64,
-    /// Updates whose sender moved on before they were complete.
-    pub updates_abandoned: u64,
-    /// Updates rejected for breaking a rule (non-finite values, bad weights, ...).
-    pub updates_rejected: u64,
-    /// Frames refused because their bytes were not a valid frame.
-    pub decode_errors: u64,
-    /// Valid frames refused (other cluster, not for us, unknown peer, incompatible).
-    pub frames_refused: u64,
-    /// Times a peer was declared down.
-    pub peers_down: u64,
-    /// Rounds finished.
-    pub rounds: u64,
-    /// Events dropped because the queue was full.
-    pub events_dropped: u64,
-    /// Frames for a round this node has not reached yet (exact-round modes): dropped,
-    /// and the early NOTIFY answered when the round comes.
-    pub early: u64,
-    /// Updates for a round this node had already passed (exact-round modes):
-    /// acknowledged and dropped.
-    pub late: u64,
-    /// Rounds skipped to catch up with in-neighbours that were ahead.
-    pub rounds_skipped: u64,
-    /// Chunks not mixed because the result would have overflowed to infinity.
-    pub chunks_overflowed: u64,
-    /// Frames refused for authentication: a bad tag (wrong key or altered bytes), an
-    /// unauthenticated frame at a keyed node or the reverse, a plain frame at an
-    /// encrypting node or the reverse.
-    pub auth_failures: u64,
-    /// Authenticated frames refused as replays (or too old to tell).
-    pub replays: u64,
-    /// Update chunks pulled in to the `Config::clip` bound before mixing.
-    pub chunks_clipped: u64,
-}
-
-/// What [`Node::finish_round`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Finished {
-    /// The round that finished.
-    pub round: u32,
-    /// Complete in-neighbour updates mixed in (and acknowledged).
-    pub updates: usize,
-}
-
-/// A peer's state as seen from this node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// Heard from within `peer_timeout` and not left.
-    pub up: bool,
-    /// Rounds the peer announced it started.
-    pub rounds_started: u32,
-    /// No update of ours in flight to it.
-    pub send_idle: bool,
-    /// Smoothed round-trip time to it, once measured.
-    pub rtt: Option<crate::Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -225,29 +83,36 @@ impl Peer {
 ///
 /// # Call order
 ///
-/// * inputs: [`handle_frame`](Self::handle_frame) for every datagram received,
-///   [`handle_timeout`](Self::handle_timeout) when the deadline from
+/// * inputs: [`handle_frame_mut`](Self::handle_frame_mut) (or
+///   [`handle_frame`](Self::handle_frame) for read-only bytes) for every datagram
+///   received, [`handle_timeout`](Self::handle_timeout) when the deadline from
 ///   [`poll_timeout`](Self::poll_timeout) passed (extra calls are harmless);
 /// * application: [`start_round`](Self::start_round) snapshots the parameters and
 ///   starts sending them; after [`Event::RoundReady`],
 ///   [`finish_round`](Self::finish_round) mixes the neighbours' updates into them and
-///   acknowledges those updates;
+///   acknowledges those updates. [`Reducer::advance_round`](crate::Reducer::advance_round)
+///   does each when it is due;
 /// * outputs, after every input and command: [`poll_transmit`](Self::poll_transmit)
 ///   until `None`, [`poll_event`](Self::poll_event) until `None`, then
-///   [`poll_timeout`](Self::poll_timeout) for the next deadline.
+///   [`poll_timeout`](Self::poll_timeout) for the next deadline;
+/// * the end: after the last round, keep serving until
+///   [`is_drained`](Self::is_drained) (neighbours still finishing that round get this
+///   node's update, and its acknowledgements), then [`leave`](Self::leave) and send
+///   what `poll_transmit` still has. The node is silent from then on.
 ///
 /// # Run loop
 ///
 /// ```no_run
-/// use asap_core::{Buffers, Config, Event, Instant, Node, NodeId, PeerSpec};
+/// use asap_core::{Buffers, Config, Event, Instant, Node, NodeId, PeerSpec, Reducer};
 /// # fn now() -> Instant { Instant::ZERO }
 /// # fn send(_to: NodeId, _frame: &[u8]) {}
 /// # fn recv(_buf: &mut [u8], _until: Option<Instant>) -> Option<usize> { None }
 /// # fn local_sgd_step(_params: &mut [f32]) {}
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let config = Config::new(7, NodeId(0), 1_000);
 /// let peers = [PeerSpec::both(NodeId(1), 1.0 / 3.0), PeerSpec::both(NodeId(2), 1.0 / 3.0)];
-/// let layout = config.layout(peers.len()).unwrap();
-/// let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.model_len]);
+/// let layout = config.layout(peers.len())?;
+/// let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.accumulator]);
 /// let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
 /// let buffers = Buffers {
 ///     snapshot: &mut snapshot,
@@ -255,21 +120,20 @@ impl Peer {
 ///     chunk_weights: &mut weights,
 ///     chunk_bits: &mut bits,
 /// };
-/// let mut node = Node::<4>::new(config, &peers, buffers, now()).unwrap();
+/// let mut node = Node::<4>::new(config, &peers, buffers, now())?;
 /// let mut params = vec![0.0f32; 1_000];
 /// let mut buf = vec![0u8; config.max_frame];
-/// loop {
-///     if node.is_started() {
-///         if node.is_ready() {
-///             node.finish_round(now(), &mut params).unwrap();
-///         }
-///     } else if node.can_start_round().is_ok() {
+/// let (rounds, mut done, mut stepped) = (100, 0, false);
+/// while done < rounds || !node.is_drained() {
+///     // Local steps while no round runs; `period` of them make an update.
+///     if done < rounds && !stepped && !node.is_started() && node.can_start_round().is_ok() {
 ///         local_sgd_step(&mut params);
-///         if node.record_local_step() {
-///             node.start_round(now(), &params).unwrap();
-///         }
+///         stepped = node.record_local_step();
 ///     }
-///     while let Some(t) = node.poll_transmit(now(), &mut buf).unwrap() {
+///     let advance = node.advance_round(now(), &mut params, stepped)?;
+///     stepped &= advance.started.is_none();
+///     done += u32::from(advance.finished.is_some());
+///     while let Some(t) = node.poll_transmit(now(), &mut buf)? {
 ///         send(t.to, &buf[..t.len]);
 ///     }
 ///     while let Some(event) = node.poll_event() {
@@ -279,11 +143,17 @@ impl Peer {
 ///     }
 ///     match recv(&mut buf, node.poll_timeout()) {
 ///         Some(len) => {
-///             let _ = node.handle_frame(now(), &buf[..len]);
+///             let _ = node.handle_frame_mut(now(), &mut buf[..len]);
 ///         }
 ///         None => node.handle_timeout(now()),
 ///     }
 /// }
+/// node.leave(now());
+/// while let Some(t) = node.poll_transmit(now(), &mut buf)? {
+///     send(t.to, &buf[..t.len]);
+/// }
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct Node<'a, const P: usize> {
@@ -309,6 +179,8 @@ pub struct Node<'a, const P: usize> {
     epoch: u32,
     /// No round started yet in this life.
     fresh: bool,
+    /// [`Node::leave`] was called: the node is silent but for Leave frames.
+    left: bool,
     layout: Layout,
     chunks: u32,
     peers: Vec<Peer, P>,
@@ -380,18 +252,6 @@ impl<'a, const P: usize> Node<'a, P> {
     ) -> Result<Self, ConfigError> {
         let layout = config.layout(peers.len())?;
         buffers.check(&layout)?;
-        if config.period == 0 {
-            return Err(ConfigError::ZeroPeriod);
-        }
-        if config.staleness == Some(0)
-            || config.retransmit_min.total_micros() == 0
-            || config.retransmit_initial < config.retransmit_min
-            || config.retransmit_max < config.retransmit_initial
-            || config.heartbeat_interval.total_micros() == 0
-            || config.peer_timeout.total_micros() == 0
-        {
-            return Err(ConfigError::Timers);
-        }
         if peers.len() > P {
             return Err(ConfigError::TooManyPeers { capacity: P });
         }
@@ -457,7 +317,7 @@ impl<'a, const P: usize> Node<'a, P> {
         buffers.chunk_bits.fill(0);
         buffers.accumulator.fill(0.0);
         Ok(Node {
-            secret: Secret::new(config.key, config.encrypt)?,
+            secret: config.secret()?,
             config,
             schedule,
             mass: 1.0,
@@ -467,6 +327,7 @@ impl<'a, const P: usize> Node<'a, P> {
             catch_up: 0,
             epoch: 0,
             fresh: true,
+            left: false,
             layout,
             chunks: layout.chunks as u32,
             peers: table,
@@ -562,6 +423,9 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Whether [`start_round`](Self::start_round) would succeed now (apart from the
     /// parameters themselves).
     pub fn can_start_round(&self) -> Result<(), RoundError> {
+        if self.left {
+            return Err(RoundError::Left);
+        }
         if self.started {
             return Err(RoundError::AlreadyStarted);
         }
@@ -677,10 +541,37 @@ impl<'a, const P: usize> Node<'a, P> {
         }
     }
 
+    /// Whether this node owes its peers nothing more after its last round: none
+    /// running, every live out-neighbour has the whole of its last update (acknowledged,
+    /// or every chunk reported received: a neighbour still finishing that round mixes
+    /// it), and no acknowledgement or progress answer is waiting to be sent. Keep
+    /// serving the network after the last [`finish_round`](Self::finish_round) until
+    /// this holds, then [`leave`](Self::leave): neighbours then never wait for an
+    /// update that will not come, nor for this node.
+    pub fn is_drained(&self) -> bool {
+        !self.started
+            && self
+                .peers
+                .iter()
+                .all(|p| !p.live() || (p.out.releases_snapshot() && p.ack_due.is_none() && p.missing_due.is_none()))
+    }
+
+    /// Whether [`leave`](Self::leave) was called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
     /// Leaves the cluster for good: the next `poll_transmit` calls send every peer a
-    /// Leave, so none waits for this node until its `peer_timeout`. (A lost Leave costs
-    /// that timeout.) Send them before closing the socket.
-    pub fn leave(&mut self) {
+    /// Leave (peers that left already included, so they learn it too), and none waits
+    /// for this node until its `peer_timeout`. Send them before closing the socket.
+    ///
+    /// From then on the node is silent: no heartbeat, Hello, retransmission or update
+    /// leaves it, no round starts, and no timer is due. A peer that still sends to it
+    /// (its Leave was lost) gets the Leave again in answer; a peer's Leave is still
+    /// taken note of ([`Event::PeerDown`]).
+    pub fn leave(&mut self, _now: Instant) {
+        self.left = true;
+        self.started = false;
         for p in self.peers.iter_mut() {
             p.leave_due = true;
         }
@@ -694,7 +585,7 @@ impl<'a, const P: usize> Node<'a, P> {
         if round != self.round {
             self.advance_to(round);
         }
-        RoundError::check_params(params, self.layout.model_len)?;
+        self.layout.check_params(params)?;
         if self.config.is_compressed() {
             self.start_compressed(params)?;
         } else {
@@ -834,7 +725,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// frame given here ([`DecodeError::Encrypted`]) and needs
     /// [`handle_frame_mut`](Self::handle_frame_mut).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
-        let decoded = wire::decode_sealed(bytes, self.secret.sealing());
+        let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, bytes.len())
     }
 
@@ -843,7 +734,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// buffer should call, whatever the configuration.
     pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
         let len = bytes.len();
-        let decoded = wire::open(bytes, self.secret.sealing());
+        let decoded = wire::open(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, len)
     }
 
@@ -870,6 +761,9 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// Handles timers: retransmissions, heartbeats, Hello retries, peers going down.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
         let cfg = self.config;
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
@@ -919,8 +813,8 @@ impl<'a, const P: usize> Node<'a, P> {
                 return self.emit(now, i, kind, round, 0..0, buf).map(Some);
             }
         }
-        // Then update data, one frame per edge in turn.
-        for k in 0..n {
+        // Then update data, one frame per edge in turn (none once the node left).
+        for k in (0..n).filter(|_| !self.left) {
             let i = (self.cursor + k) % n;
             let p = &mut self.peers[i];
             if !p.live() {
@@ -982,6 +876,9 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
         let cfg = &self.config;
         self.peers
             .iter()
@@ -1210,12 +1107,12 @@ impl<'a, const P: usize> Node<'a, P> {
         let encoding = self.config.compression.encoding();
         let chunks = self.chunks;
         let p = &mut self.peers[i];
-        if p.left {
-            return None;
-        }
         if p.leave_due {
             p.leave_due = false;
             return Some((Kind::Leave, self.round));
+        }
+        if p.left || self.left {
+            return None;
         }
         if p.hello_due || p.hello_reply_due {
             let reply = !p.hello_due;
@@ -1286,13 +1183,13 @@ impl<'a, const P: usize> Node<'a, P> {
         let len = match kind {
             Kind::Update { .. } if self.config.is_compressed() => {
                 let payload = compression.payload_len(values.len());
-                wire::seal_with(header, payload, buf, self.secret.sealing(), |out| {
+                wire::seal_with(header, payload, buf, Sealing::from(&self.secret), |out| {
                     // Cannot fail: the snapshot is finite (checked when the round
                     // started) and `out` has the payload's length.
                     let _ = compress::encode(compression, values, out);
                 })?
             }
-            _ => wire::seal(header, values, buf, self.secret.sealing())?,
+            _ => wire::seal(header, values, buf, Sealing::from(&self.secret))?,
         };
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
@@ -1326,6 +1223,12 @@ impl<'a, const P: usize> Node<'a, P> {
                 return Ok(());
             }
             Some(known) if h.incarnation > known => self.peer_restarted(i, h.incarnation),
+            // It left for good in this life: a frame it sent before its Leave and
+            // delivered after it must not bring it back (only a new incarnation does).
+            Some(_) if self.peers[i].left => {
+                self.stats.stale += 1;
+                return Ok(());
+            }
             Some(_) => {}
             None => self.peers[i].incarnation = Some(h.incarnation),
         }
@@ -1334,6 +1237,16 @@ impl<'a, const P: usize> Node<'a, P> {
             if self.peers[i].replay.accept(seq).is_err() {
                 return Err(FrameError::Replay(h.from));
             }
+        }
+        if self.left {
+            // Silent after leaving: a peer's Leave is noted, anything else means the
+            // peer did not hear ours, so it gets it again.
+            if h.kind == Kind::Leave {
+                self.peer_left(i);
+            } else {
+                self.peers[i].leave_due = true;
+            }
+            return Ok(());
         }
         if let Kind::Hello {
             model_len,
@@ -1350,6 +1263,7 @@ impl<'a, const P: usize> Node<'a, P> {
         p.last_heard = now;
         if !p.up || p.left {
             p.up = true;
+            // (A restart, above, is what brings a peer that left back.)
             p.left = false;
             self.push_event(Event::PeerUp(h.from));
             self.resume_sending(i);
@@ -1388,16 +1302,29 @@ impl<'a, const P: usize> Node<'a, P> {
                 Ok(())
             }
             Kind::Leave => {
-                p.left = true;
-                p.up = false;
-                p.epoch_excluded = true;
-                p.out.abandon();
-                // Not delivered: if it comes back between rounds, it gets the update again.
-                p.sent_round = None;
-                self.stats.peers_down += 1;
-                self.push_event(Event::PeerDown(h.from));
+                self.peer_left(i);
                 Ok(())
             }
+        }
+    }
+
+    /// Peer `i` sent a Leave: it is neither waited for nor sent to until it speaks again.
+    fn peer_left(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if p.left {
+            return;
+        }
+        let was_up = p.up;
+        p.left = true;
+        p.up = false;
+        p.epoch_excluded = true;
+        p.out.abandon();
+        // Not delivered: if it comes back between rounds, it gets the update again.
+        p.sent_round = None;
+        if was_up {
+            self.stats.peers_down += 1;
+            let id = p.spec.id;
+            self.push_event(Event::PeerDown(id));
         }
     }
 

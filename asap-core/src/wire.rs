@@ -24,7 +24,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Cipher, Key, Nonce, TAG_LEN};
+use crate::auth::{Cipher, Key, Nonce, Secret, TAG_LEN};
 
 /// Protocol version carried in the first byte of every frame.
 pub const VERSION: u8 = 1;
@@ -133,6 +133,12 @@ pub enum Encoding {
     /// Sparse: (index `u32`, value `f32`) pairs with rising indices.
     TopK,
 }
+
+/// Bytes of a top-k entry ([`Encoding::TopK`]): index (`u32`) and value (`f32`).
+pub const TOP_K_ENTRY: usize = 8;
+
+/// Bytes of the `lo` and `step` that lead a [`Encoding::Q8`] chunk.
+pub const Q8_HEADER: usize = 8;
 
 /// What a frame says. The round it refers to is in the [`Header`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -306,6 +312,16 @@ pub enum Sealing<'k> {
     Tag(&'k Key),
     /// XChaCha20-Poly1305 encryption of the payload.
     Encrypt(&'k Cipher),
+}
+
+impl<'k> From<&'k Secret> for Sealing<'k> {
+    fn from(secret: &'k Secret) -> Self {
+        match secret {
+            Secret::None => Sealing::Crc,
+            Secret::Tag(key) => Sealing::Tag(key),
+            Secret::Encrypt(cipher) => Sealing::Encrypt(cipher),
+        }
+    }
 }
 
 impl<'k> Sealing<'k> {
@@ -498,8 +514,8 @@ fn check_layout(bytes: &[u8]) -> Result<(Header, usize, usize), DecodeError> {
         Kind::Update { encoding, .. } => match encoding {
             Encoding::F32Le => payload_len > 0 && payload_len % 4 == 0,
             Encoding::F16Le | Encoding::Bf16Le => payload_len > 0 && payload_len % 2 == 0,
-            Encoding::Q8 => payload_len > crate::compress::Q8_HEADER,
-            Encoding::TopK => payload_len % crate::compress::TOP_K_ENTRY == 0,
+            Encoding::Q8 => payload_len > Q8_HEADER,
+            Encoding::TopK => payload_len % TOP_K_ENTRY == 0,
         },
         _ => payload_len == 0,
     };

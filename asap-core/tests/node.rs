@@ -827,3 +827,89 @@ fn without_the_compress_feature_compression_is_a_configuration_error() {
     assert_eq!(config.layout(1), Err(asap_core::ConfigError::CompressionUnavailable));
     assert!(!config.is_compressed());
 }
+
+#[test]
+fn a_node_that_left_stays_silent_and_repeats_only_leave() {
+    let (mut ma, mut mb) = (mem(), mem());
+    let (mut a, mut b) = (node(A, &mut ma), node(B, &mut mb));
+    handshake(&mut a, &mut b);
+    a.leave(T0);
+    assert!(a.has_left());
+    assert_eq!(a.can_start_round(), Err(RoundError::Left));
+    let bye = drain(&mut a, T0);
+    assert_eq!(kinds(&bye), [Kind::Leave]);
+    deliver(&mut b, T0, &bye);
+    assert_eq!(events(&mut b), [Event::PeerDown(A)]);
+
+    // Long after: no heartbeat, Hello or retransmission, and no timer at all.
+    let later = T0 + config(A).peer_timeout + config(A).peer_timeout;
+    assert_eq!(a.poll_timeout(), None);
+    a.handle_timeout(later);
+    assert!(drain(&mut a, later).is_empty(), "a node that left sends nothing");
+    // b, still running, neither sends to a nor brings it back up.
+    b.handle_timeout(later);
+    assert!(drain(&mut b, later).iter().all(|f| f.0.to != A));
+    assert!(!b.peer(A).unwrap().up);
+
+    // A peer that missed the Leave and still talks to a hears it again, and only it.
+    a.handle_frame(later, &frame(B, A, 0, Kind::Heartbeat, &[])).unwrap();
+    let again = drain(&mut a, later);
+    assert_eq!(kinds(&again), [Kind::Leave]);
+    assert!(events(&mut a).is_empty(), "b is not reported up by a node that left");
+    assert_eq!(a.stats().peers_down, 0);
+}
+
+#[test]
+fn nodes_leaving_in_turn_each_learn_that_the_others_left() {
+    let (mut ma, mut mb) = (mem(), mem());
+    let (mut a, mut b) = (node(A, &mut ma), node(B, &mut mb));
+    handshake(&mut a, &mut b);
+    a.leave(T0);
+    deliver(&mut b, T0, &drain(&mut a, T0));
+    assert_eq!(events(&mut b), [Event::PeerDown(A)]);
+    // b leaves next: its Leave goes to a too, which left first and still listens.
+    b.leave(T0);
+    let bye = drain(&mut b, T0);
+    assert_eq!(kinds(&bye), [Kind::Leave]);
+    deliver(&mut a, T0, &bye);
+    assert_eq!(events(&mut a), [Event::PeerDown(B)]);
+    assert!(!a.peer(B).unwrap().up);
+    assert!(drain(&mut a, T0).is_empty(), "a Leave is not answered");
+}
+
+#[test]
+fn drained_once_the_last_update_is_delivered_and_acknowledgements_sent() {
+    let (mut ma, mut mb) = (mem(), mem());
+    let (mut a, mut b) = (node(A, &mut ma), node(B, &mut mb));
+    handshake(&mut a, &mut b);
+    assert!(a.is_drained(), "nothing owed before any round");
+    let (mut pa, mut pb) = (vec![1.0f32; MODEL], vec![3.0f32; MODEL]);
+    a.start_round(T0, &pa).unwrap();
+    b.start_round(T0, &pb).unwrap();
+    assert!(!a.is_drained(), "a round is running");
+    let (fa, fb) = (drain(&mut a, T0), drain(&mut b, T0));
+    deliver(&mut b, T0, &fa);
+    deliver(&mut a, T0, &fb);
+    a.finish_round(T0, &mut pa).unwrap();
+    assert!(pa.iter().all(|&x| x == 2.0));
+    assert!(!a.is_drained(), "the ACK for b's update is not sent yet");
+    let fa = drain(&mut a, T0);
+    assert!(kinds(&fa).contains(&Kind::Ack));
+    assert!(!a.is_drained(), "b has not said that a's update arrived");
+    // b answers a's NOTIFY: every chunk is here. a owes nothing more.
+    let fb = drain(&mut b, T0);
+    deliver(&mut a, T0, &fb);
+    assert!(a.is_drained());
+    // a leaves; b, still in the round, mixes a's update all the same. a's ACK, sent
+    // before its Leave and delivered after it, does not bring a back.
+    a.leave(T0);
+    deliver(&mut b, T0, &drain(&mut a, T0));
+    deliver(&mut b, T0, &fa);
+    let seen = events(&mut b);
+    assert!(seen.contains(&Event::PeerDown(A)), "{seen:?}");
+    assert!(!seen.contains(&Event::PeerUp(A)), "{seen:?}");
+    assert!(!b.peer(A).unwrap().up);
+    assert!(b.is_ready());
+    b.finish_round(T0, &mut pb).unwrap();
+    assert!(pb.iter().all(|&x| x == 2.0), "a's last update was mixed");
+}

@@ -250,7 +250,7 @@ fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
         if node.poll_event().is_none() {
             break;
         }
-        assert!(n <= asap_core::node::EVENT_CAPACITY, "poll_event never runs dry");
+        assert!(n <= asap_core::output::EVENT_CAPACITY, "poll_event never runs dry");
     }
 }
 
@@ -352,7 +352,7 @@ pub fn run_ops(ops: &[Op]) -> Stats {
                     }
                 }
             }
-            Op::Leave => node.leave(),
+            Op::Leave => node.leave(now),
             Op::LocalStep => {
                 node.record_local_step();
             }

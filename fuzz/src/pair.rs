@@ -14,7 +14,7 @@
 //! waiting out a peer timeout takes one step instead of thousands.
 
 use arbitrary::{Arbitrary, Unstructured};
-use asap_core::{Config, Duration, Instant, Node, NodeId};
+use asap_core::{Config, Duration, Instant, Node, NodeId, Reducer};
 
 use crate::common::{self, Mem, MAX_FRAME};
 
@@ -286,20 +286,18 @@ fn timers(nodes: &mut [Option<Node<'_, 4>>; 2], now: Instant) {
     }
 }
 
-/// The application's loop body: finish a ready round, or start one when allowed.
+/// The application's loop body: start a round when allowed, finish it when ready.
 fn act(node: &mut Option<Node<'_, 4>>, params: &mut [f32], now: Instant) {
     let node = node.as_mut().expect("node");
-    if node.is_started() {
-        if node.is_ready() {
-            let finished = node.finish_round(now, params).expect("ready round finishes");
-            trace!("   {} finish {finished:?} → round {}", node.id().0, node.round());
-            if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-                panic!("node {}: replica[{i}] = {} after a round", node.id().0, params[i]);
-            }
+    let advance = node.advance_round(now, params, true).expect("finite parameters");
+    if let Some(round) = advance.started {
+        trace!("   {} start round {round}", node.id().0);
+    }
+    if let Some(finished) = advance.finished {
+        trace!("   {} finish {finished:?} → round {}", node.id().0, node.round());
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            panic!("node {}: replica[{i}] = {} after a round", node.id().0, params[i]);
         }
-    } else if node.can_start_round().is_ok() {
-        node.start_round(now, params).expect("allowed round starts");
-        trace!("   {} start round {}", node.id().0, node.round());
     }
 }
 

@@ -10,7 +10,9 @@ pub mod sim;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use asap_core::{Buffers, Config, ConfigError, Duration, Event, Instant, Layout, Node, NodeId, PeerSpec, Topology};
+use asap_core::{
+    Advance, Buffers, Config, ConfigError, Duration, Event, Instant, Layout, Node, NodeId, PeerSpec, Reducer, Topology,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -222,19 +224,14 @@ impl<'m> Cluster<'m> {
 
     /// The application side of node `i`: start a round when allowed, finish it when ready.
     fn step_application(&mut self, i: usize, rounds: u32) -> bool {
-        let node = &mut self.nodes[i];
-        if node.is_started() {
-            if node.is_ready() {
-                node.finish_round(self.now, &mut self.params[i])
-                    .expect("ready round finishes");
-                self.rounds_done[i] += 1;
-                return true;
-            }
-        } else if self.rounds_done[i] < rounds && node.can_start_round().is_ok() {
-            node.start_round(self.now, &self.params[i]).expect("start allowed");
-            return true;
+        let start = self.rounds_done[i] < rounds;
+        let advance = self.nodes[i]
+            .advance_round(self.now, &mut self.params[i], start)
+            .expect("finite parameters of the model's length");
+        if advance.finished.is_some() {
+            self.rounds_done[i] += 1;
         }
-        false
+        advance != Advance::default()
     }
 
     /// Moves node `i`'s frames into the network and drains its events.

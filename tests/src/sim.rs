@@ -27,7 +27,7 @@ use std::fmt;
 
 use asap_core::allreduce::{AllReduce, AllReduceBuffers};
 use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Config, Duration, Event, Instant, Node, NodeId, RoundError, Transmit, Wait};
+use asap_core::{Config, Duration, Event, Instant, Node, NodeId, Reducer, Transmit, Wait};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -425,38 +425,18 @@ impl Engine {
         }
     }
 
+    /// The engine behind the one interface every runtime drives.
+    fn reducer(&mut self) -> &mut dyn Reducer {
+        match self {
+            Engine::Asap(n) => &mut **n,
+            Engine::AllReduce(a) => &mut **a,
+        }
+    }
+
     fn is_started(&self) -> bool {
         match self {
             Engine::Asap(n) => n.is_started(),
             Engine::AllReduce(a) => a.is_started(),
-        }
-    }
-
-    fn is_ready(&self) -> bool {
-        match self {
-            Engine::Asap(n) => n.is_ready(),
-            Engine::AllReduce(a) => a.is_done(),
-        }
-    }
-
-    fn can_start(&self) -> bool {
-        match self {
-            Engine::Asap(n) => n.can_start_round().is_ok(),
-            Engine::AllReduce(a) => a.can_start(),
-        }
-    }
-
-    fn start(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
-        match self {
-            Engine::Asap(n) => n.start_round(now, params),
-            Engine::AllReduce(a) => a.start(now, params),
-        }
-    }
-
-    fn finish(&mut self, now: Instant, params: &mut [f32]) -> Result<(), RoundError> {
-        match self {
-            Engine::Asap(n) => n.finish_round(now, params).map(|_| ()),
-            Engine::AllReduce(a) => a.finish(params),
         }
     }
 
@@ -837,37 +817,31 @@ impl Sim {
         self.drain_events(i);
         let s = &mut self.nodes[idx];
         let Some(node) = s.node.as_mut() else { return Ok(()) };
-        let (mut finished, mut started) = (false, false);
-        if !node.is_started() && s.computing_until.is_none() && node.can_start() {
-            // Nodes keep going until the slowest is done, as training does: one that
-            // stopped early would starve its neighbours.
-            node.start(self.now, &s.params).map_err(|e| Violation {
+        // Nodes keep going until the slowest is done, as training does: one that stopped
+        // early would starve its neighbours. A round may be ready as soon as it starts
+        // (its updates came while the node computed, or it waits for nothing): the
+        // application finishes it at once.
+        let start = s.computing_until.is_none();
+        let advance = node
+            .reducer()
+            .advance_round(self.now, &mut s.params, start)
+            .map_err(|e| Violation {
                 seed: self.scenario.seed,
                 at: self.now,
-                what: format!("node {i}: start refused: {e}"),
+                what: format!("node {i}: round refused: {e}"),
             })?;
+        if let Some(round) = advance.started {
             if self.trace {
-                if let Engine::Asap(n) = node {
-                    eprintln!("{} node {i}: started round {}", self.now, n.round());
-                }
+                eprintln!("{} node {i}: started round {round}", self.now);
             }
-            started = true;
+            if let Some(bound) = self.scenario.staleness {
+                self.check_staleness(i, round, bound)?;
+            }
         }
-        if let Some(bound) = self.scenario.staleness.filter(|_| started) {
-            self.check_staleness(i, bound)?;
-        }
-        // A round may be ready as soon as it starts (its updates came while the node
-        // computed, or it waits for nothing): the application finishes it at once.
+        let finished = advance.finished.is_some();
         let s = &mut self.nodes[idx];
-        let node = s.node.as_mut().expect("checked above");
-        if node.is_started() && node.is_ready() {
-            node.finish(self.now, &mut s.params).map_err(|e| Violation {
-                seed: self.scenario.seed,
-                at: self.now,
-                what: format!("node {i}: ready round does not finish: {e}"),
-            })?;
+        if finished {
             s.rounds_done += 1;
-            finished = true;
             let since = s.finished_at.max(self.healed);
             s.finished_at = self.now;
             if self.trace {
@@ -979,11 +953,12 @@ impl Sim {
     /// in-neighbour it holds live has started round `r - bound` (announces
     /// `rounds_started >= r + 1 - bound`). Each is judged in the life `i` last heard
     /// from: a restart it has not heard of yet cannot hold it back.
-    fn check_staleness(&self, i: u32, bound: u32) -> Result<(), Violation> {
+    /// Node `i` started `round`: no live in-neighbour it had heard of was more than
+    /// `bound` rounds behind.
+    fn check_staleness(&self, i: u32, round: u32, bound: u32) -> Result<(), Violation> {
         let Some(Engine::Asap(node)) = &self.nodes[i as usize].node else {
             return Ok(());
         };
-        let round = node.round();
         let n = self.scenario.nodes;
         for &j in &self.in_neighbours[i as usize] {
             if !node.peer(NodeId(j as u16)).is_some_and(|p| p.up) {
@@ -1263,13 +1238,13 @@ impl Sim {
     /// The header of the frame in `self.buf[..len]` if its receiver can open it (an
     /// encrypted one is opened in a copy).
     fn opened(&self, len: usize) -> Option<asap_core::wire::Header> {
-        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt).ok()?;
+        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt)?;
         let frame = &self.buf[..len];
         let opened = match secret {
             asap_core::auth::Secret::Encrypt(_) => {
-                asap_core::wire::open(&mut frame.to_vec(), secret.sealing()).map(|f| f.0.header)
+                asap_core::wire::open(&mut frame.to_vec(), asap_core::wire::Sealing::from(&secret)).map(|f| f.0.header)
             }
-            _ => asap_core::wire::decode_sealed(frame, secret.sealing()).map(|f| f.0.header),
+            _ => asap_core::wire::decode_sealed(frame, asap_core::wire::Sealing::from(&secret)).map(|f| f.0.header),
         };
         opened.ok()
     }

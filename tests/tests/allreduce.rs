@@ -39,7 +39,7 @@ fn run(n: usize, model: usize, loss: f64, rounds: u32, seed: u64) -> (Vec<f64>, 
         let mean = asap_tests::Cluster::mean(&params);
         let mut finished = vec![false; n];
         for (node, p) in nodes.iter_mut().zip(&params) {
-            node.start(now, p).expect("start");
+            node.start_round(now, p).expect("start");
         }
         let deadline = now + Duration::from_secs(600);
         while finished.iter().any(|f| !f) {
@@ -55,8 +55,8 @@ fn run(n: usize, model: usize, loss: f64, rounds: u32, seed: u64) -> (Vec<f64>, 
                     let delay = Duration::from_micros(delay);
                     wire.push_back((now + delay, usize::from(t.to.0), buf[..t.len].to_vec()));
                 }
-                if !finished[i] && node.is_done() {
-                    node.finish(&mut params[i]).expect("finish");
+                if !finished[i] && node.is_ready() {
+                    node.finish_round(now, &mut params[i]).expect("finish");
                     finished[i] = true;
                 }
             }

@@ -174,12 +174,9 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
     pub fn run_round(&mut self, params: &mut [f32], limit: Duration) -> Result<(), RuntimeError> {
         let give_up = WallClock::now() + limit;
         loop {
-            let now = self.now();
-            if !self.node.is_started() && self.node.can_start() {
-                self.node.start(now, params).map_err(RuntimeError::Round)?;
-            }
-            if self.node.is_ready() {
-                return self.node.finish(now, params).map_err(RuntimeError::Round);
+            let advance = self.node.advance_round(self.now(), params, true);
+            if advance.map_err(RuntimeError::Round)?.finished.is_some() {
+                return Ok(());
             }
             if WallClock::now() >= give_up {
                 return Err(RuntimeError::Timeout);
@@ -188,11 +185,17 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         }
     }
 
-    /// Keeps serving peers (answering retransmission requests, acknowledging) for
-    /// `linger`, then says goodbye (an ASAP node sends every peer a Leave).
+    /// Ends the engine's part in the cluster: keeps serving peers (answering
+    /// retransmission requests, acknowledging) until the engine owes them nothing
+    /// ([`Reducer::is_drained`]: its last update delivered) or `linger` passed, then
+    /// says goodbye (an ASAP node sends every peer a Leave and falls silent).
     pub fn finish(&mut self, linger: Duration) -> Result<(), RuntimeError> {
-        self.serve(linger)?;
-        self.node.leave();
+        let until = WallClock::now() + linger;
+        while !self.node.is_drained() && WallClock::now() < until {
+            self.turn(until)?;
+        }
+        let now = self.now();
+        self.node.leave(now);
         self.flush()?;
         // Give queued (TCP) frames a moment to leave.
         let until = WallClock::now() + Duration::from_millis(50);

@@ -119,7 +119,8 @@ pub struct WorkerSpec {
     /// Emulated compute a round (the event loop keeps serving peers meanwhile, as a
     /// communication thread beside a GPU would).
     pub compute: Duration,
-    /// After the last round, keep answering peers this long.
+    /// After the last round, keep answering peers until the engine is drained (its last
+    /// update delivered), at most this long.
     pub linger: Duration,
     /// The cluster key: frames are authenticated (see `asap_core::auth`).
     pub key: Option<asap_core::auth::Key>,

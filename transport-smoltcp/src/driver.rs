@@ -1,6 +1,6 @@
 //! The bare-metal driver: one smoltcp UDP socket, one engine.
 
-use asap_core::{BufferTooSmall, Instant, Reducer, RoundError};
+use asap_core::{Advance, BufferTooSmall, Instant, Reducer, RoundError};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
@@ -218,20 +218,11 @@ impl<'a, R: Reducer> Driver<'a, R> {
     /// Advances the application's round: starts one from `params` when the engine can,
     /// finishes it (writing the reduced replica into `params`) when it is ready.
     pub fn step(&mut self, now: SmolInstant, params: &mut [f32]) -> Result<Step, RoundError> {
-        let t = core_time(now);
-        if !self.engine.is_started() {
-            if !self.engine.can_start() {
-                return Ok(Step::Waiting);
-            }
-            self.engine.start(t, params)?;
-            if !self.engine.is_ready() {
-                return Ok(Step::Started);
-            }
-        }
-        if self.engine.is_ready() {
-            self.engine.finish(t, params)?;
-            return Ok(Step::Finished);
-        }
-        Ok(Step::Waiting)
+        let advance = self.engine.advance_round(core_time(now), params, true)?;
+        Ok(match advance {
+            Advance { finished: Some(_), .. } => Step::Finished,
+            Advance { started: Some(_), .. } => Step::Started,
+            _ => Step::Waiting,
+        })
     }
 }

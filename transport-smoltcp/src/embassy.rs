@@ -72,12 +72,8 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
     /// into `params`.
     pub async fn run_round(&mut self, params: &mut [f32]) -> Result<(), RoundError> {
         loop {
-            let now = core_now();
-            if !self.engine.is_started() && self.engine.can_start() {
-                self.engine.start(now, params)?;
-            }
-            if self.engine.is_ready() {
-                return self.engine.finish(now, params);
+            if self.engine.advance_round(core_now(), params, true)?.finished.is_some() {
+                return Ok(());
             }
             self.turn(None).await;
         }

@@ -20,7 +20,9 @@ pub use stub_engine::StubEngine;
 
 #[cfg(feature = "probe-no-core")]
 mod stub_engine {
-    use asap_core::{BufferTooSmall, Config, Event, FrameError, Instant, NodeId, Reducer, RoundError, Stats, Transmit};
+    use asap_core::{
+        BufferTooSmall, Config, Event, Finished, FrameError, Instant, NodeId, Reducer, RoundError, Stats, Transmit,
+    };
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
     static mut FLAGS: u32 = 0;
@@ -92,8 +94,12 @@ mod stub_engine {
                 len,
             }))
         }
-        fn can_start(&self) -> bool {
-            flag(3)
+        fn can_start_round(&self) -> Result<(), RoundError> {
+            if flag(3) {
+                Ok(())
+            } else {
+                Err(RoundError::NotReady)
+            }
         }
         fn is_started(&self) -> bool {
             flag(4)
@@ -101,7 +107,7 @@ mod stub_engine {
         fn is_ready(&self) -> bool {
             flag(5)
         }
-        fn start(&mut self, _: Instant, params: &[f32]) -> Result<(), RoundError> {
+        fn start_round(&mut self, _: Instant, params: &[f32]) -> Result<(), RoundError> {
             // SAFETY: as `flag`.
             unsafe {
                 write_volatile(
@@ -111,10 +117,19 @@ mod stub_engine {
             };
             Ok(())
         }
-        fn finish(&mut self, _: Instant, params: &mut [f32]) -> Result<(), RoundError> {
+        fn finish_round(&mut self, _: Instant, params: &mut [f32]) -> Result<Finished, RoundError> {
             let n = params.len();
             params[self.round() as usize % n] = f32::from_bits(self.round());
-            Ok(())
+            Ok(Finished {
+                round: self.round(),
+                updates: 1,
+            })
+        }
+        fn is_drained(&self) -> bool {
+            flag(6)
+        }
+        fn round(&self) -> u32 {
+            StubEngine::round(self)
         }
         fn poll_event(&mut self) -> Option<Event> {
             None
@@ -122,7 +137,7 @@ mod stub_engine {
         fn stats(&self) -> &Stats {
             StubEngine::stats(self)
         }
-        fn leave(&mut self) {}
+        fn leave(&mut self, _: Instant) {}
     }
 }
 
@@ -260,13 +275,10 @@ mod raw {
                 node.handle_timeout(now);
             }
             if !training.done() {
-                if !node.is_started() && node.can_start() && node.start(now, params).is_err() {
+                let Ok(advance) = node.advance_round(now, params, true) else {
                     break;
-                }
-                if node.is_ready() {
-                    if node.finish(now, params).is_err() {
-                        break;
-                    }
+                };
+                if advance.finished.is_some() {
                     let (round, skipped) = (node.round(), node.stats().rounds_skipped);
                     training.finished_round(params, round, skipped, out);
                     if training.done() {

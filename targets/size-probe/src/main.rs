@@ -102,7 +102,7 @@ fn local_step(params: &mut [f32]) {
 #[cfg(not(feature = "baseline"))]
 mod with_core {
     use super::*;
-    use asap_core::{Buffers, Config, Event, Instant, Node, NodeId, PeerSpec, Wait};
+    use asap_core::{Buffers, Config, Event, Instant, Node, NodeId, PeerSpec, Reducer, Wait};
 
     /// Board configuration read at boot (DIP switches / flash), so that the optimiser
     /// cannot specialise the node on a constant config.
@@ -172,20 +172,21 @@ mod with_core {
         DIAG.write(u64::from(node.id().0) | (node.layout().chunks as u64) << 16);
         DIAG.write(node.config().max_frame as u64);
 
+        let mut stepped = false;
         loop {
-            // Application: rounds.
-            if node.is_started() {
-                if node.is_ready() {
-                    match node.finish_round(now(), params) {
-                        Ok(f) => DIAG.write(u64::from(f.round) << 32 | f.updates as u64),
-                        Err(_) => STATUS.write(3),
+            // Application: rounds (a local step waits in `params` for the next start).
+            if !stepped && !node.is_started() && node.can_start_round().is_ok() {
+                local_step(params);
+                stepped = node.record_local_step();
+            }
+            match node.advance_round(now(), params, stepped) {
+                Ok(advance) => {
+                    stepped &= advance.started.is_none();
+                    if let Some(f) = advance.finished {
+                        DIAG.write(u64::from(f.round) << 32 | f.updates as u64);
                     }
                 }
-            } else if node.can_start_round().is_ok() {
-                local_step(params);
-                if node.record_local_step() && node.start_round(now(), params).is_err() {
-                    STATUS.write(4);
-                }
+                Err(_) => STATUS.write(3),
             }
 
             // Outputs.

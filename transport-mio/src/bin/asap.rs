@@ -328,7 +328,8 @@ struct NodeArgs {
     /// worker keeps serving the network meanwhile).
     #[arg(long, default_value_t = 0.0)]
     compute_ms: f64,
-    /// After the last round, keep answering peers this many milliseconds.
+    /// After the last round, keep answering peers until this node owes them nothing
+    /// (its last update delivered), at most this many milliseconds.
     #[arg(long, default_value_t = 500)]
     linger_ms: u64,
     /// Print one JSON object (with the final replica, average workload) instead of a

@@ -11,12 +11,11 @@
 //! Without the feature (it costs ~4 KiB of flash on a Cortex-M4), [`Cipher`] has no
 //! values: nothing can be encrypted, encrypted frames are refused as
 //! [`crate::DecodeError::Encrypted`], and `Config::encrypt` is
-//! [`ConfigError::EncryptionUnavailable`].
+//! [`crate::ConfigError::EncryptionUnavailable`].
 
 use core::fmt;
 
-use crate::auth::{Key, TAG_LEN};
-use crate::error::ConfigError;
+use super::{Key, KEY_LEN, TAG_LEN};
 
 /// A frame's unique nonce: sender, incarnation and sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +35,7 @@ pub struct OpenError;
 /// The payload cipher, keyed with [`Cipher::from_key`]. `Debug` never prints the key.
 #[cfg(feature = "encrypt")]
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cipher([u8; crate::auth::KEY_LEN]);
+pub struct Cipher([u8; KEY_LEN]);
 
 /// The payload cipher, absent from this build (no `encrypt` feature): no value exists.
 #[cfg(not(feature = "encrypt"))]
@@ -56,9 +55,10 @@ const CONTEXT: &str = "asap 2026-11-25 frame payload encryption, XChaCha20-Poly1
 
 #[cfg(feature = "encrypt")]
 impl Cipher {
-    /// The cipher keyed from the cluster key.
-    pub fn from_key(key: &Key) -> Result<Self, ConfigError> {
-        Ok(Cipher(blake3::derive_key(CONTEXT, key.bytes())))
+    /// The cipher keyed from the cluster key (`None` only in builds without the
+    /// `encrypt` feature).
+    pub fn from_key(key: &Key) -> Option<Self> {
+        Some(Cipher(blake3::derive_key(CONTEXT, key.bytes())))
     }
 
     fn aead(&self) -> chacha20poly1305::XChaCha20Poly1305 {
@@ -97,9 +97,9 @@ impl Cipher {
 
 #[cfg(not(feature = "encrypt"))]
 impl Cipher {
-    /// Always [`ConfigError::EncryptionUnavailable`] in this build.
-    pub fn from_key(_: &Key) -> Result<Self, ConfigError> {
-        Err(ConfigError::EncryptionUnavailable)
+    /// Always `None`: this build cannot encrypt.
+    pub fn from_key(_: &Key) -> Option<Self> {
+        None
     }
 
     /// Never called: no `Cipher` exists in this build.
@@ -116,7 +116,6 @@ impl Cipher {
 #[cfg(all(test, feature = "encrypt"))]
 mod tests {
     use super::*;
-    use crate::auth::KEY_LEN;
 
     const KEY: Key = Key::new([7; KEY_LEN]);
 
