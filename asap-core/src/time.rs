@@ -70,6 +70,36 @@ impl Duration {
     }
 }
 
+/// `core::time::Duration` is `std::time::Duration`: runtimes convert with `into()`.
+/// Longer than `u64::MAX` microseconds (584,000 years) saturates.
+impl From<core::time::Duration> for Duration {
+    fn from(d: core::time::Duration) -> Self {
+        Duration(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<Duration> for core::time::Duration {
+    fn from(d: Duration) -> Self {
+        core::time::Duration::from_micros(d.0)
+    }
+}
+
+/// The instant `since_epoch` after the epoch: with std, `Instant::from(epoch.elapsed())`
+/// for an `epoch: std::time::Instant` taken when the runtime started.
+impl From<core::time::Duration> for Instant {
+    fn from(since_epoch: core::time::Duration) -> Self {
+        Instant(Duration::from(since_epoch).0)
+    }
+}
+
+/// Time since the epoch: with std, `epoch + core::time::Duration::from(instant)` is the
+/// `std::time::Instant` (to arm a timer at [`Node::poll_timeout`](crate::Node::poll_timeout)).
+impl From<Instant> for core::time::Duration {
+    fn from(at: Instant) -> Self {
+        core::time::Duration::from_micros(at.0)
+    }
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
@@ -99,6 +129,25 @@ impl fmt::Display for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converts_to_and_from_core_durations() {
+        let d = core::time::Duration::from_nanos(2_500_999);
+        assert_eq!(Duration::from(d), Duration::from_micros(2_500));
+        assert_eq!(
+            core::time::Duration::from(Duration::from_millis(7)),
+            core::time::Duration::from_millis(7)
+        );
+        assert_eq!(Instant::from(d), Instant::from_micros(2_500));
+        assert_eq!(
+            core::time::Duration::from(Instant::from_millis(3_000)),
+            core::time::Duration::from_secs(3)
+        );
+        assert_eq!(
+            Duration::from(core::time::Duration::MAX),
+            Duration::from_micros(u64::MAX)
+        );
+    }
 
     #[test]
     fn arithmetic_saturates() {
