@@ -15,7 +15,7 @@
 
 use core::fmt;
 
-use super::{Key, KEY_LEN, TAG_LEN};
+use super::{Key, TAG_LEN};
 
 /// A frame's unique nonce: sender, incarnation and sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct OpenError;
 /// The payload cipher, keyed with [`Cipher::from_key`]. `Debug` never prints the key.
 #[cfg(feature = "encrypt")]
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cipher([u8; KEY_LEN]);
+pub struct Cipher([u8; super::KEY_LEN]);
 
 /// The payload cipher, absent from this build (no `encrypt` feature): no value exists.
 #[cfg(not(feature = "encrypt"))]
@@ -116,6 +116,7 @@ impl Cipher {
 #[cfg(all(test, feature = "encrypt"))]
 mod tests {
     use super::*;
+    use crate::auth::KEY_LEN;
 
     const KEY: Key = Key::new([7; KEY_LEN]);
 
