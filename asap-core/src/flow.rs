@@ -23,6 +23,10 @@
 
 use crate::time::{Duration, Instant};
 
+mod link;
+
+pub(crate) use link::{Control, Owed, Timer, Timers};
+
 /// Sender state of one edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SendState {
@@ -316,13 +320,23 @@ impl Incoming {
     }
 }
 
-/// Receiver side of one edge.
+/// Receiver side of one edge: the update being received, and the answers owed to its
+/// sender (ACK, progress report), which a node sends in that order of urgency.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct InEdge {
     /// The last round consumed (and ACKed).
     pub(crate) consumed: Option<u32>,
     /// The update being received.
     pub(crate) incoming: Option<Incoming>,
+    /// An ACK owed for this round (consumed, or passed over).
+    pub(crate) ack_due: Option<u32>,
+    /// An update consumed whose ACK waits for the round before this peer's next turn to
+    /// send to us (time-varying graphs): `(round consumed, ACK at the finish of)`.
+    pub(crate) deferred_ack: Option<(u32, u32)>,
+    /// A NOTIFY that came before this node reached its round, answered when it does.
+    pub(crate) early_notify: Option<u32>,
+    /// A progress report (Missing) owed for this round.
+    pub(crate) missing_due: Option<u32>,
 }
 
 /// Where a frame for `round` stands relative to an in-edge.
@@ -363,6 +377,59 @@ impl InEdge {
             notified: false,
             superseded: false,
         })
+    }
+
+    /// Nothing is owed to the sender: no ACK and no progress report waiting.
+    pub(crate) fn owes_nothing(&self) -> bool {
+        self.ack_due.is_none() && self.missing_due.is_none()
+    }
+
+    /// The update of `update` (complete) was mixed in at the finish of `current`. It is
+    /// acknowledged, unless the sender's next turn to send (`next_turn`, on
+    /// time-varying graphs) is not the next round: acknowledging now would let its next
+    /// update land in a round it does not belong to, so the ACK waits for the round
+    /// before that turn. The ACK (or the deferral) answers any progress request.
+    pub(crate) fn consume(&mut self, update: u32, current: u32, next_turn: Option<u32>) {
+        self.consumed = Some(update);
+        self.incoming = None;
+        match next_turn {
+            Some(turn) if turn > current.wrapping_add(1) => self.deferred_ack = Some((update, turn - 1)),
+            _ => self.ack_due = Some(update),
+        }
+        self.missing_due = self.missing_due.filter(|&r| r != update);
+    }
+
+    /// The node moved to `round` (the next one, or further when catching up). When
+    /// rounds are exact, an update of a round now passed is acknowledged and dropped
+    /// (returns `true`: it came late); an ACK deferred to a round now passed is due; an
+    /// early NOTIFY of this round is answered, one of a passed round acknowledged.
+    pub(crate) fn advance(&mut self, round: u32, exact: bool) -> bool {
+        let mut late = false;
+        if exact {
+            if let Some(inc) = self.incoming.filter(|inc| inc.round < round) {
+                self.consumed = Some(self.consumed.map_or(inc.round, |c| c.max(inc.round)));
+                self.incoming = None;
+                self.ack_due = Some(inc.round);
+                late = true;
+            }
+        }
+        if let Some((acked, _)) = self.deferred_ack.filter(|&(_, at)| at < round) {
+            self.ack_due = Some(acked);
+            self.deferred_ack = None;
+        }
+        match self.early_notify {
+            Some(r) if r == round => {
+                self.early_notify = None;
+                self.missing_due = Some(round);
+            }
+            Some(r) if r < round => {
+                self.early_notify = None;
+                self.consumed = Some(self.consumed.map_or(r, |c| c.max(r)));
+                self.ack_due = Some(r);
+            }
+            _ => {}
+        }
+        late
     }
 }
 

@@ -7,7 +7,7 @@ use crate::auth::Secret;
 use crate::compress;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
-use crate::flow::{self, bits, AckOutcome, Emit, InEdge, OutEdge, Place};
+use crate::flow::{self, bits, AckOutcome, Control, Emit, InEdge, OutEdge, Owed, Place, Timer, Timers};
 use crate::output::{Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
 use crate::reduce::{self, FoldError};
 use crate::time::Instant;
@@ -34,28 +34,14 @@ struct Peer {
     up: bool,
     left: bool,
     incompatible: bool,
-    last_heard: Instant,
-    last_sent: Instant,
     /// Rounds the peer started, as far as its frames told us.
     rounds_started: u32,
     incarnation: Option<u32>,
-    hello_heard: bool,
-    hello_at: Instant,
-    hello_due: bool,
-    hello_reply_due: bool,
-    heartbeat_due: bool,
-    barrier_due: bool,
-    ack_due: Option<u32>,
-    /// An update consumed whose ACK waits for the round before this peer's next turn to
-    /// send to us (time-varying graphs): `(round consumed, ACK at the finish of)`.
-    deferred_ack: Option<(u32, u32)>,
-    /// A NOTIFY that came before this node reached its round, answered when it does.
-    early_notify: Option<u32>,
+    /// Link-level control frames owed to it.
+    control: Control,
+    timers: Timers,
     /// The last round whose update this node began sending to the peer.
     sent_round: Option<u32>,
-    /// This node is leaving: say so.
-    leave_due: bool,
-    missing_due: Option<u32>,
     /// Sequence numbers of the peer's authenticated frames seen (this incarnation).
     replay: crate::auth::ReplayWindow,
     /// Compressed mode: the peer's first update of this epoch was folded whole, so its
@@ -270,34 +256,26 @@ impl<'a, const P: usize> Node<'a, P> {
                 }
                 total_weight += w;
             }
-            let peer = Peer {
+            let mut peer = Peer {
                 spec: *spec,
                 out: OutEdge::new(config.rto_bounds()),
                 inn: InEdge::default(),
                 up: true,
                 left: false,
                 incompatible: false,
-                last_heard: now,
-                last_sent: now,
                 rounds_started: 0,
                 incarnation: None,
-                hello_heard: false,
-                hello_at: now + config.heartbeat_interval,
-                hello_due: true,
-                hello_reply_due: false,
-                heartbeat_due: false,
-                barrier_due: false,
-                ack_due: None,
-                deferred_ack: None,
-                early_notify: None,
+                control: Control::new(),
+                timers: Timers::default(),
                 sent_round: None,
-                leave_due: false,
-                missing_due: None,
                 replay: crate::auth::ReplayWindow::default(),
                 epoch_member: false,
                 epoch_excluded: false,
                 epoch_weight: 0.0,
             };
+            peer.timers.set(Timer::PeerDown, now + config.peer_timeout);
+            peer.timers.set(Timer::Heartbeat, now + config.heartbeat_interval);
+            peer.timers.set(Timer::Hello, now + config.heartbeat_interval);
             // Cannot fail: the length was checked against P above.
             let _ = table.push(peer);
         }
@@ -553,7 +531,7 @@ impl<'a, const P: usize> Node<'a, P> {
             && self
                 .peers
                 .iter()
-                .all(|p| !p.live() || (p.out.releases_snapshot() && p.ack_due.is_none() && p.missing_due.is_none()))
+                .all(|p| !p.live() || (p.out.releases_snapshot() && p.inn.owes_nothing()))
     }
 
     /// Whether [`leave`](Self::leave) was called.
@@ -573,7 +551,7 @@ impl<'a, const P: usize> Node<'a, P> {
         self.left = true;
         self.started = false;
         for p in self.peers.iter_mut() {
-            p.leave_due = true;
+            p.control.leave = true;
         }
     }
 
@@ -604,10 +582,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 p.out.begin(self.round);
                 p.sent_round = Some(self.round);
             }
-            p.barrier_due |= barrier;
+            p.control.barrier |= barrier;
             // An out-neighbour held back by the staleness bound learns at once that this
             // node moved, from its update or, without one this round, a heartbeat.
-            p.heartbeat_due |= stale && !update && p.spec.send_weight.is_some();
+            p.control.heartbeat |= stale && !update && p.spec.send_weight.is_some();
         }
         self.snapshot_mass = self.mass;
         self.snapshot_round = Some(self.round);
@@ -690,16 +668,7 @@ impl<'a, const P: usize> Node<'a, P> {
                     p.epoch_member = true;
                     p.epoch_weight = inc.weight;
                 }
-                p.inn.consumed = Some(inc.round);
-                p.inn.incoming = None;
-                match next_turn {
-                    // The sender's next turn is not the next round: acknowledging now
-                    // would let its next update land in a round it does not belong to.
-                    Some(turn) if turn > round.wrapping_add(1) => p.deferred_ack = Some((inc.round, turn - 1)),
-                    _ => p.ack_due = Some(inc.round),
-                }
-                // The ACK (or the deferral) answers any progress request for this round.
-                p.missing_due = p.missing_due.filter(|&r| r != inc.round);
+                p.inn.consume(inc.round, round, next_turn);
                 updates += 1;
             }
         }
@@ -773,7 +742,7 @@ impl<'a, const P: usize> Node<'a, P> {
             if p.out.on_timeout(now) {
                 self.stats.retransmit_timeouts += 1;
             }
-            if p.up && now >= p.last_heard + cfg.peer_timeout {
+            if p.up && p.timers.is_due(Timer::PeerDown, now) {
                 p.up = false;
                 p.epoch_excluded = true;
                 p.out.abandon();
@@ -784,12 +753,12 @@ impl<'a, const P: usize> Node<'a, P> {
                 self.push_event(Event::PeerDown(id));
             }
             let p = &mut self.peers[i];
-            if now >= p.last_sent + cfg.heartbeat_interval {
-                p.heartbeat_due = true;
+            if p.timers.is_due(Timer::Heartbeat, now) {
+                p.control.heartbeat = true;
             }
-            if !p.hello_heard && now >= p.hello_at {
-                p.hello_due = true;
-                p.hello_at = now + cfg.heartbeat_interval;
+            if !p.control.hello_heard && p.timers.is_due(Timer::Hello, now) {
+                p.control.hello = true;
+                p.timers.set(Timer::Hello, now + cfg.heartbeat_interval);
             }
         }
         self.check_progress(now);
@@ -879,16 +848,17 @@ impl<'a, const P: usize> Node<'a, P> {
         if self.left {
             return None;
         }
-        let cfg = &self.config;
         self.peers
             .iter()
             .filter(|p| !p.left)
             .flat_map(|p| {
                 [
                     p.out.deadline(),
-                    p.up.then(|| p.last_heard + cfg.peer_timeout),
-                    (!p.heartbeat_due).then(|| p.last_sent + cfg.heartbeat_interval),
-                    (!p.hello_heard && !p.hello_due).then_some(p.hello_at),
+                    p.timers.get(Timer::PeerDown).filter(|_| p.up),
+                    p.timers.get(Timer::Heartbeat).filter(|_| !p.control.heartbeat),
+                    p.timers
+                        .get(Timer::Hello)
+                        .filter(|_| !p.control.hello_heard && !p.control.hello),
                 ]
             })
             .flatten()
@@ -1030,31 +1000,8 @@ impl<'a, const P: usize> Node<'a, P> {
         }
         let exact = self.exact_rounds();
         for p in self.peers.iter_mut() {
-            if exact {
-                if let Some(inc) = p.inn.incoming.filter(|inc| inc.round < round) {
-                    p.inn.consumed = Some(p.inn.consumed.map_or(inc.round, |c| c.max(inc.round)));
-                    p.inn.incoming = None;
-                    p.ack_due = Some(inc.round);
-                    self.stats.late += 1;
-                }
-            }
-            // An ACK deferred to the end of a round now passed (finished, or skipped
-            // when catching up) is due.
-            if let Some((acked, _)) = p.deferred_ack.filter(|&(_, at)| at < round) {
-                p.ack_due = Some(acked);
-                p.deferred_ack = None;
-            }
-            match p.early_notify {
-                Some(r) if r == round => {
-                    p.early_notify = None;
-                    p.missing_due = Some(round);
-                }
-                Some(r) if r < round => {
-                    p.early_notify = None;
-                    p.inn.consumed = Some(p.inn.consumed.map_or(r, |c| c.max(r)));
-                    p.ack_due = Some(r);
-                }
-                _ => {}
+            if p.inn.advance(round, exact) {
+                self.stats.late += 1;
             }
         }
     }
@@ -1107,31 +1054,25 @@ impl<'a, const P: usize> Node<'a, P> {
         let encoding = self.config.compression.encoding();
         let chunks = self.chunks;
         let p = &mut self.peers[i];
-        if p.leave_due {
-            p.leave_due = false;
+        if p.control.take_leave() {
             return Some((Kind::Leave, self.round));
         }
         if p.left || self.left {
             return None;
         }
-        if p.hello_due || p.hello_reply_due {
-            let reply = !p.hello_due;
-            p.hello_due = false;
-            p.hello_reply_due = false;
-            return Some((
-                Kind::Hello {
-                    model_len,
-                    chunk_len,
-                    encoding,
-                    reply,
-                },
-                self.round,
-            ));
+        if let Some(reply) = p.control.take_hello() {
+            let hello = Kind::Hello {
+                model_len,
+                chunk_len,
+                encoding,
+                reply,
+            };
+            return Some((hello, self.round));
         }
-        if let Some(round) = p.ack_due.take() {
+        if let Some(round) = p.inn.ack_due.take() {
             return Some((Kind::Ack, round));
         }
-        if let Some(round) = p.missing_due.take() {
+        if let Some(round) = p.inn.missing_due.take() {
             let consumed = p.inn.consumed.is_some_and(|c| c >= round);
             let (base, mask) = match p.inn.incoming {
                 _ if consumed => (0, 0),
@@ -1142,13 +1083,11 @@ impl<'a, const P: usize> Node<'a, P> {
             };
             return Some((Kind::Missing { base, mask }, round));
         }
-        if p.barrier_due || p.heartbeat_due {
-            let kind = if p.barrier_due { Kind::Barrier } else { Kind::Heartbeat };
-            p.barrier_due = false;
-            p.heartbeat_due = false;
-            return Some((kind, started_rounds));
-        }
-        None
+        let kind = match p.control.take_progress()? {
+            Owed::Barrier => Kind::Barrier,
+            Owed::Heartbeat => Kind::Heartbeat,
+        };
+        Some((kind, started_rounds))
     }
 
     fn header_for(config: &Config, to: NodeId, round: u32, kind: Kind) -> Header {
@@ -1193,8 +1132,7 @@ impl<'a, const P: usize> Node<'a, P> {
         };
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
-        p.last_sent = now;
-        p.heartbeat_due = false;
+        p.control.sent(&mut p.timers, now, self.config.heartbeat_interval);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;
         Ok(Transmit { to, len })
@@ -1244,7 +1182,7 @@ impl<'a, const P: usize> Node<'a, P> {
             if h.kind == Kind::Leave {
                 self.peer_left(i);
             } else {
-                self.peers[i].leave_due = true;
+                self.peers[i].control.leave = true;
             }
             return Ok(());
         }
@@ -1260,7 +1198,7 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(FrameError::Incompatible(h.from));
         }
         let p = &mut self.peers[i];
-        p.last_heard = now;
+        p.timers.set(Timer::PeerDown, now + self.config.peer_timeout);
         if !p.up || p.left {
             p.up = true;
             // (A restart, above, is what brings a peer that left back.)
@@ -1362,8 +1300,8 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(FrameError::Incompatible(id));
         }
         p.incompatible = false;
-        p.hello_heard = true;
-        p.hello_reply_due |= !reply;
+        p.control.hello_heard = true;
+        p.control.hello_reply |= !reply;
         Ok(())
     }
 
@@ -1389,10 +1327,6 @@ impl<'a, const P: usize> Node<'a, P> {
             });
         }
         p.rounds_started = 0;
-        p.deferred_ack = None;
-        p.early_notify = None;
-        p.ack_due = None;
-        p.missing_due = None;
         p.sent_round = None;
         p.out.abandon();
         self.push_event(Event::PeerRestarted(id));
@@ -1769,7 +1703,7 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(FrameError::Violation(id, Violation::NotInNeighbour));
         }
         if self.is_early(round) {
-            self.peers[i].early_notify = Some(round);
+            self.peers[i].inn.early_notify = Some(round);
             return Ok(());
         }
         if chunks != self.chunks {
@@ -1784,7 +1718,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 p.inn.incoming = None;
             }
             p.inn.consumed = Some(p.inn.consumed.map_or(round, |c| c.max(round)));
-            p.ack_due = Some(round);
+            p.inn.ack_due = Some(round);
             self.stats.late += 1;
             return Ok(());
         }
@@ -1793,10 +1727,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 // Our ACK was lost: repeat it. While the ACK is deferred, say that
                 // everything arrived. (A round below the last consumed one was passed
                 // over: acknowledging it lets the sender move on, whatever it was.)
-                if p.deferred_ack.is_some_and(|(r, _)| r == round) {
-                    p.missing_due = Some(round);
+                if p.inn.deferred_ack.is_some_and(|(r, _)| r == round) {
+                    p.inn.missing_due = Some(round);
                 } else {
-                    p.ack_due = Some(round);
+                    p.inn.ack_due = Some(round);
                 }
                 self.stats.duplicates += 1;
             }
@@ -1806,21 +1740,21 @@ impl<'a, const P: usize> Node<'a, P> {
                 // dropped but acknowledged, so its sender is not held up (it may be
                 // what this node waits for to be able to mix at all).
                 Self::supersede(&mut p.inn, &mut self.stats);
-                p.ack_due = Some(round);
+                p.inn.ack_due = Some(round);
             }
             Place::Newer => {
                 if p.inn.incoming.is_some() {
                     self.stats.updates_abandoned += 1;
                 }
                 p.inn.begin(round, 0.0).notified = true;
-                p.missing_due = Some(round);
+                p.inn.missing_due = Some(round);
                 self.bitmap(i).fill(0);
             }
             Place::Current => {
                 if let Some(inc) = p.inn.incoming.as_mut() {
                     inc.notified = true;
                 }
-                p.missing_due = Some(round);
+                p.inn.missing_due = Some(round);
             }
         }
         Ok(())
