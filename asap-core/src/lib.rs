@@ -10,6 +10,7 @@ pub mod config;
 pub mod cost;
 pub mod error;
 mod flow;
+mod mixing;
 pub mod node;
 pub mod output;
 pub mod reduce;

@@ -8,23 +8,14 @@ use crate::compress;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{self, bits, AckOutcome, Control, Emit, InEdge, OutEdge, Owed, Place, Timer, Timers};
+use crate::mixing::choco::{Choco, Membership, Sharer};
+use crate::mixing::{self, Mass};
 use crate::output::{Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
-use crate::reduce::{self, FoldError};
 use crate::time::Instant;
 use crate::topology::Topology;
 use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId, Sealing};
 
-/// A compressed node's public copy and its disagreement with its in-neighbours'
-/// ([`Node::public_copies`]).
-#[derive(Clone, Copy, Debug)]
-pub struct PublicCopies<'a> {
-    /// `x̂`: the replica as the neighbours know it.
-    pub public: &'a [f32],
-    /// `t = Σ_j w_j·x̂_j − W·x̂`, high part.
-    pub hi: &'a [f32],
-    /// Low part (`t = hi + lo`).
-    pub lo: &'a [f32],
-}
+pub use crate::mixing::choco::PublicCopies;
 
 #[derive(Clone, Copy, Debug)]
 struct Peer {
@@ -44,15 +35,8 @@ struct Peer {
     sent_round: Option<u32>,
     /// Sequence numbers of the peer's authenticated frames seen (this incarnation).
     replay: crate::auth::ReplayWindow,
-    /// Compressed mode: the peer's first update of this epoch was folded whole, so its
-    /// weight is in every chunk's in-weight.
-    epoch_member: bool,
-    /// Compressed mode: the peer went down or restarted this epoch, so its public copy
-    /// here can no longer follow its own; its updates are received but not folded
-    /// until the next epoch.
-    epoch_excluded: bool,
-    /// Compressed mode: the weight its public copy carries in the sum (once a member).
-    epoch_weight: f32,
+    /// Compressed mode: its standing in the epoch's sums.
+    choco: Membership,
 }
 
 impl Peer {
@@ -150,21 +134,15 @@ pub struct Node<'a, const P: usize> {
     send_seq: u64,
     /// Who sends to whom in which round, when built from a topology.
     schedule: Option<Topology>,
-    /// Push-sum mass `y` (1 on doubly stochastic graphs, where it is not used): the
-    /// replica the application sees is the de-biased `x / y`.
-    mass: f64,
-    /// The mass when the snapshot was taken (what this round's shares are cut from).
-    snapshot_mass: f64,
+    /// Push-sum mass (1 on doubly stochastic graphs, where it is not used).
+    mass: Mass,
+    /// The compressed mode's state, when compressing.
+    choco: Option<Choco>,
     /// The round the snapshot was taken for.
     snapshot_round: Option<u32>,
     /// The highest round an in-neighbour's update announced (exact-round modes): a node
     /// behind it finishes at once and jumps ahead to it.
     catch_up: u32,
-    /// Compressed mode: the epoch (`round / compression_epoch`) the public copies
-    /// belong to.
-    epoch: u32,
-    /// No round started yet in this life.
-    fresh: bool,
     /// [`Node::leave`] was called: the node is silent but for Leave frames.
     left: bool,
     layout: Layout,
@@ -181,13 +159,6 @@ pub struct Node<'a, const P: usize> {
     events: Deque<Event, EVENT_CAPACITY>,
     stats: Stats,
 }
-
-/// Tolerance on in-neighbour weights adding up to 1 (float rounding of e.g. 3 × 1/3).
-const WEIGHT_SLACK: f32 = 1e-4;
-
-/// Largest push-sum weight a frame may carry: masses add up to the node count, at most
-/// 65,536.
-const MAX_PUSH_SUM_WEIGHT: f32 = 65_536.0;
 
 impl<'a, const P: usize> Node<'a, P> {
     /// Builds a node. Checks the configuration, the peer table and the buffers' sizes
@@ -269,9 +240,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 timers: Timers::default(),
                 sent_round: None,
                 replay: crate::auth::ReplayWindow::default(),
-                epoch_member: false,
-                epoch_excluded: false,
-                epoch_weight: 0.0,
+                choco: Membership::default(),
             };
             peer.timers.set(Timer::PeerDown, now + config.peer_timeout);
             peer.timers.set(Timer::Heartbeat, now + config.heartbeat_interval);
@@ -280,7 +249,7 @@ impl<'a, const P: usize> Node<'a, P> {
             let _ = table.push(peer);
         }
         // A topology's weights are checked per round by construction.
-        if schedule.is_none() && total_weight > 1.0 + WEIGHT_SLACK {
+        if schedule.is_none() && total_weight > 1.0 + mixing::WEIGHT_SLACK {
             return Err(ConfigError::SendWeightsExceedOne);
         }
         if let Wait::AtLeast(k) = config.wait {
@@ -295,16 +264,14 @@ impl<'a, const P: usize> Node<'a, P> {
         buffers.chunk_bits.fill(0);
         buffers.accumulator.fill(0.0);
         Ok(Node {
+            choco: Choco::new(&config, schedule.as_ref()),
             secret: config.secret()?,
             config,
             schedule,
-            mass: 1.0,
-            snapshot_mass: 1.0,
+            mass: Mass::ONE,
             snapshot_round: None,
             send_seq: 0,
             catch_up: 0,
-            epoch: 0,
-            fresh: true,
             left: false,
             layout,
             chunks: layout.chunks as u32,
@@ -329,12 +296,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// (`t = hi + lo`). `None` when not compressing. Once every update sent has been
     /// folded, `t` is exactly that: the invariant the mode rests on.
     pub fn public_copies(&self) -> Option<PublicCopies<'_>> {
-        let model = self.layout.model_len;
-        self.config.is_compressed().then(|| {
-            let (hi, rest) = self.buffers.accumulator.split_at(model);
-            let (lo, public) = rest.split_at(model);
-            PublicCopies { public, hi, lo }
-        })
+        self.choco.as_ref().map(|c| c.public_copies(self.buffers.accumulator))
     }
 
     /// This node's id.
@@ -364,7 +326,7 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// Push-sum mass (1 unless the topology needs push-sum).
     pub fn mass(&self) -> f64 {
-        self.mass
+        self.mass.value
     }
 
     /// Counters.
@@ -564,10 +526,27 @@ impl<'a, const P: usize> Node<'a, P> {
             self.advance_to(round);
         }
         self.layout.check_params(params)?;
-        if self.config.is_compressed() {
-            self.start_compressed(params)?;
-        } else {
-            self.buffers.snapshot.copy_from_slice(params);
+        if let Some(choco) = &mut self.choco {
+            if choco.begins_mid_epoch(self.round) {
+                self.peers.iter_mut().for_each(|p| p.choco.excluded = true);
+            }
+        }
+        match self.choco {
+            Some(choco) if !choco.reuses_q(self.round) => {
+                let sharers = self.sharers();
+                let Buffers {
+                    snapshot,
+                    accumulator,
+                    chunk_bits,
+                    ..
+                } = &mut self.buffers;
+                let words = self.layout.words_per_peer;
+                choco.start(params, snapshot, accumulator, chunk_bits, words, &sharers)?;
+            }
+            // A time-varying graph's `q` (the snapshot) goes to this round's partner as
+            // it is.
+            Some(_) => {}
+            None => self.buffers.snapshot.copy_from_slice(params),
         }
         let barrier = self.config.wait == Wait::Barrier;
         let stale = self.config.staleness.is_some();
@@ -587,7 +566,7 @@ impl<'a, const P: usize> Node<'a, P> {
             // node moved, from its update or, without one this round, a heartbeat.
             p.control.heartbeat |= stale && !update && p.spec.send_weight.is_some();
         }
-        self.snapshot_mass = self.mass;
+        self.mass.snapshot();
         self.snapshot_round = Some(self.round);
         self.started = true;
         self.sending = Some(self.round);
@@ -611,39 +590,25 @@ impl<'a, const P: usize> Node<'a, P> {
         if !self.is_ready() {
             return Err(RoundError::NotReady);
         }
-        let self_mass = self
-            .push_sum_self_share()
-            .map(|share| (share * self.snapshot_mass) as f32);
-        let chunk_len = self.config.chunk_len();
-        if self.config.is_compressed() {
-            self.finish_compressed(params);
-        }
+        let kept = self.push_sum_self_share().map(|share| self.mass.kept(share));
         let Buffers {
             snapshot,
             accumulator,
             chunk_weights,
             ..
         } = &mut self.buffers;
-        // (The compressed mode mixed above and keeps its in-weights.)
-        let parts = params
-            .chunks_mut(chunk_len)
-            .zip(snapshot.chunks(chunk_len))
-            .zip(accumulator.chunks(chunk_len))
-            .zip(chunk_weights.iter_mut())
-            .take(if self.config.is_compressed() { 0 } else { usize::MAX });
-        for (((p, s), a), w) in parts {
-            let mixed = match self_mass {
-                Some(kept) => reduce::mix_chunk_normalised(p, s, a, kept, *w),
-                None => reduce::mix_chunk(p, s, a, *w),
-            };
-            if mixed.is_err() {
-                // Finite updates can still overflow when mixed: the chunk keeps its
-                // value rather than become infinite.
-                self.stats.chunks_overflowed += 1;
-            }
-            // Zero weight marks the chunk free: the next update initialises it.
-            *w = 0.0;
-        }
+        // The compressed mode keeps its in-weights from round to round.
+        self.stats.chunks_overflowed += match self.choco {
+            Some(choco) => choco.finish(self.round, params, accumulator),
+            None => mixing::mix(
+                params,
+                snapshot,
+                accumulator,
+                chunk_weights,
+                self.config.chunk_len(),
+                kept,
+            ),
+        };
         let mut received_mass = 0.0f64;
         let mut updates = 0;
         for i in 0..self.peers.len() {
@@ -663,17 +628,13 @@ impl<'a, const P: usize> Node<'a, P> {
                 if !inc.rejected {
                     received_mass += f64::from(inc.weight);
                 }
-                if !p.epoch_member && !p.epoch_excluded {
-                    // Compressed mode: its public copy is now in every chunk's sum.
-                    p.epoch_member = true;
-                    p.epoch_weight = inc.weight;
-                }
+                p.choco.consumed(inc.weight);
                 p.inn.consume(inc.round, round, next_turn);
                 updates += 1;
             }
         }
         if let Some(share) = self.push_sum_self_share() {
-            self.mass = share * self.snapshot_mass + received_mass;
+            self.mass.mix(share, received_mass);
         }
         let round = self.round;
         self.advance_to(self.round.saturating_add(1).max(self.catch_up));
@@ -744,7 +705,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             if p.up && p.timers.is_due(Timer::PeerDown, now) {
                 p.up = false;
-                p.epoch_excluded = true;
+                p.choco.excluded = true;
                 p.out.abandon();
                 // Not delivered: if it comes back between rounds, it gets the update again.
                 p.sent_round = None;
@@ -805,7 +766,7 @@ impl<'a, const P: usize> Node<'a, P> {
                     // Push-sum: the share of the mass travels as the weight. Compressed
                     // on a time-varying graph: the edge's weight in the period's union.
                     let weight = if self.is_push_sum() {
-                        (f64::from(share) * self.snapshot_mass) as f32
+                        self.mass.carried(share)
                     } else if let Some(w) = self.union_weight() {
                         w
                     } else {
@@ -992,11 +953,15 @@ impl<'a, const P: usize> Node<'a, P> {
         }
         let skipped = round > self.round.saturating_add(1);
         self.round = round;
-        self.enter_epoch();
-        if skipped && self.union_weight().is_some() {
-            // Compressed on a time-varying graph: the skipped rounds' deliveries are
-            // lost to this period's sums; nobody counts until the next epoch.
-            self.peers.iter_mut().for_each(|p| p.epoch_excluded = true);
+        if let Some(choco) = &mut self.choco {
+            if choco.enter(round, self.buffers.accumulator, self.buffers.chunk_weights) {
+                self.peers.iter_mut().for_each(|p| p.choco = Membership::default());
+            }
+            if skipped && choco.union_weight().is_some() {
+                // Compressed on a time-varying graph: the skipped rounds' deliveries are
+                // lost to this period's sums; nobody counts until the next epoch.
+                self.peers.iter_mut().for_each(|p| p.choco.excluded = true);
+            }
         }
         let exact = self.exact_rounds();
         for p in self.peers.iter_mut() {
@@ -1255,7 +1220,7 @@ impl<'a, const P: usize> Node<'a, P> {
         let was_up = p.up;
         p.left = true;
         p.up = false;
-        p.epoch_excluded = true;
+        p.choco.excluded = true;
         p.out.abandon();
         // Not delivered: if it comes back between rounds, it gets the update again.
         p.sent_round = None;
@@ -1317,7 +1282,7 @@ impl<'a, const P: usize> Node<'a, P> {
         // A new life counts its frames from 0 again.
         p.replay.reset();
         // ...and starts its public copy from zero: ours of it is lost for this epoch.
-        p.epoch_excluded = true;
+        p.choco.excluded = true;
         let partial = p.inn.incoming.filter(|inc| inc.received > 0 && !inc.finished(chunks));
         p.inn = InEdge::default();
         if let Some(inc) = partial {
@@ -1373,7 +1338,11 @@ impl<'a, const P: usize> Node<'a, P> {
         } else if F32Le::new(payload).is_none_or(|v| v.len() != range.len()) {
             return violation(Violation::ChunkLength);
         }
-        let max_weight = if self.is_push_sum() { MAX_PUSH_SUM_WEIGHT } else { 1.0 };
+        let max_weight = if self.is_push_sum() {
+            mixing::MAX_PUSH_SUM_WEIGHT
+        } else {
+            1.0
+        };
         if !(weight.is_finite() && weight > 0.0 && weight <= max_weight) {
             return violation(Violation::Weight);
         }
@@ -1413,71 +1382,41 @@ impl<'a, const P: usize> Node<'a, P> {
             return Ok(());
         }
         let c = chunk as usize;
-        let compressed = self.config.is_compressed();
         // Compressed mode: a neighbour's weight enters a chunk's in-weight with its first
         // update of the epoch, and stays.
-        let (member, excluded, member_weight) = {
-            let p = &self.peers[i];
-            (p.epoch_member, p.epoch_excluded, p.epoch_weight)
-        };
-        let adds_weight = !compressed || (!member && !excluded);
+        let share = self.peers[i].choco;
+        let compressed = self.choco.is_some();
+        let adds_weight = !compressed || (!share.member && !share.excluded);
         let changed = |w: f32| weight.to_bits() != w.to_bits();
-        let reason = if (inc.received > 0 && changed(inc.weight)) || (compressed && member && changed(member_weight)) {
-            Some(Violation::WeightChanged)
-        } else if adds_weight && !self.is_push_sum() && self.buffers.chunk_weights[c] + weight > 1.0 + WEIGHT_SLACK {
-            Some(Violation::WeightOverflow)
-        } else if compressed {
-            // Into the disagreement `t` (an excluded neighbour's chunk is received for
-            // flow control only). A neighbour joining the chunk's sum this epoch brings
-            // `w·(x̂_j − x̂)`: its public copy, against ours of this round.
-            let model = self.layout.model_len;
-            let (hi, rest) = self.buffers.accumulator.split_at_mut(model);
-            let (lo, public) = rest.split_at_mut(model);
-            let (hi, lo, public) = (&mut hi[range.clone()], &mut lo[range.clone()], &public[range]);
-            let folded = match excluded {
-                true => Ok(()),
-                false => compress::for_each_decoded(encoding, payload, hi.len(), |k, v| {
-                    reduce::add_two(&mut hi[k], &mut lo[k], weight * v);
-                }),
-            };
-            match folded {
-                Ok(()) => {
-                    if adds_weight && !excluded {
-                        for ((h, l), x) in hi.iter_mut().zip(lo.iter_mut()).zip(public) {
-                            reduce::add_two(h, l, -(weight * x));
-                        }
-                    }
-                    None
-                }
-                Err(compress::CodecError::NonFinite) => Some(Violation::NonFinite),
-                Err(_) => Some(Violation::ChunkLength),
-            }
-        } else {
-            let Some(values) = F32Le::new(payload) else {
-                return violation(Violation::ChunkLength);
-            };
-            let x = &self.buffers.snapshot[range.clone()];
-            let factor = match self.config.clip {
-                Some(clip) => reduce::clip_factor(values.raw(), x, |norm| clip.bound(norm, x.len())),
-                None => 1.0,
-            };
-            let acc = &mut self.buffers.accumulator[range];
-            let mut folded = if self.buffers.chunk_weights[c] == 0.0 {
-                reduce::init_le(acc, weight * factor, values.raw())
+        let reason =
+            if (inc.received > 0 && changed(inc.weight)) || (compressed && share.member && changed(share.weight)) {
+                Some(Violation::WeightChanged)
+            } else if adds_weight
+                && !self.is_push_sum()
+                && self.buffers.chunk_weights[c] + weight > 1.0 + mixing::WEIGHT_SLACK
+            {
+                Some(Violation::WeightOverflow)
+            } else if let Some(choco) = &self.choco {
+                let joins = adds_weight && !share.excluded;
+                let acc = &mut *self.buffers.accumulator;
+                choco
+                    .fold(acc, range, encoding, payload, weight, share.excluded, joins)
+                    .err()
             } else {
-                reduce::fold_le(acc, weight * factor, values.raw())
+                let Some(values) = F32Le::new(payload) else {
+                    return violation(Violation::ChunkLength);
+                };
+                let x = &self.buffers.snapshot[range.clone()];
+                let first = self.buffers.chunk_weights[c] == 0.0;
+                let acc = &mut self.buffers.accumulator[range];
+                match mixing::fold(acc, x, weight, values.raw(), first, self.config.clip) {
+                    Ok(clipped) => {
+                        self.stats.chunks_clipped += u64::from(clipped);
+                        None
+                    }
+                    Err(v) => Some(v),
+                }
             };
-            if factor < 1.0 && folded.is_ok() {
-                // The clipped chunk is x + s·(u − x): the rest of its weight goes to x.
-                folded = reduce::fold(acc, weight * (1.0 - factor), x);
-                self.stats.chunks_clipped += 1;
-            }
-            match folded {
-                Ok(()) => None,
-                Err(FoldError::NonFinite) => Some(Violation::NonFinite),
-                Err(_) => Some(Violation::ChunkLength),
-            }
-        };
         if let Some(reason) = reason {
             return self.reject(i, round, reason);
         }
@@ -1495,156 +1434,29 @@ impl<'a, const P: usize> Node<'a, P> {
         Ok(())
     }
 
-    /// Compressed mode, at the start of a round: the snapshot becomes `d = x − x̂` (what
-    /// this round's chunks encode) and `x̂` moves by what the receivers will decode from
-    /// them, checked for every chunk before any changes. A new epoch starts from zero
-    /// public copies; a node starting in the middle of one (it restarted, or joined
-    /// late) knows no neighbour's public copy and folds none until the next.
-    fn start_compressed(&mut self, params: &[f32]) -> Result<(), RoundError> {
-        let epoch_start = self.epoch * self.epoch_len();
-        if self.fresh && self.round != epoch_start {
-            for p in self.peers.iter_mut() {
-                p.epoch_excluded = true;
-            }
-        }
-        self.fresh = false;
-        if self.union_weight().is_some() && !self.round.is_multiple_of(self.period()) {
-            // Time-varying graph: this period's `q` (the snapshot) goes to this round's
-            // partner as it is.
-            return Ok(());
-        }
-        let (compression, chunk_len) = (self.config.compression, self.config.chunk_len());
-        let model = self.layout.model_len;
-        // The neighbours whose public copies are in `t`: each sees this node's `q` at its
-        // weight, so `t` loses `w·q` once per such neighbour, computed as they compute it
-        // (the sum over the cluster of every `t` then stays 0). Members are in every
-        // chunk; a neighbour whose first update of the epoch began arriving before this
-        // start, in the chunks that arrived (it joined them against the old `x̂`).
+    /// Compressed mode: the neighbours whose public copies are in `t` as a round starts
+    /// (see [`Sharer`]).
+    fn sharers(&self) -> Vec<Sharer, P> {
         let round = self.round;
-        let sharers: Vec<(usize, f32, bool), P> = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.inn.incoming {
-                _ if p.epoch_member => Some((i, p.epoch_weight, true)),
-                Some(inc) if !p.epoch_excluded && inc.round == round && inc.received > 0 => {
-                    Some((i, inc.weight, false))
-                }
-                _ => None,
-            })
-            .collect();
-        let total: f32 = sharers.iter().map(|s| s.1).sum();
-        let words = self.layout.words_per_peer;
-        let Buffers {
-            snapshot,
-            accumulator,
-            chunk_bits,
-            ..
-        } = &mut self.buffers;
-        let (hi, rest) = accumulator.split_at_mut(model);
-        let (lo, public) = rest.split_at_mut(model);
-        for ((d, x), p) in snapshot.iter_mut().zip(params).zip(public.iter()) {
-            *d = x - p;
-        }
-        let unfit = snapshot
-            .chunks(chunk_len)
-            .zip(public.chunks(chunk_len))
-            .zip(hi.chunks(chunk_len))
-            .any(|((d, p), t)| {
-                // One quantisation pass checks both sums (top-k's costs 32 counting
-                // passes: it is not done twice).
-                let mut fits = reduce::all_finite(d);
-                if fits {
-                    compress::for_each_quantized(compression, d, |k, q| {
-                        fits &= (p[k] + q).is_finite() && (t[k] - total * q).is_finite();
-                    });
-                }
-                !fits
-            });
-        if unfit {
-            return Err(RoundError::NonFiniteParams);
-        }
-        for (c, d) in snapshot.chunks(chunk_len).enumerate() {
-            let weights: Vec<f32, P> = sharers
-                .iter()
-                .filter(|&&(i, _, all)| all || bits::get(&chunk_bits[i * words..(i + 1) * words], c as u32))
-                .map(|s| s.1)
-                .collect();
-            let base = c * chunk_len;
-            compress::for_each_quantized(compression, d, |k, q| {
-                let k = base + k;
-                public[k] += q;
-                for w in &weights {
-                    reduce::add_two(&mut hi[k], &mut lo[k], -(w * q));
-                }
-            });
-        }
-        Ok(())
+        let sharer = |(i, p): (usize, &Peer)| match p.inn.incoming {
+            _ if p.choco.member => Some(Sharer {
+                peer: i,
+                weight: p.choco.weight,
+                all_chunks: true,
+            }),
+            Some(inc) if !p.choco.excluded && inc.round == round && inc.received > 0 => Some(Sharer {
+                peer: i,
+                weight: inc.weight,
+                all_chunks: false,
+            }),
+            _ => None,
+        };
+        self.peers.iter().enumerate().filter_map(sharer).collect()
     }
 
-    /// Compressed mode: moving into a round of a new epoch resets the public copies, the
-    /// disagreement and the membership, here rather than at the start of the round so
-    /// that the new epoch's updates arriving before that start are kept (those of the
-    /// old one can no longer arrive: every in-neighbour's update of the last round was
-    /// consumed, and later ones are early until now).
-    fn enter_epoch(&mut self) {
-        let epoch = self.round.checked_div(self.epoch_len()).unwrap_or(0);
-        if !self.config.is_compressed() || epoch == self.epoch {
-            return;
-        }
-        self.epoch = epoch;
-        self.buffers.accumulator.fill(0.0);
-        self.buffers.chunk_weights.fill(0.0);
-        for p in self.peers.iter_mut() {
-            p.epoch_member = false;
-            p.epoch_excluded = false;
-            p.epoch_weight = 0.0;
-        }
-    }
-
-    /// Rounds after which the schedule repeats (1 for static graphs and peer tables).
-    fn period(&self) -> u32 {
-        self.schedule.as_ref().map_or(1, Topology::period)
-    }
-
-    /// Compressed mode on a time-varying graph (one-peer-exp): CHOCO on the union of a
-    /// period's graphs (the static exponential graph), lazily — `q` is computed at the
-    /// period's start and sent to one partner a round, `t` is mixed at its end. The
-    /// weight of a union edge: the period's partners and the node itself share it
-    /// equally. `None` otherwise.
+    /// Compressed mode on a time-varying graph: the weight of a union edge.
     fn union_weight(&self) -> Option<f32> {
-        let p = self.period();
-        (self.config.is_compressed() && p > 1).then(|| 1.0 / (p + 1) as f32)
-    }
-
-    /// Rounds of a compressed epoch: `compression_epoch`, rounded up to whole periods
-    /// (0: never).
-    fn epoch_len(&self) -> u32 {
-        self.config.compression_epoch.div_ceil(self.period()) * self.period()
-    }
-
-    /// Compressed mode, at the end of a round: `x ← x + γ·t` chunk by chunk (on a
-    /// time-varying graph, at the end of a period only).
-    fn finish_compressed(&mut self, params: &mut [f32]) {
-        if self.union_weight().is_some() && !self.round.wrapping_add(1).is_multiple_of(self.period()) {
-            return;
-        }
-        let (gamma, chunk_len, model) = (
-            self.config.step(self.schedule.as_ref().map(Topology::spectral_gap)),
-            self.config.chunk_len(),
-            self.layout.model_len,
-        );
-        let (hi, rest) = self.buffers.accumulator.split_at(model);
-        let lo = &rest[..model];
-        let parts = params
-            .chunks_mut(chunk_len)
-            .zip(hi.chunks(chunk_len))
-            .zip(lo.chunks(chunk_len));
-        for ((p, h), l) in parts {
-            if reduce::mix_public(p, h, l, gamma).is_err() {
-                self.stats.chunks_overflowed += 1;
-            }
-        }
+        self.choco.as_ref().and_then(Choco::union_weight)
     }
 
     /// A peer came back (or restarted) during a round that sends to it: send it this
@@ -1684,7 +1496,7 @@ impl<'a, const P: usize> Node<'a, P> {
         let id = self.peers[i].spec.id;
         // Compressed mode: the rest of this update is not folded, so its sender's public
         // copy and ours of it part until the next epoch.
-        self.peers[i].epoch_excluded = true;
+        self.peers[i].choco.excluded = true;
         if let Some(inc) = self.peers[i].inn.incoming.as_mut() {
             inc.rejected = true;
         }
