@@ -19,7 +19,7 @@ use crate::auth::Secret;
 use crate::config::{Config, Layout};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, OutEdge};
-use crate::output::{Finished, Stats, Transmit};
+use crate::output::{Accepted, Finished, Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
 use crate::wire::{self, BufferTooSmall, DecodeError, Encoding, F32Le, Header, Kind, NodeId, Sealing};
@@ -242,14 +242,14 @@ impl<'a> AllReduce<'a> {
     /// Handles one received frame (only the left neighbour's updates and the right
     /// neighbour's ACKs matter). An encrypting ring needs
     /// [`handle_frame_mut`](Self::handle_frame_mut), as for `Node`.
-    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
         let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, bytes.len())
     }
 
     /// [`handle_frame`](Self::handle_frame) on bytes it may overwrite: encrypted frames
     /// are decrypted in place.
-    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         let len = bytes.len();
         let decoded = wire::open(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, len)
@@ -260,7 +260,7 @@ impl<'a> AllReduce<'a> {
         now: Instant,
         decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
         len: usize,
-    ) -> Result<NodeId, FrameError> {
+    ) -> Result<Accepted, FrameError> {
         let (frame, _) = decoded.inspect_err(|e| self.stats.count_undecodable(e))?;
         let h = frame.header;
         if h.cluster != self.config.cluster {
@@ -273,15 +273,19 @@ impl<'a> AllReduce<'a> {
             self.stats.frames_refused += 1;
             return Err(FrameError::UnknownPeer(h.from));
         }
-        if let Some(seq) = h.integrity.seq() {
-            // The tag verified; a number seen before is a replay. (A ring of two has the
-            // same node on both sides: one window.)
-            let side = usize::from(h.from != self.left());
-            if self.replay[side].accept(seq).is_err() {
-                self.stats.replays += 1;
-                return Err(FrameError::Replay(h.from));
+        let fresh = match h.integrity.seq() {
+            Some(seq) => {
+                // The tag verified; a number seen before is a replay. (A ring of two has
+                // the same node on both sides: one window.)
+                let side = usize::from(h.from != self.left());
+                if self.replay[side].accept(seq).is_err() {
+                    self.stats.replays += 1;
+                    return Err(FrameError::Replay(h.from));
+                }
+                true
             }
-        }
+            None => false,
+        };
         if h.from == self.right() {
             match h.kind {
                 Kind::Ack if self.out.on_ack(h.round) == AckOutcome::Acked => self.advance_send(now),
@@ -306,7 +310,7 @@ impl<'a> AllReduce<'a> {
         }
         self.stats.frames_received += 1;
         self.stats.bytes_received += len as u64;
-        Ok(h.from)
+        Ok(Accepted { from: h.from, fresh })
     }
 
     fn recv_tag(&self) -> Option<u32> {

@@ -23,7 +23,7 @@ pub mod wire;
 pub use config::{Buffers, Clip, Config, Layout, PeerSpec, UnknownWait, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};
 pub use node::Node;
-pub use output::{Event, Finished, PeerStatus, Stats, Transmit};
+pub use output::{Accepted, Event, Finished, PeerStatus, Stats, Transmit};
 pub use reducer::{Advance, Reducer};
 pub use time::{Duration, Instant};
 pub use topology::{Family, Topology, TopologyError, TopologySpec};

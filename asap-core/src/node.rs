@@ -9,7 +9,7 @@ use crate::error::{ConfigError, FrameError, RoundError};
 use crate::flow::{Control, InEdge, OutEdge, Timer, Timers};
 use crate::mixing::choco::{Choco, Membership};
 use crate::mixing::{self, Mass};
-use crate::output::{Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
+use crate::output::{Accepted, Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
 use crate::time::Instant;
 use crate::topology::Topology;
 use crate::wire::{self, BufferTooSmall, NodeId, Sealing};
@@ -585,13 +585,14 @@ impl<'a, const P: usize> Node<'a, P> {
     // ----- inputs -----
 
     /// Handles one received datagram (or one frame cut from a stream). Returns the
-    /// sender, so a transport can learn its address. Refused frames are counted and
-    /// never touch the replica.
+    /// sender and whether the frame proved it ([`Accepted::fresh`]: only then may a
+    /// transport move the sender's address to the frame's source). Refused frames are
+    /// counted and never touch the replica.
     ///
     /// Read-only bytes cannot be decrypted: a node configured to `encrypt` refuses every
     /// frame given here ([`DecodeError::Encrypted`]) and needs
     /// [`handle_frame_mut`](Self::handle_frame_mut).
-    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
         let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, bytes.len())
     }
@@ -599,7 +600,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// [`handle_frame`](Self::handle_frame) on bytes the node may overwrite: an
     /// encrypted frame is decrypted in place. What a transport that owns its receive
     /// buffer should call, whatever the configuration.
-    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+    pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         let len = bytes.len();
         let decoded = wire::open(bytes, Sealing::from(&self.secret));
         self.receive(now, decoded, len)

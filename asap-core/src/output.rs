@@ -22,6 +22,20 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// A frame an engine accepted (`handle_frame`, `handle_frame_mut`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its sender.
+    pub from: NodeId,
+    /// The frame proved who sent it and was new: its tag verified under the cluster key
+    /// and it advanced the sender's replay window. Only such a frame may move the
+    /// sender's address to the frame's source (WireGuard's roaming rule): a replay, from
+    /// anywhere, is refused or only noted. Always `false` in a cluster without a key
+    /// (anyone can send any frame from anywhere), and for a keyed frame the engine only
+    /// took note of (one of the sender's previous incarnation, say).
+    pub fresh: bool,
+}
+
 /// Something the application may want to act on. Drain with `poll_event` after
 /// every `handle_*` call and every application command.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -13,9 +13,9 @@ use crate::allreduce::AllReduce;
 use crate::config::Config;
 use crate::error::{FrameError, RoundError};
 use crate::node::Node;
-use crate::output::{Event, Finished, Stats, Transmit};
+use crate::output::{Accepted, Event, Finished, Stats, Transmit};
 use crate::time::Instant;
-use crate::wire::{BufferTooSmall, NodeId};
+use crate::wire::BufferTooSmall;
 
 /// What [`Reducer::advance_round`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,12 +31,14 @@ pub struct Advance {
 pub trait Reducer {
     /// The engine's configuration (frame size, model length, identity).
     fn config(&self) -> &Config;
-    /// Handles one received datagram; returns the sender on success. Cannot decrypt:
-    /// an encrypting engine needs [`handle_frame_mut`](Self::handle_frame_mut).
-    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError>;
+    /// Handles one received datagram; returns the sender on success, and whether the
+    /// frame proved it ([`Accepted::fresh`]: transports move a peer's address only on
+    /// such frames). Cannot decrypt: an encrypting engine needs
+    /// [`handle_frame_mut`](Self::handle_frame_mut).
+    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError>;
     /// Handles one received datagram the engine may overwrite (encrypted frames are
     /// decrypted in place): what transports owning their receive buffer call.
-    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError>;
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError>;
     /// Handles timers that are due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline: call [`handle_timeout`](Self::handle_timeout) then.
@@ -100,10 +102,10 @@ impl<const P: usize> Reducer for Node<'_, P> {
     fn config(&self) -> &Config {
         Node::config(self)
     }
-    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
         Node::handle_frame(self, now, bytes)
     }
-    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         Node::handle_frame_mut(self, now, bytes)
     }
     fn handle_timeout(&mut self, now: Instant) {
@@ -151,10 +153,10 @@ impl Reducer for AllReduce<'_> {
     fn config(&self) -> &Config {
         AllReduce::config(self)
     }
-    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+    fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
         AllReduce::handle_frame(self, now, bytes)
     }
-    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+    fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         AllReduce::handle_frame_mut(self, now, bytes)
     }
     fn handle_timeout(&mut self, now: Instant) {

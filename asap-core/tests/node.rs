@@ -6,7 +6,8 @@
 
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
 use asap_core::{
-    Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec, RoundError, Violation, Wait,
+    Accepted, Config, ConfigError, Duration, Event, FrameError, Instant, Node, NodeId, PeerSpec, RoundError, Violation,
+    Wait,
 };
 
 mod common;
@@ -356,7 +357,11 @@ fn frames_not_for_this_node_are_refused_and_counted() {
     let mut b = node(B, &mut mb);
     let ok = frame(A, B, 0, Kind::Heartbeat, &[]);
     assert!(b.accepts(&ok));
-    assert_eq!(b.handle_frame(T0, &ok), Ok(A));
+    assert_eq!(
+        b.handle_frame(T0, &ok),
+        Ok(Accepted { from: A, fresh: false }),
+        "no key: nothing proves the sender"
+    );
 
     let other_cluster = {
         let f = Header {

@@ -6,7 +6,7 @@
 
 use asap_core::auth::Key;
 use asap_core::wire::{self, DecodeError, Header, Integrity, Kind};
-use asap_core::{Clip, Config, ConfigError, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
+use asap_core::{Accepted, Clip, Config, ConfigError, FrameError, Instant, Node, NodeId, PeerSpec, Wait};
 
 mod common;
 use common::Mem;
@@ -148,7 +148,8 @@ fn replayed_frames_are_refused_counted_and_change_nothing() {
     a.start_round(now, &replica(0.0)).unwrap();
     let sent = frames(&mut a, now);
     for bytes in &sent {
-        b.handle_frame(now, bytes).unwrap();
+        // Authenticated and new: proof enough to move A's address (the roaming rule).
+        assert_eq!(b.handle_frame(now, bytes), Ok(Accepted { from: A, fresh: true }));
     }
     let received = b.stats().frames_received;
     // The attacker sends every frame again (say, the update of a round long gone).

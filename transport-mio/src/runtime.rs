@@ -257,7 +257,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         let mut deliver = |bytes: &mut [u8]| {
             let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
             match node.handle_frame_mut(now, bytes) {
-                Ok(id) => Some(id),
+                Ok(accepted) => Some(accepted.from),
                 Err(_) => {
                     refused += 1;
                     None

@@ -162,7 +162,7 @@ impl<'a, R: Reducer> Driver<'a, R> {
                 None => self.engine.handle_frame(t, bytes),
             };
             match handled {
-                Ok(id) => {
+                Ok(asap_core::Accepted { from: id, .. }) => {
                     if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
                         *peer = meta.endpoint;
                     }

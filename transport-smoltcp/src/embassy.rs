@@ -111,7 +111,7 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
             Either::First(Ok((len, meta))) => {
                 self.stats.received += 1;
                 match self.engine.handle_frame_mut(core_now(), &mut self.rx[..len]) {
-                    Ok(id) => {
+                    Ok(asap_core::Accepted { from: id, .. }) => {
                         if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
                             *peer = meta.endpoint;
                         }

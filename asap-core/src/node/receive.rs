@@ -6,9 +6,9 @@ use crate::compress;
 use crate::error::{FrameError, Violation};
 use crate::flow::{self, bits, AckOutcome, InEdge, Place, Timer};
 use crate::mixing;
-use crate::output::{Event, Stats};
+use crate::output::{Accepted, Event, Stats};
 use crate::time::Instant;
-use crate::wire::{self, DecodeError, Encoding, F32Le, Header, Kind, NodeId};
+use crate::wire::{self, DecodeError, Encoding, F32Le, Header, Kind};
 
 impl<const P: usize> Node<'_, P> {
     pub(super) fn receive(
@@ -16,11 +16,11 @@ impl<const P: usize> Node<'_, P> {
         now: Instant,
         decoded: Result<(wire::Frame<'_>, usize), DecodeError>,
         len: usize,
-    ) -> Result<NodeId, FrameError> {
+    ) -> Result<Accepted, FrameError> {
         let (frame, _) = decoded.inspect_err(|e| self.stats.count_undecodable(e))?;
         let result = self.handle_decoded(now, frame.header, frame.payload);
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.stats.frames_received += 1;
                 self.stats.bytes_received += len as u64;
             }
@@ -29,10 +29,16 @@ impl<const P: usize> Node<'_, P> {
             Err(_) => self.stats.frames_refused += 1,
         }
         self.check_progress(now);
-        result.map(|()| frame.header.from)
+        result.map(|fresh| Accepted {
+            from: frame.header.from,
+            fresh,
+        })
     }
 
-    pub(super) fn handle_decoded(&mut self, now: Instant, h: Header, payload: &[u8]) -> Result<(), FrameError> {
+    /// A decoded frame: checks it is for this node from a peer (of this incarnation, not
+    /// a replay), then handles it. `Ok(true)`: it proved its sender and was new (see
+    /// [`Accepted::fresh`]).
+    pub(super) fn handle_decoded(&mut self, now: Instant, h: Header, payload: &[u8]) -> Result<bool, FrameError> {
         if core::mem::discriminant(&h.integrity) != core::mem::discriminant(&self.config.integrity()) {
             return Err(FrameError::Integrity);
         }
@@ -52,24 +58,29 @@ impl<const P: usize> Node<'_, P> {
             // the peer as it is now.
             Some(known) if h.incarnation < known => {
                 self.stats.stale += 1;
-                return Ok(());
+                return Ok(false);
             }
             Some(known) if h.incarnation > known => self.peer_restarted(i, h.incarnation),
             // It left for good in this life: a frame it sent before its Leave and
             // delivered after it must not bring it back (only a new incarnation does).
             Some(_) if self.peers[i].left => {
                 self.stats.stale += 1;
-                return Ok(());
+                return Ok(false);
             }
             Some(_) => {}
             None => self.peers[i].incarnation = Some(h.incarnation),
         }
         // Authenticated (the tag verified): a number seen before is a replay.
-        if let Some(seq) = h.integrity.seq() {
-            if self.peers[i].replay.accept(seq).is_err() {
-                return Err(FrameError::Replay(h.from));
-            }
-        }
+        let fresh = match h.integrity.seq() {
+            Some(seq) if self.peers[i].replay.accept(seq).is_err() => return Err(FrameError::Replay(h.from)),
+            Some(_) => true,
+            None => false,
+        };
+        self.handle_from_peer(now, i, h, payload).map(|()| fresh)
+    }
+
+    /// A frame of peer `i`, as it is now.
+    fn handle_from_peer(&mut self, now: Instant, i: usize, h: Header, payload: &[u8]) -> Result<(), FrameError> {
         if self.left {
             // Silent after leaving: a peer's Leave is noted, anything else means the
             // peer did not hear ours, so it gets it again.

@@ -21,7 +21,7 @@ pub use stub_engine::StubEngine;
 #[cfg(feature = "probe-no-core")]
 mod stub_engine {
     use asap_core::{
-        BufferTooSmall, Config, Event, Finished, FrameError, Instant, NodeId, Reducer, RoundError, Stats, Transmit,
+        Accepted, BufferTooSmall, Config, Event, Finished, FrameError, Instant, NodeId, Reducer, RoundError, Stats, Transmit,
     };
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
@@ -58,7 +58,7 @@ mod stub_engine {
         fn config(&self) -> &Config {
             &self.config
         }
-        fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<NodeId, FrameError> {
+        fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
             let mut sum = now.total_micros() as u32;
             for &b in bytes {
                 sum = sum.wrapping_add(u32::from(b));
@@ -66,12 +66,15 @@ mod stub_engine {
             // SAFETY: as `flag`.
             unsafe { write_volatile(addr_of_mut!(FLAGS), sum) };
             if flag(0) {
-                Ok(NodeId(sum as u16))
+                Ok(Accepted {
+                    from: NodeId(sum as u16),
+                    fresh: flag(7),
+                })
             } else {
                 Err(FrameError::WrongCluster(sum))
             }
         }
-        fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<NodeId, FrameError> {
+        fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
             self.handle_frame(now, bytes)
         }
         fn handle_timeout(&mut self, now: Instant) {

@@ -221,7 +221,7 @@ mod with_core {
                     let frame = &rx[..len];
                     if node.accepts(frame) {
                         match node.handle_frame(now(), frame) {
-                            Ok(from) => DIAG.write(u64::from(from.0)),
+                            Ok(accepted) => DIAG.write(u64::from(accepted.from.0)),
                             Err(_) => STATUS.write(6),
                         }
                     }
