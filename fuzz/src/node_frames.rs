@@ -7,11 +7,13 @@
 //! successful `finish_round` are finite; a failed call left them alone; the round never
 //! goes back; every frame `poll_transmit` writes decodes, fits 512 bytes and carries
 //! finite values; and after the timers that are due were handled and the frames sent,
-//! the next deadline lies in the future (a run loop never spins).
+//! the next deadline lies in the future (a run loop never spins). Once the node left it
+//! sends only Leave frames, has no deadline and starts no round; a drained node runs
+//! no round.
 
 use arbitrary::{Arbitrary, Unstructured};
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
-use asap_core::{Duration, Instant, Node, NodeId, RoundError, Stats};
+use asap_core::{Duration, Instant, Node, NodeId, Reducer, RoundError, Stats};
 
 use crate::common::{self, Mem, CLUSTER, MAX_FRAME};
 
@@ -46,7 +48,12 @@ pub enum Op {
     Finish { edits: Vec<(u16, f32)> },
     /// `poll_transmit` and `poll_event` until both are empty.
     Drain,
-    /// `Node::leave`.
+    /// Local steps (any values before a round starts, finite ones while it runs), then
+    /// `Reducer::advance_round` (start a round when allowed if `start`, finish it when
+    /// ready).
+    AdvanceRound { start: bool, edits: Vec<(u16, f32)> },
+    /// `Node::leave`: from then on the node sends nothing but Leave frames and has no
+    /// deadline.
     Leave,
     /// `record_local_step`.
     LocalStep,
@@ -240,7 +247,13 @@ fn tick(now: Instant, t: &Tick, deadline: Option<Instant>) -> Instant {
 fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
     for sent in 0.. {
         match node.poll_transmit(now, buf) {
-            Ok(Some(t)) => common::check_transmit(&buf[..t.len], ME, t.to, CHUNKS),
+            Ok(Some(t)) => {
+                common::check_transmit(&buf[..t.len], ME, t.to, CHUNKS);
+                if node.has_left() {
+                    let kind = wire::decode(&buf[..t.len]).map(|(f, _)| f.header.kind);
+                    assert_eq!(kind, Ok(Kind::Leave), "a node that left sent something else");
+                }
+            }
             Ok(None) => break,
             Err(e) => panic!("poll_transmit with a {MAX_FRAME}-byte buffer: {e}"),
         }
@@ -352,7 +365,36 @@ pub fn run_ops(ops: &[Op]) -> Stats {
                     }
                 }
             }
-            Op::Leave => node.leave(now),
+            Op::AdvanceRound { start, edits } => {
+                // While a round runs the application's steps are finite (the round it
+                // finishes mixes into them); a new round may be offered anything.
+                let was_started = node.is_started();
+                let mut candidate = params.clone();
+                for &(i, v) in edits.iter().filter(|e| !was_started || e.1.is_finite()) {
+                    candidate[usize::from(i) % MODEL] = v;
+                }
+                let finite = candidate.iter().all(|v| v.is_finite());
+                match node.advance_round(now, &mut candidate, *start) {
+                    Ok(advance) => {
+                        if advance.started.is_some() {
+                            assert!(*start && !was_started, "advance_round started a round unasked");
+                            assert!(finite, "advance_round started from non-finite parameters");
+                        }
+                        if advance.finished.is_some() || advance.started.is_some() {
+                            if let Some(i) = candidate.iter().position(|v| !v.is_finite()) {
+                                panic!("params[{i}] = {} after advance_round", candidate[i]);
+                            }
+                            params = candidate;
+                        }
+                    }
+                    Err(RoundError::NonFiniteParams) => assert!(!finite && !was_started),
+                    Err(e) => panic!("advance_round: {e}"),
+                }
+            }
+            Op::Leave => {
+                node.leave(now);
+                assert_eq!(node.can_start_round(), Err(RoundError::Left));
+            }
             Op::LocalStep => {
                 node.record_local_step();
             }
@@ -364,6 +406,11 @@ pub fn run_ops(ops: &[Op]) -> Stats {
         );
         round = node.round();
         assert!(params.iter().all(|v| v.is_finite()), "held parameters not finite");
+        if node.has_left() {
+            assert_eq!(node.poll_timeout(), None, "a node that left has a deadline");
+            assert!(!node.is_started());
+        }
+        assert!(!(node.is_drained() && node.is_started()), "drained while a round runs");
     }
     drain(&mut node, now, &mut buf);
     *node.stats()
