@@ -5,6 +5,7 @@
 
 pub mod config_file;
 pub mod demo;
+pub mod diag;
 pub mod plot;
 pub mod report;
 pub mod runtime;

@@ -8,20 +8,34 @@
 //! length-prefixed frames on TCP streams ([`crate::tcp::TcpLink`]). Peers are addressed
 //! by node id (index into the address list); a frame's sender is known by the id it
 //! carries.
+//!
+//! The engine's events (a peer down or back, a round ready, ...) reach the application
+//! through [`Runtime::poll_event`]: the loop moves them out of the engine after every
+//! frame and every turn into a queue of [`EVENT_QUEUE`] events, so none is lost while
+//! the application is busy in [`Runtime::run_round`]. Refused frames are counted and
+//! logged through the `log` facade at most once per [`crate::diag::LOG_INTERVAL`].
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as WallClock};
 
-use asap_core::{Instant, NodeId, Reducer, RoundError};
-use mio::event::Event;
+use asap_core::{Event, Instant, NodeId, Reducer, RoundError};
+use mio::event::Event as Readiness;
 use mio::{Events, Poll, Registry};
 
+use crate::diag::Refusals;
 use crate::tcp::TcpLink;
 use crate::udp::UdpLink;
 
 /// Peer-table capacity of a server node.
 pub const MAX_PEERS: usize = 64;
+
+/// Events the runtime keeps for the application ([`Runtime::poll_event`]). An
+/// application that drains them after every round never comes near it (a round yields
+/// a few, plus one per peer that goes down or comes back); one that never drains loses
+/// the newest, counted in [`SocketStats::events_dropped`].
+pub const EVENT_QUEUE: usize = 4096;
 
 /// Counters of the socket side (the engine keeps its own in `Reducer::stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +51,9 @@ pub struct SocketStats {
     pub refused: u64,
     /// Connections lost (TCP) and re-established.
     pub reconnects: u64,
+    /// Engine events dropped because the application left [`EVENT_QUEUE`] of them
+    /// undrained.
+    pub events_dropped: u64,
 }
 
 /// Why a round could not be run.
@@ -73,9 +90,34 @@ impl From<io::Error> for RuntimeError {
 /// `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// What a frame received by a link is handed to: the engine, which says who sent it
-/// (`None`: refused).
-pub type Deliver<'a> = dyn FnMut(&mut [u8]) -> Option<NodeId> + 'a;
+/// How much a frame the engine accepted proves about who sent it, and so whether its
+/// source address may replace the sender's known one (see [`crate::udp`]'s roaming
+/// rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticity {
+    /// The cluster has no key: anyone can forge or replay a frame, from any address.
+    Unkeyed,
+    /// Its tag verified under the cluster key and it advanced the sender's replay
+    /// window: only a key holder can have sent it, and nobody sent it before.
+    Fresh,
+    /// Its tag verified but it advanced no replay window (a frame of the sender's
+    /// previous incarnation, still in flight or replayed): it proves nothing about
+    /// where the sender is now.
+    Stale,
+}
+
+/// A frame the engine accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The sender, by the node id its frame carries.
+    pub from: NodeId,
+    /// What the frame proves.
+    pub authenticity: Authenticity,
+}
+
+/// What a frame received by a link is handed to, with its source address: the engine,
+/// which says who sent it and how surely (`None`: refused).
+pub type Deliver<'a> = dyn FnMut(&mut [u8], SocketAddr) -> Option<Accepted> + 'a;
 
 /// How frames travel: the socket side of a [`Runtime`].
 pub trait Link {
@@ -88,7 +130,7 @@ pub trait Link {
     fn ready(
         &mut self,
         registry: &Registry,
-        event: &Event,
+        event: &Readiness,
         deliver: &mut Deliver<'_>,
         stats: &mut SocketStats,
     ) -> io::Result<()>;
@@ -105,6 +147,30 @@ pub struct Runtime<R, L> {
     tx: Vec<u8>,
     epoch: WallClock,
     stats: SocketStats,
+    /// The engine's events, until the application takes them.
+    queue: EventQueue,
+    refusals: Refusals,
+}
+
+/// The application's side of the engine's events: bounded, the newest dropped (and
+/// counted) when full, like the engine's own queue.
+#[derive(Debug, Default)]
+struct EventQueue {
+    events: VecDeque<Event>,
+    dropped: u64,
+}
+
+impl EventQueue {
+    /// Moves every event the engine has into the queue.
+    fn collect(&mut self, node: &mut impl Reducer) {
+        while let Some(event) = node.poll_event() {
+            if self.events.len() < EVENT_QUEUE {
+                self.events.push_back(event);
+            } else {
+                self.dropped += 1;
+            }
+        }
+    }
 }
 
 /// An engine over UDP.
@@ -142,6 +208,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             tx: vec![0; max_frame],
             epoch: WallClock::now(),
             stats: SocketStats::default(),
+            queue: EventQueue::default(),
+            refusals: Refusals::default(),
         })
     }
 
@@ -160,9 +228,27 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         self.link.recv_buffer_size()
     }
 
+    /// The link, to inspect (e.g. [`UdpLink::peer_addr`]).
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
     /// Socket counters.
     pub fn stats(&self) -> SocketStats {
-        self.stats
+        SocketStats {
+            events_dropped: self.queue.dropped,
+            ..self.stats
+        }
+    }
+
+    /// The next event of the engine (a peer went down or came back, restarted or
+    /// speaks another layout, a round is ready, an update was rejected), oldest first;
+    /// `None` when there is none. Events wait here while the application is in
+    /// [`run_round`](Self::run_round) or [`serve`](Self::serve); drain them after each
+    /// call (each is edge-triggered: see [`asap_core::Event`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.queue.collect(&mut self.node);
+        self.queue.events.pop_front()
     }
 
     fn now(&self) -> Instant {
@@ -175,6 +261,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         let give_up = WallClock::now() + limit;
         loop {
             let advance = self.node.advance_round(self.now(), params, true);
+            self.queue.collect(&mut self.node);
             if advance.map_err(RuntimeError::Round)?.finished.is_some() {
                 return Ok(());
             }
@@ -196,6 +283,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         }
         let now = self.now();
         self.node.leave(now);
+        self.queue.collect(&mut self.node);
         self.flush()?;
         // Give queued (TCP) frames a moment to leave.
         let until = WallClock::now() + Duration::from_millis(50);
@@ -219,7 +307,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
     /// (never past `give_up`), feed the node.
     fn turn(&mut self, give_up: WallClock) -> Result<(), RuntimeError> {
         self.flush()?;
-        while self.node.poll_event().is_some() {}
+        self.queue.collect(&mut self.node);
+        self.refusals.flush(WallClock::now());
         let now = self.now();
         let wait_until = match self.node.poll_timeout() {
             Some(at) => {
@@ -232,6 +321,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         let now = self.now();
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
+            self.queue.collect(&mut self.node);
         }
         Ok(())
     }
@@ -251,15 +341,33 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             events,
             epoch,
             stats,
+            queue,
+            refusals,
             ..
         } = self;
         let mut refused = 0;
-        let mut deliver = |bytes: &mut [u8]| {
+        let keyed = node.config().key.is_some();
+        let mut deliver = |bytes: &mut [u8], from: SocketAddr| {
             let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
-            match node.handle_frame_mut(now, bytes) {
-                Ok(accepted) => Some(accepted.from),
-                Err(_) => {
+            let result = node.handle_frame_mut(now, bytes);
+            // One frame yields a few events; taking them at once keeps a burst of
+            // frames from overflowing the engine's small queue.
+            queue.collect(&mut *node);
+            match result {
+                // The engine says whether the frame proved its sender and was new
+                // (`asap_core::Accepted::fresh`: the tag verified and the frame advanced
+                // the sender's replay window).
+                Ok(accepted) => Some(Accepted {
+                    from: accepted.from,
+                    authenticity: match (keyed, accepted.fresh) {
+                        (false, _) => Authenticity::Unkeyed,
+                        (true, true) => Authenticity::Fresh,
+                        (true, false) => Authenticity::Stale,
+                    },
+                }),
+                Err(e) => {
                     refused += 1;
+                    refusals.refused(WallClock::now(), &e, from);
                     None
                 }
             }

@@ -12,6 +12,10 @@
 //! that stays unreachable is capped at [`QUEUE_LIMIT`] bytes; frames beyond it are
 //! dropped, which the protocol's retransmission repairs once the peer is back.
 //! Incoming streams announcing an impossible length are closed.
+//!
+//! Addresses never move: frames go to where each peer listens, as configured, and an
+//! accepted stream is not tied to a peer (its frames carry their sender's id), so no
+//! frame, forged or replayed, can redirect this node's traffic.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -49,6 +53,8 @@ struct Outgoing {
 /// A connection a peer writes to.
 struct Incoming {
     stream: TcpStream,
+    /// Where the stream comes from (for logs; TCP learns no addresses).
+    from: SocketAddr,
     buf: Vec<u8>,
 }
 
@@ -147,7 +153,7 @@ impl TcpLink {
     fn accept(&mut self, registry: &Registry) -> io::Result<()> {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((mut stream, from)) => {
                     let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
                     let slot = match self.incoming.iter().position(Option::is_none) {
                         Some(free) => free,
@@ -159,6 +165,7 @@ impl TcpLink {
                     registry.register(&mut stream, self.in_token(slot), Interest::READABLE)?;
                     self.incoming[slot] = Some(Incoming {
                         stream,
+                        from,
                         buf: Vec::with_capacity(MAX_FRAME_LEN + 4),
                     });
                 }
@@ -182,7 +189,7 @@ impl TcpLink {
                 Ok(0) => break false,
                 Ok(n) => {
                     conn.buf.extend_from_slice(&chunk[..n]);
-                    match take_frames(&mut conn.buf, deliver, stats) {
+                    match take_frames(&mut conn.buf, conn.from, deliver, stats) {
                         Ok(()) => {}
                         Err(()) => break false,
                     }
@@ -202,7 +209,12 @@ impl TcpLink {
 
 /// Hands every complete frame at the front of `buf` to `deliver` and removes it.
 /// `Err`: the stream announced a frame no peer can send (the stream is garbage).
-fn take_frames(buf: &mut Vec<u8>, deliver: &mut Deliver<'_>, stats: &mut SocketStats) -> Result<(), ()> {
+fn take_frames(
+    buf: &mut Vec<u8>,
+    from: SocketAddr,
+    deliver: &mut Deliver<'_>,
+    stats: &mut SocketStats,
+) -> Result<(), ()> {
     let mut at = 0;
     while let Some(prefix) = buf.get(at..at + 4) {
         let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
@@ -213,7 +225,7 @@ fn take_frames(buf: &mut Vec<u8>, deliver: &mut Deliver<'_>, stats: &mut SocketS
             break;
         };
         stats.received += 1;
-        deliver(frame);
+        deliver(frame, from);
         at += 4 + len;
     }
     buf.drain(..at);
@@ -309,6 +321,8 @@ mod tests {
     use super::*;
     use asap_core::wire::MIN_FRAME_LEN;
 
+    const FROM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
     #[test]
     fn frames_are_cut_from_a_stream_at_any_boundary() {
         let frames: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; MIN_FRAME_LEN + usize::from(i)]).collect();
@@ -318,14 +332,14 @@ mod tests {
             .collect();
         for cut in [1, 3, 4, 5, 600, stream.len() - 1] {
             let mut got: Vec<Vec<u8>> = Vec::new();
-            let mut deliver = |f: &mut [u8]| {
+            let mut deliver = |f: &mut [u8], _| {
                 got.push(f.to_vec());
                 None
             };
             let (mut buf, mut stats) = (stream[..cut].to_vec(), SocketStats::default());
-            take_frames(&mut buf, &mut deliver, &mut stats).unwrap();
+            take_frames(&mut buf, FROM, &mut deliver, &mut stats).unwrap();
             buf.extend_from_slice(&stream[cut..]);
-            take_frames(&mut buf, &mut deliver, &mut stats).unwrap();
+            take_frames(&mut buf, FROM, &mut deliver, &mut stats).unwrap();
             assert!(buf.is_empty());
             assert_eq!(got, frames, "cut at {cut}");
             assert_eq!(stats.received, 3);
@@ -334,11 +348,11 @@ mod tests {
 
     #[test]
     fn an_impossible_length_closes_the_stream() {
-        let mut deliver = |_: &mut [u8]| None;
+        let mut deliver = |_: &mut [u8], _| None;
         let mut stats = SocketStats::default();
         for len in [0u32, MAX_FRAME_LEN as u32 + 1, u32::MAX] {
             let mut buf = len.to_le_bytes().to_vec();
-            assert_eq!(take_frames(&mut buf, &mut deliver, &mut stats), Err(()));
+            assert_eq!(take_frames(&mut buf, FROM, &mut deliver, &mut stats), Err(()));
         }
     }
 }

@@ -1,14 +1,41 @@
 //! Frames as UDP datagrams, one socket for every peer: the default link. A lost, full
 //! or refused send is a lost frame, which the protocol's timers recover.
+//!
+//! # Where a peer is: the roaming rule
+//!
+//! A peer is known by the node id its frames carry, not by their source address (NATs
+//! and QEMU's user networking rewrite ports), yet frames to it go to one address. That
+//! address changes only on proof that the peer itself is at the new one (WireGuard's
+//! rule, [`roam`]):
+//!
+//! * with a cluster key, to the source of a frame that authenticated and advanced the
+//!   sender's replay window ([`Authenticity::Fresh`]). A replay of a real frame, from
+//!   anywhere, is refused by the window, or is of a previous incarnation
+//!   ([`Authenticity::Stale`]): it moves nothing, so an attacker who copies frames
+//!   cannot steer a node's traffic away from its peers. Only one who can stop a
+//!   frame and send it first from elsewhere can; the peer's next frame moves the
+//!   address back;
+//! * without a key, never: anyone can send any frame from anywhere, so a configured
+//!   address is the only one to trust. A peer behind a NAT then needs its
+//!   forwarded address configured (QEMU boards: the `hostfwd` port, as
+//!   `targets/*/run.sh` do);
+//! * a peer with no usable configured address (unspecified IP or port 0: "somewhere
+//!   behind a NAT") takes the source of its first accepted frame, then keeps it like a
+//!   configured one (with a key, only a fresh frame's). Without a key that first
+//!   frame could be an attacker's; every run today configures every address.
+//!
+//! Every move is logged (at most one line per [`crate::diag::LOG_INTERVAL`]).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant as WallClock;
 
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
-use crate::runtime::{Deliver, Link, SocketStats, SOCKET_BUFFER};
+use crate::diag::Throttle;
+use crate::runtime::{Accepted, Authenticity, Deliver, Link, SocketStats, SOCKET_BUFFER};
 
 const SOCKET: Token = Token(0);
 
@@ -17,6 +44,25 @@ pub struct UdpLink {
     socket: UdpSocket,
     peers: Vec<SocketAddr>,
     rx: Vec<u8>,
+    moves: Throttle,
+}
+
+/// Whether `addr` can be sent to: a configured `0.0.0.0:0` (or any unspecified IP, or
+/// port 0) means "not known yet".
+pub fn is_usable(addr: SocketAddr) -> bool {
+    !addr.ip().is_unspecified() && addr.port() != 0
+}
+
+/// The roaming rule (see the [module docs](self)): where to send to a peer known at
+/// `known` after it sent a frame the engine accepted from `from`. `Some(from)`: move
+/// there; `None`: stay.
+pub fn roam(known: SocketAddr, from: SocketAddr, authenticity: Authenticity) -> Option<SocketAddr> {
+    let moves = match authenticity {
+        Authenticity::Fresh => true,
+        Authenticity::Stale => false,
+        Authenticity::Unkeyed => !is_usable(known),
+    };
+    (moves && from != known).then_some(from)
 }
 
 impl UdpLink {
@@ -31,7 +77,13 @@ impl UdpLink {
             socket: UdpSocket::from_std(socket.into()),
             peers,
             rx: vec![0; asap_core::wire::MAX_FRAME_LEN],
+            moves: Throttle::default(),
         })
+    }
+
+    /// Where frames to node `id` go now.
+    pub fn peer_addr(&self, id: usize) -> Option<SocketAddr> {
+        self.peers.get(id).copied()
     }
 }
 
@@ -54,11 +106,17 @@ impl Link for UdpLink {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((len, from)) => {
                     stats.received += 1;
-                    if let Some(id) = deliver(&mut self.rx[..len]) {
-                        // Learn where the peer really is (a NAT may have moved it).
-                        if let Some(addr) = self.peers.get_mut(usize::from(id.0)) {
-                            *addr = from;
+                    let Some(Accepted { from: id, authenticity }) = deliver(&mut self.rx[..len], from) else {
+                        continue;
+                    };
+                    let Some(addr) = self.peers.get_mut(usize::from(id.0)) else {
+                        continue;
+                    };
+                    if let Some(to) = roam(*addr, from, authenticity) {
+                        if let Some(left_out) = self.moves.admit(WallClock::now()) {
+                            log::info!("{id} moved from {addr} to {to} ({left_out} other moves not logged)");
                         }
+                        *addr = to;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -72,5 +130,38 @@ impl Link for UdpLink {
 
     fn recv_buffer_size(&self) -> io::Result<usize> {
         socket2::SockRef::from(&self.socket).recv_buffer_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fresh_authenticated_frames_move_a_known_address() {
+        let known: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(roam(known, other, Authenticity::Fresh), Some(other));
+        assert_eq!(roam(known, other, Authenticity::Stale), None);
+        assert_eq!(roam(known, other, Authenticity::Unkeyed), None);
+        assert_eq!(roam(known, known, Authenticity::Fresh), None, "no move to where it is");
+    }
+
+    #[test]
+    fn an_unknown_address_is_learnt_once_without_a_key() {
+        let other: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for unknown in ["0.0.0.0:0", "0.0.0.0:4000", "127.0.0.1:0", "[::]:0"] {
+            let unknown: SocketAddr = unknown.parse().unwrap();
+            assert!(!is_usable(unknown));
+            assert_eq!(roam(unknown, other, Authenticity::Unkeyed), Some(other), "{unknown}");
+            assert_eq!(roam(unknown, other, Authenticity::Fresh), Some(other));
+            // A keyed cluster learns from nothing but fresh frames.
+            assert_eq!(roam(unknown, other, Authenticity::Stale), None);
+        }
+        // Learnt, it is usable: the next unkeyed frame moves it no further.
+        assert_eq!(
+            roam(other, "127.0.0.1:6000".parse().unwrap(), Authenticity::Unkeyed),
+            None
+        );
     }
 }

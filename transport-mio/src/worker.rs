@@ -1,6 +1,8 @@
 //! One worker process of a cluster, as `asap node` runs it: build the engine (ASAP or
 //! the ring all-reduce baseline) over a UDP socket, then alternate the workload's local
-//! step with a round of reduce, reporting progress as it goes.
+//! step with a round of reduce, reporting progress as it goes. What happens to its
+//! peers (down, back, restarted, incompatible, rejected updates) goes to the `log`
+//! facade as it happens ([`log_event`]).
 
 use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant as WallClock};
 
 use asap_core::allreduce::{AllReduce, AllReduceBuffers};
 use asap_core::topology::{Topology, TopologySpec};
-use asap_core::{Buffers, Config, Node, NodeId, Reducer, Stats, Wait};
+use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
@@ -357,6 +359,44 @@ fn drive<R: Reducer>(
     }
 }
 
+/// Logs one engine event (the `asap` binary's logger names the worker on each line).
+/// A peer going down mid-run is a `warn`ing
+/// (it is no longer waited for: the average is the remaining members'); after the
+/// last round it is the peers saying goodbye (`info`). Round progress is `trace`.
+pub fn log_event(event: &Event, after_last_round: bool) {
+    use log::Level::{Debug, Info, Trace, Warn};
+    let (level, what) = match event {
+        Event::PeerDown(p) if after_last_round => (Info, format!("{p} is gone (left or silent)")),
+        Event::PeerDown(p) => (
+            Warn,
+            format!("{p} is down (left or silent past the peer timeout); the round goes on without it"),
+        ),
+        Event::PeerUp(p) => (Info, format!("{p} is up")),
+        Event::PeerRestarted(p) => (
+            Info,
+            format!("{p} restarted (new incarnation); its old state is forgotten"),
+        ),
+        Event::PeerIncompatible(p) => (
+            Warn,
+            format!("{p} announced another model layout: its frames are ignored"),
+        ),
+        Event::UpdateRejected { peer, round, reason } => {
+            (Warn, format!("{peer}'s update of round {round} rejected: {reason}"))
+        }
+        Event::RoundReady { round } => (Trace, format!("round {round} ready")),
+        Event::SendComplete { round } => (Trace, format!("round {round} delivered to every live neighbour")),
+        other => (Debug, format!("{other:?}")),
+    };
+    log::log!(level, "{what}");
+}
+
+/// Takes every event the runtime holds and logs it.
+fn log_events<R: Reducer, L: Link>(runtime: &mut Runtime<R, L>, after_last_round: bool) {
+    while let Some(event) = runtime.poll_event() {
+        log_event(&event, after_last_round);
+    }
+}
+
 fn rounds<R: Reducer, L: Link>(
     spec: &WorkerSpec,
     mut runtime: Runtime<R, L>,
@@ -386,9 +426,9 @@ fn rounds<R: Reducer, L: Link>(
         if !spec.compute.is_zero() {
             runtime.serve(spec.compute).map_err(fail)?;
         }
-        runtime
-            .run_round(params, spec.round_timeout)
-            .map_err(|e| WorkerError::Run(format!("round {round}: {e}")))?;
+        let done = runtime.run_round(params, spec.round_timeout);
+        log_events(&mut runtime, false);
+        done.map_err(|e| WorkerError::Run(format!("round {round}: {e}")))?;
         if let Workload::Logistic { test, eval_every, .. } = workload {
             if round % *eval_every == 0 || round == spec.rounds {
                 let e = test.evaluate(params);
@@ -406,6 +446,11 @@ fn rounds<R: Reducer, L: Link>(
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     runtime.finish(spec.linger).map_err(fail)?;
+    log_events(&mut runtime, true);
+    let socket = runtime.stats();
+    if socket.refused > 0 {
+        log::info!("{} frames refused in all", socket.refused);
+    }
     let federated = match &*workload {
         Workload::Federated { problem, plan } => {
             let end = problem.evaluate(params);

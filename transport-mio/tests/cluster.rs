@@ -86,6 +86,11 @@ fn run_cluster(world: usize, topology: &str, rounds: u32, model: usize) -> Vec<s
 
 /// Every worker's JSON result; each must exit 0.
 fn results(children: Vec<Child>) -> Vec<serde_json::Value> {
+    results_and_logs(children).into_iter().map(|(r, _)| r).collect()
+}
+
+/// Every worker's JSON result and what it logged on stderr; each must exit 0.
+fn results_and_logs(children: Vec<Child>) -> Vec<(serde_json::Value, String)> {
     let outputs = wait_all(children, Duration::from_secs(120));
     outputs
         .iter()
@@ -93,7 +98,8 @@ fn results(children: Vec<Child>) -> Vec<serde_json::Value> {
         .map(|(rank, out)| {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "rank {rank} failed ({:?}): {stderr}", out.status);
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rank {rank}: {e}: {stderr}"))
+            let result = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rank {rank}: {e}: {stderr}"));
+            (result, stderr.into_owned())
         })
         .collect()
 }
@@ -665,13 +671,27 @@ fn a_worker_with_another_key_is_shut_out_and_the_others_agree() {
                 .expect("asap node starts")
         })
         .collect();
-    let results = results(children);
+    let (results, logs): (Vec<_>, Vec<_>) = results_and_logs(children).into_iter().unzip();
     for r in &results {
         assert!(
             r["auth_failures"].as_u64().unwrap() > 0,
             "everyone refused someone: {r}"
         );
         assert!(r["peers_down"].as_u64().unwrap() >= 1, "{r}");
+    }
+    // Each says so on stderr at the default level, in a line or two however many frames
+    // it refused (at most one line per 10 s), and that rank 3 is down.
+    for (rank, log) in logs[..3].iter().enumerate() {
+        let refusals = log.lines().filter(|l| l.contains("refused")).count();
+        assert!(
+            (1..=3).contains(&refusals),
+            "rank {rank} logged {refusals} refusal lines: {log}"
+        );
+        assert!(log.contains("authentication tag mismatch"), "rank {rank}: {log}");
+        assert!(
+            log.contains("[WARN node") && log.contains("node 3 is down"),
+            "rank {rank}: {log}"
+        );
     }
     // Ranks 0-2 mixed only each other's replicas: they agree, whatever rank 3 sent.
     let finals: Vec<Vec<f64>> = results[..3].iter().map(final_replica).collect();

@@ -1,6 +1,6 @@
 //! The bare-metal driver: one smoltcp UDP socket, one engine.
 
-use asap_core::{Advance, BufferTooSmall, Instant, Reducer, RoundError};
+use asap_core::{Accepted, Advance, BufferTooSmall, Event, Instant, NodeId, Reducer, RoundError};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
@@ -42,6 +42,73 @@ pub struct DriverStats {
     pub dropped: u64,
     /// Times the socket's transmit buffer was full (the frame waited for the next poll).
     pub tx_full: u64,
+    /// Times a peer's endpoint moved (see [the roaming rule](roam)).
+    pub moves: u64,
+}
+
+/// How much a frame the engine accepted proves about where its sender is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Authenticity {
+    /// The cluster has no key: anyone can forge or replay a frame, from anywhere.
+    Unkeyed,
+    /// Its tag verified and it advanced the sender's replay window.
+    Fresh,
+    /// Its tag verified but it advanced no window (the sender's previous incarnation).
+    Stale,
+}
+
+/// What a frame the engine accepted proves about where its sender is (see [`roam`]).
+pub(crate) fn authenticity<R: Reducer>(engine: &R, accepted: Accepted) -> Authenticity {
+    match (engine.config().key.is_some(), accepted.fresh) {
+        (false, _) => Authenticity::Unkeyed,
+        (true, true) => Authenticity::Fresh,
+        (true, false) => Authenticity::Stale,
+    }
+}
+
+/// Whether frames can be sent to `endpoint`: an unspecified address or port 0 in the
+/// peer table means "not known yet".
+fn is_usable(endpoint: IpEndpoint) -> bool {
+    !endpoint.addr.is_unspecified() && endpoint.port != 0
+}
+
+/// The roaming rule: where to send to a peer known at `known` after the engine accepted
+/// a frame of it from `from` (`Some`: move there). A peer is known by the node id its
+/// frames carry; its endpoint moves only on proof that the peer itself is at the new
+/// one (WireGuard's rule):
+///
+/// * with a cluster key, to the source of a frame that authenticated and advanced the
+///   sender's replay window. A copy of a real frame, sent from anywhere, is refused as
+///   a replay or is of a previous incarnation: it moves nothing, so whoever copies
+///   frames cannot steer this board's traffic away from its peers;
+/// * without a key, never: anyone can send anything from anywhere, so the configured
+///   endpoint is the one to trust (behind QEMU's user networking, configure the host's
+///   forwarded port, as `targets/*/run.sh` do);
+/// * an endpoint not known yet (unspecified, or port 0) is learnt from the first
+///   accepted frame (with a key, the first fresh one), then kept like a configured one.
+pub(crate) fn roam(known: IpEndpoint, from: IpEndpoint, authenticity: Authenticity) -> Option<IpEndpoint> {
+    let moves = match authenticity {
+        Authenticity::Fresh => true,
+        Authenticity::Stale => false,
+        Authenticity::Unkeyed => !is_usable(known),
+    };
+    (moves && from != known).then_some(from)
+}
+
+/// Applies [`roam`] to `peers` for a frame of `id` from `from`.
+pub(crate) fn learn(
+    peers: &mut [IpEndpoint],
+    id: NodeId,
+    from: IpEndpoint,
+    authenticity: Authenticity,
+    stats: &mut DriverStats,
+) {
+    if let Some(peer) = peers.get_mut(usize::from(id.0)) {
+        if let Some(to) = roam(*peer, from, authenticity) {
+            *peer = to;
+            stats.moves += 1;
+        }
+    }
 }
 
 /// Where a round stands after [`Driver::step`].
@@ -93,8 +160,9 @@ fn smol_time(t: Instant) -> SmolInstant {
 
 impl<'a, R: Reducer> Driver<'a, R> {
     /// Drives `engine` over the bound UDP socket `socket`. `peers[i]` is node `i`'s
-    /// endpoint (learnt again from every frame it sends, as NATs move ports); `tx` holds
-    /// one frame (`engine.config().max_frame` bytes).
+    /// endpoint (moved only by the [roaming rule](roam): with a cluster key, by the
+    /// peer's fresh authenticated frames; without, never, unless unspecified); `tx`
+    /// holds one frame (`engine.config().max_frame` bytes).
     pub fn new(
         engine: R,
         socket: SocketHandle,
@@ -138,6 +206,22 @@ impl<'a, R: Reducer> Driver<'a, R> {
         self.stats
     }
 
+    /// Where frames to node `id` go now.
+    pub fn peer_endpoint(&self, id: NodeId) -> Option<IpEndpoint> {
+        self.peers.get(usize::from(id.0)).copied()
+    }
+
+    /// The engine's next event (a peer down or back, restarted or incompatible, a round
+    /// ready, an update rejected), oldest first. Drain it until `None` after every
+    /// [`poll`](Self::poll) and [`step`](Self::step): the engine keeps only
+    /// `asap_core::node::EVENT_CAPACITY` events and counts the ones it drops in
+    /// `Stats::events_dropped`. One `poll` takes at most the frames the socket's
+    /// receive buffer held (a few events each), so a loop that drains every pass loses
+    /// none unless that buffer holds several dozen frames.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.engine.poll_event()
+    }
+
     /// One pass of the main loop: lets smoltcp process the device, feeds received
     /// frames and due timers to the engine, queues what the engine sends, lets smoltcp
     /// transmit it. Returns when to call again at the latest (`None`: on the next
@@ -154,7 +238,8 @@ impl<'a, R: Reducer> Driver<'a, R> {
         let socket = sockets.get_mut::<udp::Socket>(self.socket);
         while let Ok((bytes, meta)) = socket.recv() {
             self.stats.received += 1;
-            let handled = match self.rx.as_deref_mut().and_then(|rx| rx.get_mut(..bytes.len())) {
+            let rx = self.rx.as_deref_mut().and_then(|rx| rx.get_mut(..bytes.len()));
+            let handled = match rx {
                 Some(rx) => {
                     rx.copy_from_slice(bytes);
                     self.engine.handle_frame_mut(t, rx)
@@ -162,10 +247,9 @@ impl<'a, R: Reducer> Driver<'a, R> {
                 None => self.engine.handle_frame(t, bytes),
             };
             match handled {
-                Ok(asap_core::Accepted { from: id, .. }) => {
-                    if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
-                        *peer = meta.endpoint;
-                    }
+                Ok(accepted) => {
+                    let authenticity = authenticity(&self.engine, accepted);
+                    learn(self.peers, accepted.from, meta.endpoint, authenticity, &mut self.stats);
                 }
                 Err(_) => self.stats.refused += 1,
             }
@@ -224,5 +308,34 @@ impl<'a, R: Reducer> Driver<'a, R> {
             Advance { started: Some(_), .. } => Step::Started,
             _ => Step::Waiting,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpAddress, Ipv4Address};
+
+    fn at(port: u16) -> IpEndpoint {
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 2)), port)
+    }
+
+    #[test]
+    fn only_fresh_authenticated_frames_move_a_known_endpoint() {
+        assert_eq!(roam(at(7000), at(9999), Authenticity::Fresh), Some(at(9999)));
+        assert_eq!(roam(at(7000), at(9999), Authenticity::Stale), None);
+        assert_eq!(roam(at(7000), at(9999), Authenticity::Unkeyed), None);
+        assert_eq!(roam(at(7000), at(7000), Authenticity::Fresh), None);
+    }
+
+    #[test]
+    fn an_unknown_endpoint_is_learnt_once() {
+        let unspecified = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::UNSPECIFIED), 7000);
+        for unknown in [unspecified, at(0)] {
+            assert_eq!(roam(unknown, at(9999), Authenticity::Unkeyed), Some(at(9999)));
+            assert_eq!(roam(unknown, at(9999), Authenticity::Fresh), Some(at(9999)));
+            assert_eq!(roam(unknown, at(9999), Authenticity::Stale), None);
+        }
+        assert_eq!(roam(at(9999), at(9998), Authenticity::Unkeyed), None);
     }
 }

@@ -5,13 +5,13 @@
 //! Time comes from `embassy_time::Instant::now()` (ticks since boot), so create the
 //! engine at boot time or pass it `Instant::ZERO` and build it before the first round.
 
-use asap_core::{Instant, Reducer, RoundError};
+use asap_core::{Event, Instant, NodeId, Reducer, RoundError};
 use embassy_futures::select::{select, Either};
 use embassy_net::udp::UdpSocket;
 use embassy_net::IpEndpoint;
 use embassy_time::{Duration, Instant as EmbassyInstant, Timer};
 
-use crate::driver::{check_lent, DriverError, DriverStats};
+use crate::driver::{authenticity, check_lent, learn, DriverError, DriverStats};
 
 /// Longest sleep without a deadline (the engine has no timer armed).
 const IDLE: Duration = Duration::from_millis(100);
@@ -31,7 +31,8 @@ pub struct AsyncDriver<'a, R> {
 }
 
 impl<'a, R: Reducer> AsyncDriver<'a, R> {
-    /// Drives `engine` over `socket` (bound). `peers[i]` is node `i`'s endpoint; `tx`
+    /// Drives `engine` over `socket` (bound). `peers[i]` is node `i`'s endpoint (moved
+    /// only by the roaming rule, as for [`crate::Driver::new`]); `tx`
     /// and `rx` hold one frame each (`engine.config().max_frame` bytes; `rx` as large as
     /// the largest frame a peer may send).
     pub fn new(
@@ -65,6 +66,20 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
     /// Socket counters.
     pub fn stats(&self) -> DriverStats {
         self.stats
+    }
+
+    /// Where frames to node `id` go now.
+    pub fn peer_endpoint(&self, id: NodeId) -> Option<IpEndpoint> {
+        self.peers.get(usize::from(id.0)).copied()
+    }
+
+    /// The engine's next event, oldest first. Drain it until `None` after every
+    /// [`run_round`](Self::run_round) and [`serve_until`](Self::serve_until): events
+    /// wait in the engine meanwhile, which keeps `asap_core::node::EVENT_CAPACITY` of
+    /// them (a round yields two or three, plus one per peer going down or coming
+    /// back) and counts the ones it drops in `Stats::events_dropped`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.engine.poll_event()
     }
 
     /// Runs one round: waits until the engine may start it, starts it from `params`,
@@ -110,11 +125,11 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
         match select(self.socket.recv_from(self.rx), Timer::at(deadline)).await {
             Either::First(Ok((len, meta))) => {
                 self.stats.received += 1;
-                match self.engine.handle_frame_mut(core_now(), &mut self.rx[..len]) {
-                    Ok(asap_core::Accepted { from: id, .. }) => {
-                        if let Some(peer) = self.peers.get_mut(usize::from(id.0)) {
-                            *peer = meta.endpoint;
-                        }
+                let frame = &mut self.rx[..len];
+                match self.engine.handle_frame_mut(core_now(), frame) {
+                    Ok(accepted) => {
+                        let authenticity = authenticity(&self.engine, accepted);
+                        learn(self.peers, accepted.from, meta.endpoint, authenticity, &mut self.stats);
                     }
                     Err(_) => self.stats.refused += 1,
                 }

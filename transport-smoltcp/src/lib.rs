@@ -16,9 +16,16 @@
 //!     if let Step::Finished = driver.step(now(), &mut params)? {
 //!         local_sgd_step(&mut params);
 //!     }
+//!     while let Some(event) = driver.poll_event() {
+//!         report(event); // a peer down or back, ...: drain every pass
+//!     }
 //!     wait_for_interrupt_or(next);
 //! }
 //! ```
+//!
+//! A peer's endpoint in the table moves only on a frame that authenticated under the
+//! cluster key and advanced the peer's replay window (WireGuard's roaming rule); without
+//! a key, configured endpoints never move. See the README.
 //!
 //! RAM for a model of `m` f32 values with `c` chunks and `p` peers (ASAP node, one
 //! socket): engine buffers `4·(2m + c) + 4·p·⌈c/32⌉` bytes (see `asap_core::Layout::bytes`),

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Buffers, Config, Node, NodeId};
+use asap_core::{Buffers, Config, Event, Node, NodeId};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
@@ -163,10 +163,23 @@ fn embassy_stacks_on_a_lossy_bus_reach_the_exact_mean() {
         let mut params = start_params.clone();
         let results = results.clone();
         workers.push(Box::pin(async move {
+            let mut ready = Vec::new();
             for _ in 0..ROUNDS {
                 driver.run_round(&mut params).await.unwrap();
+                // The application takes the engine's events after every round.
+                while let Some(event) = driver.poll_event() {
+                    if let Event::RoundReady { round } = event {
+                        ready.push(round);
+                    }
+                }
             }
             assert_eq!(driver.engine().stats().rounds, u64::from(ROUNDS));
+            assert_eq!(
+                ready,
+                (0..ROUNDS).collect::<Vec<_>>(),
+                "node {i}: one RoundReady a round"
+            );
+            assert_eq!(driver.engine().stats().events_dropped, 0);
             results.borrow_mut()[i] = Some(params);
             // Keep answering the others' last retransmissions.
             driver.serve_until(Instant::now() + Duration::from_millis(300)).await;

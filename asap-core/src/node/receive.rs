@@ -61,12 +61,6 @@ impl<const P: usize> Node<'_, P> {
                 return Ok(false);
             }
             Some(known) if h.incarnation > known => self.peer_restarted(i, h.incarnation),
-            // It left for good in this life: a frame it sent before its Leave and
-            // delivered after it must not bring it back (only a new incarnation does).
-            Some(_) if self.peers[i].left => {
-                self.stats.stale += 1;
-                return Ok(false);
-            }
             Some(_) => {}
             None => self.peers[i].incarnation = Some(h.incarnation),
         }
@@ -76,6 +70,12 @@ impl<const P: usize> Node<'_, P> {
             Some(_) => true,
             None => false,
         };
+        if self.peers[i].left {
+            // It left for good in this life: a frame it sent before its Leave and
+            // delivered after it must not bring it back (only a new incarnation does).
+            self.stats.stale += 1;
+            return Ok(fresh);
+        }
         self.handle_from_peer(now, i, h, payload).map(|()| fresh)
     }
 

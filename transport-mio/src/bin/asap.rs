@@ -24,6 +24,38 @@ use transport_mio::{config_file, plot, report};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log on stderr: a level (error, warn, info, debug, trace) or filters in
+    /// RUST_LOG's syntax (e.g. `info,transport_mio::udp=debug`); adds to RUST_LOG.
+    /// Default: warn (peers going down, refused frames, at most one line per 10 s
+    /// each); info adds peers coming back, restarts and address moves.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log: Option<String>,
+}
+
+/// Sends the `log` facade's lines to stderr, each as `[LEVEL who +SECONDS] message`
+/// (seconds since the process started, so lines of several workers line up).
+fn init_log(flag: Option<&str>, who: String) {
+    use std::io::Write;
+    let start = std::time::Instant::now();
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn);
+    if let Ok(env) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&env);
+    }
+    if let Some(flag) = flag {
+        builder.parse_filters(flag);
+    }
+    builder.format(move |buf, record| {
+        writeln!(
+            buf,
+            "[{} {who} +{:.3}s] {}",
+            record.level(),
+            start.elapsed().as_secs_f64(),
+            record.args()
+        )
+    });
+    // Only fails if a logger is set already (never: once per process).
+    let _ = builder.try_init();
 }
 
 #[derive(Subcommand)]
@@ -531,6 +563,10 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
+    // `asap node` names its rank in every line, once it knows it.
+    if !matches!(cli.command, Command::Node(_)) {
+        init_log(cli.log.as_deref(), "asap".into());
+    }
     match cli.command {
         Command::Topology(args) => topology(args),
         Command::Demo(args) => match demo(args) {
@@ -550,7 +586,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Node(args) => match node(args) {
+        Command::Node(args) => match node(args, cli.log.as_deref()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("asap node: {e}");
@@ -700,8 +736,9 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
     })
 }
 
-fn node(args: NodeArgs) -> Result<ExitCode, String> {
+fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
     let (rank, world) = rank_and_world(&args)?;
+    init_log(log, format!("node {rank}"));
     let peers = addresses(&args, world)?;
     let (family, degree) = choose_graph(
         args.topology,
