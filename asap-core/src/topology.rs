@@ -166,6 +166,30 @@ impl TopologySpec {
             min_gap: DEFAULT_MIN_GAP,
         }
     }
+
+    /// Length of the scratch buffer [`Topology::new`] needs for this spec, in `f64`s: the
+    /// same as the built topology's [`Topology::scratch_len`], but known before it exists
+    /// (and in `const` context), so that firmware can size a static buffer. Three vectors
+    /// of one value per node, whatever the family: the gap measurements of `Expander` and
+    /// `Random` and [`Topology::measured_rounds`] work in them. Saturates rather than
+    /// overflows for node counts `new` refuses anyway.
+    ///
+    /// ```
+    /// use asap_core::topology::{Family, Topology, TopologySpec};
+    ///
+    /// const SPEC: TopologySpec = TopologySpec::new(Family::Exponential, 8);
+    /// let mut scratch = [0.0f64; SPEC.scratch_len()];
+    /// let topology = Topology::new(SPEC, &mut scratch).unwrap();
+    /// assert_eq!(topology.scratch_len(), SPEC.scratch_len());
+    /// ```
+    pub const fn scratch_len(&self) -> usize {
+        scratch_len(self.nodes)
+    }
+}
+
+/// Scratch values for `nodes` nodes: three vectors (see [`TopologySpec::scratch_len`]).
+const fn scratch_len(nodes: u32) -> usize {
+    (nodes as usize).saturating_mul(3)
 }
 
 /// Why a topology cannot be built.
@@ -198,7 +222,8 @@ pub enum TopologyError {
         /// The threshold.
         min_gap: f64,
     },
-    /// The scratch buffer is shorter than [`Topology::scratch_len`].
+    /// The scratch buffer is shorter than the length it carries, which
+    /// [`TopologySpec::scratch_len`] gives before building (three values per node).
     Scratch(usize),
     /// Measuring the gap would take more than [`MAX_GAP_WORK`] (a `Random` graph of
     /// thousands of nodes, an `Expander` of tens of thousands and a high degree, or a
@@ -312,9 +337,23 @@ impl Iterator for Neighbours<'_> {
 }
 
 impl Topology {
-    /// Builds and checks a topology. `scratch` (at least [`Topology::scratch_len`] values)
-    /// is used to measure the gap of the families without a closed form, which takes at
-    /// most [`MAX_GAP_WORK`] (a few seconds at most; an expander's redraws included).
+    /// Builds and checks a topology. `scratch` must hold at least
+    /// [`TopologySpec::scratch_len`] values (three per node; shorter is
+    /// [`TopologyError::Scratch`] with that length): it is used to measure the gap of the
+    /// families without a closed form, which takes at most [`MAX_GAP_WORK`] (a few
+    /// seconds at most; an expander's redraws included). The caller owns it, so the core
+    /// never allocates; it holds nothing once `new` returns and can be reused, e.g. for
+    /// [`Topology::measured_rounds`].
+    ///
+    /// ```
+    /// use asap_core::topology::{Family, Topology, TopologySpec};
+    ///
+    /// let spec = TopologySpec { degree: Some(3), ..TopologySpec::new(Family::Expander, 64) };
+    /// let mut scratch = vec![0.0; spec.scratch_len()];
+    /// let topology = Topology::new(spec, &mut scratch)?;
+    /// assert!(topology.spectral_gap() > 0.0);
+    /// # Ok::<(), asap_core::TopologyError>(())
+    /// ```
     pub fn new(spec: TopologySpec, scratch: &mut [f64]) -> Result<Topology, TopologyError> {
         let n = spec.nodes;
         if !(2..=65_536).contains(&n) {
@@ -522,9 +561,10 @@ impl Topology {
         self.gap
     }
 
-    /// Length of the scratch buffer `new` and the measuring functions need.
+    /// Length of the scratch buffer `new` and the measuring functions need: the spec's
+    /// [`TopologySpec::scratch_len`].
     pub fn scratch_len(&self) -> usize {
-        3 * self.n as usize
+        scratch_len(self.n)
     }
 
     /// Send list of `node` in `round`, in priority order.

@@ -7,14 +7,11 @@ use nalgebra::DMatrix;
 use proptest::prelude::*;
 
 fn build(family: Family, n: u32, degree: Option<u32>) -> Result<Topology, TopologyError> {
-    let mut scratch = vec![0.0; 3 * n as usize];
-    Topology::new(
-        TopologySpec {
-            degree,
-            ..TopologySpec::new(family, n)
-        },
-        &mut scratch,
-    )
+    let spec = TopologySpec {
+        degree,
+        ..TopologySpec::new(family, n)
+    };
+    Topology::new(spec, &mut vec![0.0; spec.scratch_len()])
 }
 
 fn log2_ceil(n: u32) -> u32 {
@@ -262,6 +259,37 @@ fn refused_configurations() {
 }
 
 #[test]
+fn the_spec_tells_the_scratch_length_before_building() {
+    // Sizes of every shape: the smallest, odd, prime, squares (tori), powers of two
+    // (hypercubes), and a random graph's measured size.
+    let mut built = 0;
+    for family in Family::ALL {
+        for n in [2u32, 3, 5, 9, 16, 17, 64, 100, 257] {
+            let spec = TopologySpec::new(family, n);
+            let Ok(t) = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]) else {
+                continue; // a torus of 5, a hypercube of 17...
+            };
+            assert_eq!(spec.scratch_len(), t.scratch_len(), "{family} n={n}");
+            // Exactly enough: one value fewer is refused, and says the length.
+            if spec.scratch_len() > 0 {
+                assert_eq!(
+                    Topology::new(spec, &mut vec![0.0; spec.scratch_len() - 1]),
+                    Err(TopologyError::Scratch(spec.scratch_len())),
+                    "{family} n={n}"
+                );
+            }
+            built += 1;
+        }
+    }
+    assert!(built >= 80, "{built} topologies built");
+    // In a const context, for a static buffer; saturating for node counts `new` refuses.
+    const SCRATCH: [f64; TopologySpec::new(Family::Exponential, 8).scratch_len()] = [0.0; 24];
+    assert_eq!(SCRATCH.len(), 24);
+    let huge = TopologySpec::new(Family::Ring, u32::MAX).scratch_len();
+    assert_eq!(huge, usize::try_from(3 * u64::from(u32::MAX)).unwrap_or(usize::MAX));
+}
+
+#[test]
 fn max_send_reports_the_gap_of_what_is_sent() {
     let full = build(Family::Halton, 64, Some(6)).unwrap();
     let mut scratch = vec![0.0; 192];
@@ -290,7 +318,7 @@ proptest! {
         round in any::<u32>(),
     ) {
         let spec = TopologySpec { seed, ..TopologySpec::new(family, n) };
-        let (mut s1, mut s2) = (vec![0.0; 3 * n as usize], vec![0.0; 3 * n as usize]);
+        let (mut s1, mut s2) = (vec![0.0; spec.scratch_len()], vec![0.0; spec.scratch_len()]);
         let (a, b) = (Topology::new(spec, &mut s1), Topology::new(spec, &mut s2));
         prop_assert_eq!(&a, &b);
         let Ok(t) = a else { return Ok(()) };

@@ -15,13 +15,12 @@ fn run(
     link: LinkModel,
     seed: u64,
 ) -> (f64, Cluster<'static>) {
-    let mut scratch = vec![0.0; 3 * n as usize];
     let spec = TopologySpec {
         degree,
         seed,
         ..TopologySpec::new(family, n)
     };
-    let topology = Topology::new(spec, &mut scratch).expect("valid topology");
+    let topology = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]).expect("valid topology");
     let config = |i: usize| Config::new(3, NodeId(i as u16), MODEL);
     let memory = Box::leak(Cluster::topology_memory(config, &topology).into_boxed_slice());
     let initial = random_vectors(n as usize, MODEL, seed);
