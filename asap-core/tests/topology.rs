@@ -62,6 +62,91 @@ fn dstorm_families_connect_at_log_degree_for_every_n_to_1024() {
     }
 }
 
+/// MALT-2's `IoNetHalton` rule, worked by hand: offsets `⌊n·h(i)⌋` for `degree`
+/// indices from `i = 2^⌊log2 n⌋ / 2`, wrapping to 1 after `n`; self-loops (0) and
+/// repeats dropped but counted.
+#[test]
+fn halton_is_the_reference_graph() {
+    for (n, degree, offsets) in [
+        // 2^⌊log2 2⌋ / 2 = 1: h(1) = 1/2.
+        (2u32, 1u32, &[1u32][..]),
+        // h(1), h(2) = 1/2, 1/4: 1, then 0 (a self-loop, counted).
+        (3, 2, &[1]),
+        // From i = 2: h = 1/4, 3/4, 1/8, 5/8 → 1, 3, 0 (self), 3 (repeat).
+        (5, 4, &[1, 3]),
+        // From i = 4: h = 1/8, 5/8, 3/8.
+        (8, 3, &[1, 5, 3]),
+        // From i = 4: 1/8, 5/8, 3/8, 7/8, 1/16 (→ 0), 9/16, 5/16, 13/16, 3/16 (i = 12 = n),
+        // then wrapped: 1/2 (→ 6, a repeat), 1/4 (→ 3, a repeat).
+        (12, 11, &[1, 7, 4, 10, 6, 3, 9, 2]),
+        // From i = 8: 1/16, 9/16, 5/16, 13/16.
+        (16, 4, &[1, 9, 5, 13]),
+        // From i = 128: 1/256 + h(j) for j = 0..8, all ≡ 1 mod 32.
+        (256, 8, &[1, 129, 65, 193, 33, 161, 97, 225]),
+    ] {
+        let t = build(Family::Halton, n, Some(degree)).unwrap();
+        assert_eq!(t.degree() as usize, offsets.len(), "n={n} degree={degree}");
+        for i in 0..n {
+            let expected: Vec<u32> = offsets.iter().map(|o| (i + o) % n).collect();
+            assert_eq!(t.out_neighbours(i, 0).collect::<Vec<_>>(), expected, "n={n} node {i}");
+        }
+    }
+
+    // Every size to 300 and every degree, against the rule computed another way (the
+    // radical inverse digit by digit, in f64, exact here).
+    let radical_inverse = |mut i: u32| {
+        let (mut h, mut f) = (0.0, 0.5);
+        while i > 0 {
+            h += f * f64::from(i % 2);
+            i /= 2;
+            f /= 2.0;
+        }
+        h
+    };
+    for n in 2..=300u32 {
+        let first = (1u32 << n.ilog2()) / 2; // the index whose point is 2^-⌊log2 n⌋
+        for degree in 1..=(n - 1).min(32) {
+            let mut expected: Vec<u32> = Vec::new();
+            for r in 0..degree {
+                let i = (first - 1 + r) % n + 1;
+                let o = (f64::from(n) * radical_inverse(i)).floor() as u32;
+                if o != 0 && !expected.contains(&o) {
+                    expected.push(o);
+                }
+            }
+            let t = build(Family::Halton, n, Some(degree)).unwrap();
+            assert_eq!(
+                t.out_neighbours(0, 0).collect::<Vec<_>>(),
+                expected,
+                "n={n} degree={degree}"
+            );
+            assert!(t.spectral_gap() > 0.0);
+        }
+    }
+
+    // n = 16, degree 4: offsets 1 + 4k, so W's eigenvalues are 1/5 except at k = 4, 8, 12:
+    // (1 + 4·e^{iπk/8}) / 5, of modulus √17 / 5 at k = 4 and 12. Gap 1 - √17/5 ≈ 0.175
+    // (the previous, value-rotated graph had offsets 1, 13, 5, 11 and gap 0.4).
+    let t = build(Family::Halton, 16, Some(4)).unwrap();
+    let exact = 1.0 - 17f64.sqrt() / 5.0;
+    assert!((t.spectral_gap() - exact).abs() < 1e-12, "{}", t.spectral_gap());
+    assert!((t.spectral_gap() - 0.175).abs() < 5e-4);
+    assert!((dense_contraction(&t) - (1.0 - exact)).abs() < 1e-9);
+
+    // A send list, not an undirected graph: 0 sends to 1 but 1 does not send to 0; the
+    // receive list is the offsets backwards. Uniform weights 1/(d+1) on a regular
+    // digraph: every row and column of W sums to 1, so no push-sum.
+    assert!(t.edge_weight(0, 1, 0) > 0.0 && t.edge_weight(1, 0, 0) == 0.0);
+    assert_eq!(t.in_neighbours(0, 0).collect::<Vec<_>>(), [3, 7, 11, 15]);
+    assert!(!t.needs_push_sum());
+    let w = dense(&t, 0);
+    assert!(w != w.transpose());
+    for k in 0..16 {
+        assert!((w.row(k).sum() - 1.0).abs() < 1e-12 && (w.column(k).sum() - 1.0).abs() < 1e-12);
+        assert!(w.column(k).iter().all(|&x| x == 0.0 || (x - 0.2).abs() < 1e-15));
+    }
+}
+
 #[test]
 fn random_graphs_connect_at_log_degree() {
     // Every size to 128, then a sample (the push-sum gap costs O(n^2) a round to

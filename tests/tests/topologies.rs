@@ -78,7 +78,7 @@ fn static_families_reach_the_average() {
         (Family::Hypercube, 16, None, 60),
         (Family::Torus, 9, None, 80),
         (Family::Expander, 16, Some(4), 200),
-        (Family::Halton, 16, Some(3), 120),
+        (Family::Halton, 16, Some(4), 120),
         (Family::Complete, 6, None, 2),
     ] {
         let (err, _) = run(family, n, degree, rounds, lossy, 5);
