@@ -68,10 +68,25 @@ pub enum Family {
     Expander,
     /// Every other node: the all-reduce limit.
     Complete,
-    /// `dstorm` Halton graph: offsets from the van der Corput (Halton base 2) sequence
-    /// `h(1), h(2), … = 1/2, 1/4, 3/4, 1/8, …`, cyclically shifted so the first offset is
-    /// 1: `⌊n·h(r)⌋ − ⌊n/2⌋ + 1 mod n` (n = 8: 1, 7, 3, 6, 2, 4). Connected down to
-    /// degree 1.
+    /// `dstorm` Halton graph, as MALT-2's `IoNetHalton::mkSend` builds it: the send
+    /// offsets are `⌊n·h(i)⌋` for `degree` consecutive indices of the van der Corput
+    /// sequence (Halton base 2, `h(1), h(2), h(3), … = 1/2, 1/4, 3/4, 1/8, …`), from
+    /// `i = 2^⌊log2 n⌋ / 2`, whose point `2^-⌊log2 n⌋` puts the first offset on 1, and
+    /// wrapping to `i = 1` after `i = n`. An offset of 0 (a self-loop) or a repeat is
+    /// skipped but still counts toward `degree`, so the out-degree
+    /// ([`Topology::degree`]) can be lower than asked (n = 5, degree 4: 1, 3). n = 16,
+    /// degree 4: 1, 9, 5, 13 (gap 0.175). Connected down to degree 1 (offset 1 comes
+    /// first). A directed circulant: every node sends to and receives from the same
+    /// number of peers, so uniform weights are doubly stochastic without push-sum.
+    ///
+    /// The reference multiplies in `f32`, which rounds `n·h(i)` up to the next integer
+    /// for some indices from n = 6,655 on; the offsets here are the exact
+    /// `⌊n·h(i)⌋`. Until issue #18 `halton` shifted the sequence's values instead of
+    /// its index (`⌊n·h(r)⌋ − ⌊n/2⌋ + 1 mod n`, r = 1, 2, …), a different graph. That
+    /// one is not kept: at degree `⌈log2 n⌉` its gap is larger at 344 sizes of
+    /// 2..=1024 (0.40 against 0.175 at n = 16), smaller at 613, equal at 66 (geometric
+    /// means 0.0034 and 0.0036), and beats both `exp` and `chord` of the same degree
+    /// only at n = 10, 14 and 17.
     Halton,
     /// `dstorm` Chord graph: offsets `⌈n/2⌉, ⌈n/4⌉, ⌈n/8⌉, …, 1`.
     Chord,
@@ -166,6 +181,30 @@ impl TopologySpec {
             min_gap: DEFAULT_MIN_GAP,
         }
     }
+
+    /// Length of the scratch buffer [`Topology::new`] needs for this spec, in `f64`s: the
+    /// same as the built topology's [`Topology::scratch_len`], but known before it exists
+    /// (and in `const` context), so that firmware can size a static buffer. Three vectors
+    /// of one value per node, whatever the family: the gap measurements of `Expander` and
+    /// `Random` and [`Topology::measured_rounds`] work in them. Saturates rather than
+    /// overflows for node counts `new` refuses anyway.
+    ///
+    /// ```
+    /// use asap_core::topology::{Family, Topology, TopologySpec};
+    ///
+    /// const SPEC: TopologySpec = TopologySpec::new(Family::Exponential, 8);
+    /// let mut scratch = [0.0f64; SPEC.scratch_len()];
+    /// let topology = Topology::new(SPEC, &mut scratch).unwrap();
+    /// assert_eq!(topology.scratch_len(), SPEC.scratch_len());
+    /// ```
+    pub const fn scratch_len(&self) -> usize {
+        scratch_len(self.nodes)
+    }
+}
+
+/// Scratch values for `nodes` nodes: three vectors (see [`TopologySpec::scratch_len`]).
+const fn scratch_len(nodes: u32) -> usize {
+    (nodes as usize).saturating_mul(3)
 }
 
 /// Why a topology cannot be built.
@@ -198,7 +237,8 @@ pub enum TopologyError {
         /// The threshold.
         min_gap: f64,
     },
-    /// The scratch buffer is shorter than [`Topology::scratch_len`].
+    /// The scratch buffer is shorter than the length it carries, which
+    /// [`TopologySpec::scratch_len`] gives before building (three values per node).
     Scratch(usize),
     /// Measuring the gap would take more than [`MAX_GAP_WORK`] (a `Random` graph of
     /// thousands of nodes, an `Expander` of tens of thousands and a high degree, or a
@@ -312,9 +352,23 @@ impl Iterator for Neighbours<'_> {
 }
 
 impl Topology {
-    /// Builds and checks a topology. `scratch` (at least [`Topology::scratch_len`] values)
-    /// is used to measure the gap of the families without a closed form, which takes at
-    /// most [`MAX_GAP_WORK`] (a few seconds at most; an expander's redraws included).
+    /// Builds and checks a topology. `scratch` must hold at least
+    /// [`TopologySpec::scratch_len`] values (three per node; shorter is
+    /// [`TopologyError::Scratch`] with that length): it is used to measure the gap of the
+    /// families without a closed form, which takes at most [`MAX_GAP_WORK`] (a few
+    /// seconds at most; an expander's redraws included). The caller owns it, so the core
+    /// never allocates; it holds nothing once `new` returns and can be reused, e.g. for
+    /// [`Topology::measured_rounds`].
+    ///
+    /// ```
+    /// use asap_core::topology::{Family, Topology, TopologySpec};
+    ///
+    /// let spec = TopologySpec { degree: Some(3), ..TopologySpec::new(Family::Expander, 64) };
+    /// let mut scratch = vec![0.0; spec.scratch_len()];
+    /// let topology = Topology::new(spec, &mut scratch)?;
+    /// assert!(topology.spectral_gap() > 0.0);
+    /// # Ok::<(), asap_core::TopologyError>(())
+    /// ```
     pub fn new(spec: TopologySpec, scratch: &mut [f64]) -> Result<Topology, TopologyError> {
         let n = spec.nodes;
         if !(2..=65_536).contains(&n) {
@@ -370,7 +424,7 @@ impl Topology {
             Family::Random => asked,
             Family::Halton => {
                 t.halton_offsets(asked)?;
-                asked
+                t.offsets.len() as u32
             }
             Family::Chord => {
                 for m in 1..=log2 {
@@ -430,22 +484,21 @@ impl Topology {
         }
     }
 
-    fn halton_offsets(&mut self, degree: u32) -> Result<(), TopologyError> {
-        if degree as usize > MAX_OFFSETS {
-            return Err(TopologyError::Degree(degree));
+    /// The Halton offsets of `terms` consecutive sequence indices (see [`Family::Halton`]);
+    /// `push_offset` drops the self-loops and repeats among them.
+    fn halton_offsets(&mut self, terms: u32) -> Result<(), TopologyError> {
+        if terms as usize > MAX_OFFSETS {
+            return Err(TopologyError::Degree(terms));
         }
-        // Van der Corput base 2, cyclically shifted (a Cranley–Patterson rotation) so
-        // that its first point lands on offset 1: o_r = ⌊n·h(r)⌋ - ⌊n·h(1)⌋ + 1 mod n.
-        let n = u64::from(self.n);
-        let point = |r: u32| (n * u64::from(r.reverse_bits())) >> 32;
-        let shift = n + 1 - point(1);
-        let mut r = 1u32;
-        while self.offsets.len() < degree as usize && r < 4 * self.n + 64 {
-            self.push_offset(((point(r) + shift) % n) as u32);
-            r += 1;
-        }
-        if self.offsets.len() < degree as usize {
-            return Err(TopologyError::Degree(degree));
+        let n = self.n;
+        // h(i) is the bit reversal of i read as a 32-bit fraction, so ⌊n·h(i)⌋ is exact
+        // in integers (i ≤ n ≤ 2^16).
+        let point = |i: u32| ((u64::from(n) * u64::from(i.reverse_bits())) >> 32) as u32;
+        // Index (from 0, as the reference counts) of 2^-⌊log2 n⌋, the point n maps to 1.
+        let first = (1u32 << (31 - n.leading_zeros())) / 2 - 1;
+        for r in 0..terms {
+            // `terms < n`: wraps at most once.
+            self.push_offset(point((first + r) % n + 1));
         }
         Ok(())
     }
@@ -522,9 +575,10 @@ impl Topology {
         self.gap
     }
 
-    /// Length of the scratch buffer `new` and the measuring functions need.
+    /// Length of the scratch buffer `new` and the measuring functions need: the spec's
+    /// [`TopologySpec::scratch_len`].
     pub fn scratch_len(&self) -> usize {
-        3 * self.n as usize
+        scratch_len(self.n)
     }
 
     /// Send list of `node` in `round`, in priority order.
@@ -1220,6 +1274,24 @@ fn centre(x: &mut [f64]) {
 /// Smallest and largest eigenvalue of the symmetric tridiagonal matrix with diagonal
 /// `alpha` and off-diagonal `beta` (`alpha.len() - 1` entries), by bisection on Sturm
 /// counts, to rounding.
+///
+/// Why by hand and not nalgebra (issue #18; nalgebra 0.35 checks these results in the
+/// tests, to 1e-9). Lanczos solves `T_k` at every step `k`, up to [`MAX_LANCZOS`] (about
+/// 50 steps at 300 nodes, 150 at 1,024, 550 at 65,536): the size grows at run time, and
+/// without `alloc` nalgebra only has compile-time sizes. An `SMatrix<f64, 768, 768>` is
+/// 4.5 MiB; padded to 64 (32 KiB of stack a matrix) it caps Lanczos below what 1,024
+/// nodes need. nalgebra has no solver for a given tridiagonal: `SymmetricEigen` and
+/// `symmetric_eigenvalues` first reduce a dense matrix to one (Householder, `O(k³)`),
+/// then find every eigenvalue, where this needs two in `O(k)` a bisection step.
+/// Measured (2026-12, nalgebra `default-features = false, features = ["libm"]`):
+/// - flash, thumbv7em-none-eabihf, opt-level "s", LTO: a firmware linking
+///   `Topology::new` with a run-time family grows from 30,320 to 36,224 bytes
+///   (+5,904) with the padded 64×64 solve in place of this function;
+/// - speed, x86-64 release, one shared core: one `T_k` takes 34 µs here against 152 µs
+///   (nalgebra, dynamic size) at k = 50, 143 µs against 2.8 ms at 150, 591 µs against
+///   215 ms at 768; a whole run of `T_1..T_K` 8.8 ms against 120 ms at K = 150 and
+///   0.22 s against 39 s at K = 768; the padded fixed 64×64 solve takes 79 µs at
+///   k = 16 and 242 µs at 64 (8 and 56 µs here).
 fn tridiagonal_extremes(alpha: &[f64], beta: &[f64]) -> (f64, f64) {
     let m = alpha.len();
     // Eigenvalues below x: the negative pivots of T - x·I's LDLᵀ factorisation.
@@ -1323,8 +1395,9 @@ mod tests {
             &mut scratch,
         )
         .unwrap();
+        // h(4), h(5), h(6) = 1/8, 5/8, 3/8.
         let out: heapless::Vec<u32, 8> = t.out_neighbours(0, 0).collect();
-        assert_eq!(&out[..], &[1, 7, 3]);
+        assert_eq!(&out[..], &[1, 5, 3]);
     }
 
     extern crate std;

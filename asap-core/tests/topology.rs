@@ -7,14 +7,11 @@ use nalgebra::DMatrix;
 use proptest::prelude::*;
 
 fn build(family: Family, n: u32, degree: Option<u32>) -> Result<Topology, TopologyError> {
-    let mut scratch = vec![0.0; 3 * n as usize];
-    Topology::new(
-        TopologySpec {
-            degree,
-            ..TopologySpec::new(family, n)
-        },
-        &mut scratch,
-    )
+    let spec = TopologySpec {
+        degree,
+        ..TopologySpec::new(family, n)
+    };
+    Topology::new(spec, &mut vec![0.0; spec.scratch_len()])
 }
 
 fn log2_ceil(n: u32) -> u32 {
@@ -62,6 +59,91 @@ fn dstorm_families_connect_at_log_degree_for_every_n_to_1024() {
             assert!(t.spectral_gap() > 0.0);
         }
         build(Family::Halton, n, Some(1)).unwrap_or_else(|e| panic!("halton n={n} d=1: {e}"));
+    }
+}
+
+/// MALT-2's `IoNetHalton` rule, worked by hand: offsets `⌊n·h(i)⌋` for `degree`
+/// indices from `i = 2^⌊log2 n⌋ / 2`, wrapping to 1 after `n`; self-loops (0) and
+/// repeats dropped but counted.
+#[test]
+fn halton_is_the_reference_graph() {
+    for (n, degree, offsets) in [
+        // 2^⌊log2 2⌋ / 2 = 1: h(1) = 1/2.
+        (2u32, 1u32, &[1u32][..]),
+        // h(1), h(2) = 1/2, 1/4: 1, then 0 (a self-loop, counted).
+        (3, 2, &[1]),
+        // From i = 2: h = 1/4, 3/4, 1/8, 5/8 → 1, 3, 0 (self), 3 (repeat).
+        (5, 4, &[1, 3]),
+        // From i = 4: h = 1/8, 5/8, 3/8.
+        (8, 3, &[1, 5, 3]),
+        // From i = 4: 1/8, 5/8, 3/8, 7/8, 1/16 (→ 0), 9/16, 5/16, 13/16, 3/16 (i = 12 = n),
+        // then wrapped: 1/2 (→ 6, a repeat), 1/4 (→ 3, a repeat).
+        (12, 11, &[1, 7, 4, 10, 6, 3, 9, 2]),
+        // From i = 8: 1/16, 9/16, 5/16, 13/16.
+        (16, 4, &[1, 9, 5, 13]),
+        // From i = 128: 1/256 + h(j) for j = 0..8, all ≡ 1 mod 32.
+        (256, 8, &[1, 129, 65, 193, 33, 161, 97, 225]),
+    ] {
+        let t = build(Family::Halton, n, Some(degree)).unwrap();
+        assert_eq!(t.degree() as usize, offsets.len(), "n={n} degree={degree}");
+        for i in 0..n {
+            let expected: Vec<u32> = offsets.iter().map(|o| (i + o) % n).collect();
+            assert_eq!(t.out_neighbours(i, 0).collect::<Vec<_>>(), expected, "n={n} node {i}");
+        }
+    }
+
+    // Every size to 300 and every degree, against the rule computed another way (the
+    // radical inverse digit by digit, in f64, exact here).
+    let radical_inverse = |mut i: u32| {
+        let (mut h, mut f) = (0.0, 0.5);
+        while i > 0 {
+            h += f * f64::from(i % 2);
+            i /= 2;
+            f /= 2.0;
+        }
+        h
+    };
+    for n in 2..=300u32 {
+        let first = (1u32 << n.ilog2()) / 2; // the index whose point is 2^-⌊log2 n⌋
+        for degree in 1..=(n - 1).min(32) {
+            let mut expected: Vec<u32> = Vec::new();
+            for r in 0..degree {
+                let i = (first - 1 + r) % n + 1;
+                let o = (f64::from(n) * radical_inverse(i)).floor() as u32;
+                if o != 0 && !expected.contains(&o) {
+                    expected.push(o);
+                }
+            }
+            let t = build(Family::Halton, n, Some(degree)).unwrap();
+            assert_eq!(
+                t.out_neighbours(0, 0).collect::<Vec<_>>(),
+                expected,
+                "n={n} degree={degree}"
+            );
+            assert!(t.spectral_gap() > 0.0);
+        }
+    }
+
+    // n = 16, degree 4: offsets 1 + 4k, so W's eigenvalues are 1/5 except at k = 4, 8, 12:
+    // (1 + 4·e^{iπk/8}) / 5, of modulus √17 / 5 at k = 4 and 12. Gap 1 - √17/5 ≈ 0.175
+    // (the previous, value-rotated graph had offsets 1, 13, 5, 11 and gap 0.4).
+    let t = build(Family::Halton, 16, Some(4)).unwrap();
+    let exact = 1.0 - 17f64.sqrt() / 5.0;
+    assert!((t.spectral_gap() - exact).abs() < 1e-12, "{}", t.spectral_gap());
+    assert!((t.spectral_gap() - 0.175).abs() < 5e-4);
+    assert!((dense_contraction(&t) - (1.0 - exact)).abs() < 1e-9);
+
+    // A send list, not an undirected graph: 0 sends to 1 but 1 does not send to 0; the
+    // receive list is the offsets backwards. Uniform weights 1/(d+1) on a regular
+    // digraph: every row and column of W sums to 1, so no push-sum.
+    assert!(t.edge_weight(0, 1, 0) > 0.0 && t.edge_weight(1, 0, 0) == 0.0);
+    assert_eq!(t.in_neighbours(0, 0).collect::<Vec<_>>(), [3, 7, 11, 15]);
+    assert!(!t.needs_push_sum());
+    let w = dense(&t, 0);
+    assert!(w != w.transpose());
+    for k in 0..16 {
+        assert!((w.row(k).sum() - 1.0).abs() < 1e-12 && (w.column(k).sum() - 1.0).abs() < 1e-12);
+        assert!(w.column(k).iter().all(|&x| x == 0.0 || (x - 0.2).abs() < 1e-15));
     }
 }
 
@@ -262,6 +344,37 @@ fn refused_configurations() {
 }
 
 #[test]
+fn the_spec_tells_the_scratch_length_before_building() {
+    // Sizes of every shape: the smallest, odd, prime, squares (tori), powers of two
+    // (hypercubes), and a random graph's measured size.
+    let mut built = 0;
+    for family in Family::ALL {
+        for n in [2u32, 3, 5, 9, 16, 17, 64, 100, 257] {
+            let spec = TopologySpec::new(family, n);
+            let Ok(t) = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]) else {
+                continue; // a torus of 5, a hypercube of 17...
+            };
+            assert_eq!(spec.scratch_len(), t.scratch_len(), "{family} n={n}");
+            // Exactly enough: one value fewer is refused, and says the length.
+            if spec.scratch_len() > 0 {
+                assert_eq!(
+                    Topology::new(spec, &mut vec![0.0; spec.scratch_len() - 1]),
+                    Err(TopologyError::Scratch(spec.scratch_len())),
+                    "{family} n={n}"
+                );
+            }
+            built += 1;
+        }
+    }
+    assert!(built >= 80, "{built} topologies built");
+    // In a const context, for a static buffer; saturating for node counts `new` refuses.
+    const SCRATCH: [f64; TopologySpec::new(Family::Exponential, 8).scratch_len()] = [0.0; 24];
+    assert_eq!(SCRATCH.len(), 24);
+    let huge = TopologySpec::new(Family::Ring, u32::MAX).scratch_len();
+    assert_eq!(huge, usize::try_from(3 * u64::from(u32::MAX)).unwrap_or(usize::MAX));
+}
+
+#[test]
 fn max_send_reports_the_gap_of_what_is_sent() {
     let full = build(Family::Halton, 64, Some(6)).unwrap();
     let mut scratch = vec![0.0; 192];
@@ -290,7 +403,7 @@ proptest! {
         round in any::<u32>(),
     ) {
         let spec = TopologySpec { seed, ..TopologySpec::new(family, n) };
-        let (mut s1, mut s2) = (vec![0.0; 3 * n as usize], vec![0.0; 3 * n as usize]);
+        let (mut s1, mut s2) = (vec![0.0; spec.scratch_len()], vec![0.0; spec.scratch_len()]);
         let (a, b) = (Topology::new(spec, &mut s1), Topology::new(spec, &mut s2));
         prop_assert_eq!(&a, &b);
         let Ok(t) = a else { return Ok(()) };

@@ -17,7 +17,7 @@ fn main() {
         if let Some(g) = f.get(4).filter(|s| !s.is_empty()) {
             spec.min_gap = g.parse().unwrap();
         }
-        let mut scratch = vec![0.0; 3 * nodes as usize];
+        let mut scratch = vec![0.0; spec.scratch_len()];
         let start = std::time::Instant::now();
         let t = Topology::new(spec, &mut scratch);
         let took = start.elapsed();

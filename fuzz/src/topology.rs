@@ -119,7 +119,7 @@ pub fn spec(input: &Input, large: bool) -> TopologySpec {
 pub fn check(input: &Input, large: bool) -> bool {
     let spec = spec(input, large);
     let (family, nodes, min_gap) = (spec.family, spec.nodes, spec.min_gap);
-    let mut scratch = vec![0.0f64; 3 * nodes as usize];
+    let mut scratch = vec![0.0f64; spec.scratch_len()];
     let t = match Topology::new(spec, &mut scratch) {
         Ok(t) => t,
         // The work bound (asap_core::topology::MAX_GAP_WORK) leaves room for every graph

@@ -229,7 +229,7 @@ fn topology_new_takes_at_most_a_second() {
     ];
     let mut slow = Vec::new();
     for spec in specs {
-        let mut scratch = vec![0.0; 3 * spec.nodes as usize];
+        let mut scratch = vec![0.0; spec.scratch_len()];
         let start = std::time::Instant::now();
         let built = Topology::new(spec, &mut scratch).map(|t| t.spectral_gap());
         let took = start.elapsed();

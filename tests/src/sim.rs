@@ -509,13 +509,12 @@ impl Sim {
     /// Builds the cluster of a scenario.
     pub fn new(scenario: Scenario) -> Result<Sim, String> {
         let n = scenario.nodes;
-        let mut scratch = vec![0.0; 3 * n as usize];
         let spec = TopologySpec {
             degree: scenario.degree,
             seed: scenario.seed,
             ..TopologySpec::new(scenario.family, n)
         };
-        let topology = Topology::new(spec, &mut scratch).map_err(|e| format!("topology: {e}"))?;
+        let topology = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]).map_err(|e| format!("topology: {e}"))?;
         let initial = random_vectors(n as usize, scenario.model_len, scenario.seed);
         let target = crate::Cluster::mean(&initial);
         let mut sim = Sim {

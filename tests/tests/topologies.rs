@@ -15,13 +15,12 @@ fn run(
     link: LinkModel,
     seed: u64,
 ) -> (f64, Cluster<'static>) {
-    let mut scratch = vec![0.0; 3 * n as usize];
     let spec = TopologySpec {
         degree,
         seed,
         ..TopologySpec::new(family, n)
     };
-    let topology = Topology::new(spec, &mut scratch).expect("valid topology");
+    let topology = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]).expect("valid topology");
     let config = |i: usize| Config::new(3, NodeId(i as u16), MODEL);
     let memory = Box::leak(Cluster::topology_memory(config, &topology).into_boxed_slice());
     let initial = random_vectors(n as usize, MODEL, seed);
@@ -79,7 +78,7 @@ fn static_families_reach_the_average() {
         (Family::Hypercube, 16, None, 60),
         (Family::Torus, 9, None, 80),
         (Family::Expander, 16, Some(4), 200),
-        (Family::Halton, 16, Some(3), 120),
+        (Family::Halton, 16, Some(4), 120),
         (Family::Complete, 6, None, 2),
     ] {
         let (err, _) = run(family, n, degree, rounds, lossy, 5);

@@ -41,7 +41,7 @@ pub struct TopologyReport {
 
 /// Builds the topology and measures it. `limit` caps the measured rounds.
 pub fn report(spec: TopologySpec, model_bytes: u64, limit: u32) -> Result<(Topology, TopologyReport), TopologyError> {
-    let mut scratch = vec![0.0; 3 * spec.nodes.max(2) as usize];
+    let mut scratch = vec![0.0; spec.scratch_len()];
     let t = Topology::new(spec, &mut scratch)?;
     let rounds_predicted = t.predicted_rounds(TARGET);
     let rounds_measured = t.measured_rounds(TARGET, limit, &mut scratch);
@@ -158,7 +158,7 @@ pub fn rank(
     use asap_core::cost;
     use asap_core::topology::Family;
     let mut rows = Vec::new();
-    let mut scratch = vec![0.0; 3 * nodes.max(2) as usize];
+    let mut scratch = Vec::new();
     for family in Family::ALL {
         let degrees: Vec<Option<u32>> = if family.takes_degree() {
             (1..=max_degree.min(nodes.saturating_sub(1))).map(Some).collect()
@@ -171,6 +171,7 @@ pub fn rank(
                 seed,
                 ..TopologySpec::new(family, nodes)
             };
+            scratch.resize(spec.scratch_len(), 0.0);
             match Topology::new(spec, &mut scratch) {
                 Ok(t) if static_only && t.is_time_varying() => {}
                 Ok(t) => {

@@ -301,7 +301,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
     };
     match spec.engine {
         Engine::Asap => {
-            let topology = Topology::new(spec.topology, &mut vec![0.0; 3 * world as usize])
+            let topology = Topology::new(spec.topology, &mut vec![0.0; spec.topology.scratch_len()])
                 .map_err(|e| setup(format!("topology: {e}")))?;
             let layout = config
                 .layout(topology.peers_of(rank).count())

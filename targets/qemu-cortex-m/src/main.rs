@@ -168,8 +168,9 @@ fn main() -> ! {
     .unwrap();
     let txs = singleton!(: [[u8; MTU]; NODES] = [[0; MTU]; NODES]).unwrap();
 
-    let mut scratch = [0.0f64; 3 * NODES];
-    let Ok(topology) = Topology::new(TopologySpec::new(Family::Exponential, NODES as u32), &mut scratch) else {
+    const SPEC: TopologySpec = TopologySpec::new(Family::Exponential, NODES as u32);
+    let mut scratch = [0.0f64; SPEC.scratch_len()];
+    let Ok(topology) = Topology::new(SPEC, &mut scratch) else {
         panic!("topology")
     };
 

@@ -76,12 +76,12 @@ pub fn node(incarnation: u32, start: Instant, out: &mut dyn Write) -> Option<Nod
         "board rank {}: incarnation {}, joining {} members",
         RANK, incarnation, WORLD
     );
-    let mut scratch = [0.0f64; 3 * WORLD];
-    let spec = TopologySpec {
+    const SPEC: TopologySpec = TopologySpec {
         seed: SEED,
         ..TopologySpec::new(Family::Exponential, WORLD as u32)
     };
-    let Ok(topology) = Topology::new(spec, &mut scratch) else {
+    let mut scratch = [0.0f64; SPEC.scratch_len()];
+    let Ok(topology) = Topology::new(SPEC, &mut scratch) else {
         let _ = writeln!(out, "no exponential graph on {} nodes", WORLD);
         return None;
     };

@@ -201,8 +201,9 @@ fn main() -> ! {
     }
     let tx = TX.take();
 
-    let mut scratch = [0.0f64; 3 * WORLD];
-    let topology = match Topology::new(TopologySpec::new(Family::Exponential, WORLD as u32), &mut scratch) {
+    const SPEC: TopologySpec = TopologySpec::new(Family::Exponential, WORLD as u32);
+    let mut scratch = [0.0f64; SPEC.scratch_len()];
+    let topology = match Topology::new(SPEC, &mut scratch) {
         Ok(t) => t,
         Err(_) => panic!("topology"),
     };
