@@ -130,7 +130,7 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// The cluster's pre-shared key. `Some`: every frame sent carries a keyed BLAKE3
     /// tag and a sequence number, and only frames whose tag verifies and whose number is
-    /// new are accepted ([`crate::auth`]). `None` (the default): frames carry a CRC-32,
+    /// new are accepted (the `auth` module). `None` (the default): frames carry a CRC-32,
     /// which catches corruption but not forgery — for closed networks only.
     pub key: Option<Key>,
     /// With a key: encrypt every payload (XChaCha20-Poly1305 under a key derived from

@@ -590,7 +590,7 @@ impl<'a, const P: usize> Node<'a, P> {
     /// counted and never touch the replica.
     ///
     /// Read-only bytes cannot be decrypted: a node configured to `encrypt` refuses every
-    /// frame given here ([`DecodeError::Encrypted`]) and needs
+    /// frame given here ([`DecodeError::Encrypted`](crate::DecodeError::Encrypted)) and needs
     /// [`handle_frame_mut`](Self::handle_frame_mut).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
         let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));

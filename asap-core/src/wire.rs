@@ -244,8 +244,8 @@ pub enum DecodeError {
     /// The authentication tag does not match: wrong key, or altered bytes.
     BadTag,
     /// An encrypted frame reached a decoder that cannot decrypt it: a node that
-    /// authenticates without encrypting, or the read-only [`decode_sealed`] (decrypting
-    /// needs the mutable [`open`]).
+    /// authenticates without encrypting, or the read-only `decode_sealed` (decrypting
+    /// needs the mutable `open`).
     Encrypted,
     /// A frame that is authenticated but not encrypted reached a node that requires
     /// encryption.

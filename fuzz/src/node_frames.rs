@@ -263,7 +263,7 @@ fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
         if node.poll_event().is_none() {
             break;
         }
-        assert!(n <= asap_core::output::EVENT_CAPACITY, "poll_event never runs dry");
+        assert!(n <= asap_core::EVENT_CAPACITY, "poll_event never runs dry");
     }
 }
 

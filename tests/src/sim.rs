@@ -25,8 +25,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 
-use asap_core::allreduce::{AllReduce, AllReduceBuffers};
 use asap_core::topology::{Family, Topology, TopologySpec};
+use asap_core::{AllReduce, AllReduceBuffers};
 use asap_core::{Config, Duration, Event, Instant, Node, NodeId, Reducer, Transmit, Wait};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

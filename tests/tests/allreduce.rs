@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use asap_core::allreduce::{AllReduce, AllReduceBuffers};
+use asap_core::{AllReduce, AllReduceBuffers};
 use asap_core::{Config, Duration, Instant, NodeId};
 use asap_tests::random_vectors;
 use rand::{Rng, SeedableRng};

@@ -1,6 +1,6 @@
 //! One engine on one set of sockets: the event loop that moves frames between mio
 //! sockets and an `asap-core` [`Reducer`] (an ASAP [`Node`](asap_core::Node) or the ring
-//! [`AllReduce`](asap_core::allreduce::AllReduce) baseline), and arms one timer at the
+//! [`AllReduce`](asap_core::AllReduce) baseline), and arms one timer at the
 //! engine's deadline.
 //!
 //! The runtime only translates: it never decides anything the core decides. What moves

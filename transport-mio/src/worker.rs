@@ -8,8 +8,8 @@ use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant as WallClock};
 
-use asap_core::allreduce::{AllReduce, AllReduceBuffers};
 use asap_core::topology::{Topology, TopologySpec};
+use asap_core::{AllReduce, AllReduceBuffers};
 use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 

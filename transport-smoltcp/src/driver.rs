@@ -214,7 +214,7 @@ impl<'a, R: Reducer> Driver<'a, R> {
     /// The engine's next event (a peer down or back, restarted or incompatible, a round
     /// ready, an update rejected), oldest first. Drain it until `None` after every
     /// [`poll`](Self::poll) and [`step`](Self::step): the engine keeps only
-    /// `asap_core::node::EVENT_CAPACITY` events and counts the ones it drops in
+    /// `asap_core::EVENT_CAPACITY` events and counts the ones it drops in
     /// `Stats::events_dropped`. One `poll` takes at most the frames the socket's
     /// receive buffer held (a few events each), so a loop that drains every pass loses
     /// none unless that buffer holds several dozen frames.

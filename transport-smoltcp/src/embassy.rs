@@ -75,7 +75,7 @@ impl<'a, R: Reducer> AsyncDriver<'a, R> {
 
     /// The engine's next event, oldest first. Drain it until `None` after every
     /// [`run_round`](Self::run_round) and [`serve_until`](Self::serve_until): events
-    /// wait in the engine meanwhile, which keeps `asap_core::node::EVENT_CAPACITY` of
+    /// wait in the engine meanwhile, which keeps `asap_core::EVENT_CAPACITY` of
     /// them (a round yields two or three, plus one per peer going down or coming
     /// back) and counts the ones it drops in `Stats::events_dropped`.
     pub fn poll_event(&mut self) -> Option<Event> {

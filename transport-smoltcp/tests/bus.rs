@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use asap_core::auth::Key;
 use asap_core::topology::{Family, Topology, TopologySpec};
+use asap_core::Key;
 use asap_core::{Buffers, Config, Event, Node, NodeId};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};

@@ -58,7 +58,7 @@ const CPU_HZ: u32 = 25_000_000;
 
 const CONFIG: Config = Config {
     key: match key::KEY {
-        Some(bytes) => Some(asap_core::auth::Key::new(bytes)),
+        Some(bytes) => Some(asap_core::Key::new(bytes)),
         None => None,
     },
     ..Config::new(0xa5a9, NodeId(0), MODEL)
