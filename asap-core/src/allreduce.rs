@@ -18,7 +18,7 @@
 use crate::auth::Secret;
 use crate::config::{Config, Layout};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
-use crate::flow::{bits, AckOutcome, Emit, OutEdge};
+use crate::flow::{bits, AckOutcome, Emit, OutEdge, RtoBounds};
 use crate::output::{Accepted, Finished, Stats, Transmit};
 use crate::reduce;
 use crate::time::Instant;
@@ -103,7 +103,7 @@ impl<'a> AllReduce<'a> {
         }
         let steps = 2 * (world - 1);
         Ok(AllReduce {
-            out: OutEdge::new(config.rto_bounds()),
+            out: OutEdge::new(RtoBounds::of(&config)),
             config,
             layout,
             world,

@@ -403,16 +403,6 @@ impl Layout {
     }
 }
 
-impl Config {
-    pub(crate) fn rto_bounds(&self) -> crate::flow::RtoBounds {
-        crate::flow::RtoBounds {
-            initial: self.retransmit_initial,
-            min: self.retransmit_min,
-            max: self.retransmit_max,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@
 //! mixes it in (`finish_round`), never before, so a sender's next update can never land
 //! on top of one that was not consumed.
 
+use crate::config::Config;
 use crate::time::{Duration, Instant};
 
 mod link;
@@ -52,6 +53,17 @@ pub(crate) struct RtoBounds {
     pub(crate) initial: Duration,
     pub(crate) min: Duration,
     pub(crate) max: Duration,
+}
+
+impl RtoBounds {
+    /// The bounds a configuration sets.
+    pub(crate) fn of(config: &Config) -> Self {
+        RtoBounds {
+            initial: config.retransmit_initial,
+            min: config.retransmit_min,
+            max: config.retransmit_max,
+        }
+    }
 }
 
 /// Round-trip estimate of one edge (RFC 6298: smoothed RTT and variation, in µs).

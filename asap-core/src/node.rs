@@ -6,7 +6,7 @@ use heapless::{Deque, Vec};
 use crate::auth::Secret;
 use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError};
-use crate::flow::{Control, InEdge, OutEdge, Timer, Timers};
+use crate::flow::{Control, InEdge, OutEdge, RtoBounds, Timer, Timers};
 use crate::mixing::choco::{Choco, Membership};
 use crate::mixing::{self, Mass};
 use crate::output::{Accepted, Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
@@ -232,7 +232,7 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             let mut peer = Peer {
                 spec: *spec,
-                out: OutEdge::new(config.rto_bounds()),
+                out: OutEdge::new(RtoBounds::of(&config)),
                 inn: InEdge::default(),
                 up: true,
                 left: false,
