@@ -14,12 +14,10 @@
 // A size probe (src/probe.rs) leaves the part it replaces unused.
 #![cfg_attr(
     any(feature = "probe-no-core", feature = "probe-no-nic", feature = "probe-no-smoltcp"),
-    allow(dead_code)
+    allow(dead_code, unused_imports)
 )]
 
 mod fed;
-#[path = "../../qemu-lan9118/src/lan9118.rs"]
-mod lan9118;
 mod member;
 #[cfg(any(feature = "probe-no-core", feature = "probe-no-nic", feature = "probe-no-smoltcp"))]
 mod probe;
@@ -30,6 +28,7 @@ mod cluster {
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use asap_board::lan9118;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hio, hprintln, nr};
