@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Flash and static RAM of this firmware (the federated member on mps2-an386, built for
-# run.sh's cluster: the cluster_build.rs defaults) and the shares of asap-core, the
+# run.sh's cluster: ../board/build.rs's defaults) and the shares of asap-core, the
 # LAN9118 driver and smoltcp, measured by building the firmware again with each part
 # replaced by a stand-in (features probe-no-core, probe-no-nic, probe-no-smoltcp;
 # src/probe.rs): a part's share is the full firmware's size minus its variant's. LTO

@@ -1,16 +1,16 @@
 //! One member of a federated-training cluster on an STM32 Nucleo-144 F767ZI (Cortex-M7 at
 //! 216 MHz, 100 Mbit/s Ethernet through its LAN8742 PHY), written with embassy:
 //! embassy-stm32's Ethernet, embassy-net, and `transport-smoltcp`'s `AsyncDriver`. It is
-//! the same member as the emulated boards (`../qemu-fed-m4/src/fed.rs`, shared through
-//! `#[path]`): it trains its own seeded shard of `asap_fed`'s problem with local SGD steps
+//! the same member as the emulated boards (the board crate's `fed`, `asap_board`,
+//! ../board): it trains its own seeded shard of `asap_fed`'s problem with local SGD steps
 //! before each training round (`asap_fed::Plan`), averages with the cluster at the end,
 //! evaluates the shared model on the held-out set and passes when every round ran and its
 //! accuracy is within 1% of the centralised reference (computed by build.rs).
 //!
 //! The cluster (rank, members' addresses, cluster id, seed, model size, plan) and the
-//! board's own network are fixed at build time by the `ASAP_FED_*` variables (build.rs,
-//! ../qemu-fed-m4/cluster_build.rs; targets/README.md says how to build and flash it
-//! beside three `asap node --workload federated` servers).
+//! board's own network are fixed at build time by the `ASAP_FED_*` variables
+//! (../board/build.rs, and build.rs here; targets/README.md says how to build and flash
+//! it beside three `asap node --workload federated` servers).
 //!
 //! It starts its node once a member's first frame arrived (boot it, then start the
 //! servers). It takes a new incarnation at every boot from a **boot counter in flash** (the last
@@ -22,18 +22,35 @@
 #![no_std]
 #![no_main]
 
-#[path = "../../qemu-fed-m4/src/fed.rs"]
-mod fed;
+/// The board's own network: its address is its entry of the cluster's members; prefix,
+/// gateway and MAC address come from build.rs (`ASAP_FED_PREFIX`, `ASAP_FED_GATEWAY`,
+/// `ASAP_FED_MAC`), the last two with defaults that depend on the cluster.
+mod net {
+    use asap_board::cluster::{PEERS, RANK};
 
-mod cluster {
-    include!(concat!(env!("OUT_DIR"), "/cluster.rs"));
-}
-mod board {
-    include!(concat!(env!("OUT_DIR"), "/board.rs"));
+    mod set {
+        include!(concat!(env!("OUT_DIR"), "/net.rs"));
+    }
+
+    /// This board's address: its own entry of the members' addresses.
+    pub const ADDRESS: [u8; 4] = PEERS[RANK as usize].0;
+    /// Its network prefix length.
+    pub const PREFIX: u8 = set::PREFIX;
+    /// Its default gateway: its address with last octet 1 unless set.
+    pub const GATEWAY: [u8; 4] = match set::GATEWAY {
+        Some(gateway) => gateway,
+        None => [ADDRESS[0], ADDRESS[1], ADDRESS[2], 1],
+    };
+    /// Its Ethernet address: locally administered, `02:00:00:a5:a9:RANK`, unless set.
+    pub const MAC: [u8; 6] = match set::MAC {
+        Some(mac) => mac,
+        None => [0x02, 0x00, 0x00, 0xa5, 0xa9, RANK as u8],
+    };
 }
 
 use core::fmt::Write;
 
+use asap_board::{cluster, fed};
 use embassy_executor::Spawner;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
@@ -67,7 +84,7 @@ bind_interrupts!(struct Irqs {
 
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
 
-// Static memory, taken once, never passed through the stack (the node's: fed.rs).
+// Static memory, taken once, never passed through the stack (the node's: `asap_board::fed`).
 static RX_META: ConstStaticCell<[PacketMetadata; RX_FRAMES]> = ConstStaticCell::new([PacketMetadata::EMPTY; RX_FRAMES]);
 static RX_DATA: ConstStaticCell<[u8; RX_FRAMES * FRAME]> = ConstStaticCell::new([0; RX_FRAMES * FRAME]);
 static TX_META: ConstStaticCell<[PacketMetadata; TX_FRAMES]> = ConstStaticCell::new([PacketMetadata::EMPTY; TX_FRAMES]);
@@ -76,7 +93,7 @@ static RX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 static PACKETS: ConstStaticCell<PacketQueue<4, 4>> = ConstStaticCell::new(PacketQueue::new());
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
 
-/// Monotonic time in `fed.rs`'s (smoltcp's) type.
+/// Monotonic time in `fed`'s (smoltcp's) type.
 fn now() -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(Instant::now().as_micros() as i64)
 }
@@ -202,15 +219,15 @@ async fn main(spawner: Spawner) -> ! {
         p.PG13,
         p.PB13,
         p.PG11,
-        board::MAC,
+        net::MAC,
         p.ETH_SMA,
         p.PA2,
         p.PC1,
     );
-    let [a, b, c, d] = board::ADDRESS;
-    let [g, h, i, j] = board::GATEWAY;
+    let [a, b, c, d] = net::ADDRESS;
+    let [g, h, i, j] = net::GATEWAY;
     let net_config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), board::PREFIX),
+        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), net::PREFIX),
         gateway: Some(Ipv4Address::new(g, h, i, j)),
         dns_servers: Default::default(),
     });

@@ -1,35 +1,29 @@
 //! One member of a federated-training cluster on an emulated Cortex-M4F board: QEMU's
 //! `mps2-an386`, its LAN9118 Ethernet on `-nic user` (slirp: the host's 127.0.0.1 is
 //! 10.0.2.2 here), smoltcp and `transport-smoltcp`, beside `asap node --workload
-//! federated` processes on the host. What it does is `member.rs`; this file brings the
-//! board up (SysTick clock, LAN9118), takes a new incarnation from the host's clock
-//! through semihosting (SYS_TIME, `fed::fresh_incarnation`: a restarted board is a
-//! new life to its peers) and exits through semihosting: 0 when the member passed
-//! (every round ran, held-out accuracy within 1% of the centralised reference).
+//! federated` processes on the host. What it does is the board crate's (`asap_board`,
+//! ../board): `member::run`, the LAN9118 driver; this file brings the board up (SysTick
+//! clock, LAN9118), takes a new incarnation from the host's clock through semihosting
+//! (SYS_TIME, `fed::fresh_incarnation`: a restarted board is a new life to its peers)
+//! and exits through semihosting: 0 when the member passed (every round ran, held-out
+//! accuracy within 1% of the centralised reference).
 //!
-//! Rank, members' addresses, cluster id, seed, model size and plan come from build.rs
-//! (environment variables, listed in cluster_build.rs and targets/README.md).
+//! Rank, members' addresses, cluster id, seed, model size and plan come from the board
+//! crate's build.rs (environment variables, listed there and in targets/README.md).
 #![no_std]
 #![no_main]
 // A size probe (src/probe.rs) leaves the part it replaces unused.
 #![cfg_attr(
     any(feature = "probe-no-core", feature = "probe-no-nic", feature = "probe-no-smoltcp"),
-    allow(dead_code)
+    allow(dead_code, unused_imports)
 )]
 
-mod fed;
-#[path = "../../qemu-lan9118/src/lan9118.rs"]
-mod lan9118;
-mod member;
 #[cfg(any(feature = "probe-no-core", feature = "probe-no-nic", feature = "probe-no-smoltcp"))]
 mod probe;
 
-mod cluster {
-    include!(concat!(env!("OUT_DIR"), "/cluster.rs"));
-}
-
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use asap_board::{fed, lan9118, member};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hio, hprintln, nr};
@@ -96,8 +90,16 @@ fn main() -> ! {
     #[cfg(feature = "probe-no-nic")]
     let mac = MAC;
     let incarnation = fed::fresh_incarnation(host_seconds);
-    #[cfg(not(feature = "probe-no-smoltcp"))]
+    #[cfg(not(any(feature = "probe-no-core", feature = "probe-no-smoltcp")))]
     let ok = member::run(device, mac, now, incarnation, &mut out);
+    #[cfg(all(feature = "probe-no-core", not(feature = "probe-no-smoltcp")))]
+    let ok = member::run_with(device, mac, now, incarnation, &mut out, |_, _| {
+        Some(probe::StubEngine::new(asap_core::Config::new(
+            asap_board::cluster::CLUSTER,
+            asap_core::NodeId(0),
+            2,
+        )))
+    });
     #[cfg(feature = "probe-no-smoltcp")]
     let ok = probe::run_raw(device, mac, now, incarnation, &mut out);
     debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });

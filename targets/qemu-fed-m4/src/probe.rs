@@ -7,7 +7,8 @@
 //! variants are for `llvm-size` only: they do not run.
 //!
 //! - `probe-no-core`: [`StubEngine`] instead of asap-core's `Node` (the `Reducer` the
-//!   driver runs): no node, no topology, no frame codec; the node's buffers go too.
+//!   driver runs, through `member::run_with`): no node, no topology, no frame codec; the
+//!   node's buffers go too.
 //! - `probe-no-nic`: [`StubDevice`] instead of the LAN9118 driver (a `phy::Device` over
 //!   volatile buffers).
 //! - `probe-no-smoltcp`: [`run_raw`] instead of `member::run`: the node's frames go
@@ -234,7 +235,7 @@ mod raw {
     use smoltcp::time::Instant;
     use transport_smoltcp::DriverStats;
 
-    use crate::fed::{self, Training, LINGER};
+    use asap_board::fed::{self, Training, LINGER};
 
     /// `member::run` without smoltcp: the node's frames are the Ethernet frames.
     pub fn run_raw<D: Device>(

@@ -20,14 +20,13 @@
 #![no_std]
 #![no_main]
 
-mod lan9118;
-
 mod key {
     include!(concat!(env!("OUT_DIR"), "/key.rs"));
 }
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use asap_board::lan9118;
 use asap_core::seeded::{max_error_to_mean, Replica};
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId};

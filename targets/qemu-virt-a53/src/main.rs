@@ -1,31 +1,25 @@
 //! One member of a federated-training cluster on an emulated Cortex-A53: QEMU's aarch64
 //! `virt` machine, a virtio-net device (virtio-mmio) on `-netdev user` (slirp: the
 //! host's 127.0.0.1 is 10.0.2.2 here), smoltcp and `transport-smoltcp`, beside
-//! `asap node --workload federated` processes and other boards. What it does is
-//! qemu-fed-m4's `member.rs`, shared; this file brings the machine up at EL1 with the
-//! MMU off (own `_start`: stack, FP/SIMD on, .bss zeroed), reads time from the generic
-//! timer, prints on the PL011 UART, takes a new incarnation from the host's clock
-//! through semihosting (SYS_TIME), and exits through semihosting: 0 when the member
-//! passed (every round ran, held-out accuracy within 1% of the centralised reference).
+//! `asap node --workload federated` processes and other boards. What it does is the
+//! board crate's `member::run` (`asap_board`, ../board), as on qemu-fed-m4; this file
+//! brings the machine up at EL1 with the MMU off (own `_start`: stack, FP/SIMD on, .bss
+//! zeroed), reads time from the generic timer, prints on the PL011 UART, takes a new
+//! incarnation from the host's clock through semihosting (SYS_TIME), and exits through
+//! semihosting: 0 when the member passed (every round ran, held-out accuracy within 1%
+//! of the centralised reference).
 //!
-//! Rank, members' addresses, cluster id, seed, model size and plan come from build.rs
-//! (environment variables, listed in ../qemu-fed-m4/cluster_build.rs).
+//! Rank, members' addresses, cluster id, seed, model size and plan come from the board
+//! crate's build.rs (environment variables, listed in ../board/build.rs).
 #![no_std]
 #![no_main]
 
-#[path = "../../qemu-fed-m4/src/fed.rs"]
-mod fed;
-#[path = "../../qemu-fed-m4/src/member.rs"]
-mod member;
 mod virtio_net;
-
-mod cluster {
-    include!(concat!(env!("OUT_DIR"), "/cluster.rs"));
-}
 
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 
+use asap_board::{fed, member};
 use smoltcp::time::Instant;
 use static_cell::ConstStaticCell;
 

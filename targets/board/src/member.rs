@@ -1,10 +1,10 @@
 //! One member of a federated-training cluster on a polled smoltcp loop, whatever the
 //! board: given an Ethernet `phy::Device`, a millisecond clock and a text sink, it joins
-//! the cluster `build.rs` describes (`cluster.rs`), trains its own shard of `asap_fed`'s
-//! problem between rounds, averages at the end, evaluates, prints, and says whether it
-//! passed (`fed.rs`: what it shares with the embassy board, nucleo-f767zi). Shared by
-//! qemu-fed-m4 (Cortex-M4F, LAN9118) and qemu-virt-a53 (Cortex-A53, virtio-net) through
-//! `#[path]`.
+//! the cluster build.rs describes ([`crate::cluster`]), trains its own shard of
+//! `asap_fed`'s problem between rounds, averages at the end, evaluates, prints, and says
+//! whether it passed ([`crate::fed`]: what it shares with the embassy board,
+//! nucleo-f767zi). Used by qemu-fed-m4 (Cortex-M4F, LAN9118) and qemu-virt-a53
+//! (Cortex-A53, virtio-net).
 //!
 //! A board that was stopped and started again joins as a new incarnation (the caller
 //! passes one that grew since its last start, see [`fed::fresh_incarnation`]): its peers
@@ -15,6 +15,7 @@
 
 use core::fmt::Write;
 
+use asap_core::Reducer;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
@@ -52,6 +53,22 @@ pub fn run<D: Device>(
     incarnation: u32,
     out: &mut dyn Write,
 ) -> bool {
+    run_with(device, mac, clock, incarnation, out, |start, out| {
+        fed::node(incarnation, start, out)
+    })
+}
+
+/// [`run`] with the engine that `engine` builds (given the time the loop starts at and
+/// the text sink; `None`: it could not, having said why) in place of [`fed::node`]:
+/// qemu-fed-m4's size probe measures asap-core's share with a stand-in `Reducer`.
+pub fn run_with<D: Device, R: Reducer>(
+    device: &mut D,
+    mac: [u8; 6],
+    clock: fn() -> Instant,
+    incarnation: u32,
+    out: &mut dyn Write,
+    engine: impl FnOnce(Instant, &mut dyn Write) -> Option<R>,
+) -> bool {
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac))),
         device,
@@ -80,12 +97,9 @@ pub fn run<D: Device>(
     }
     let handle = sockets.add(socket);
 
-    #[cfg(not(feature = "probe-no-core"))]
-    let Some(node) = fed::node(incarnation, clock(), out) else {
+    let Some(node) = engine(clock(), out) else {
         return false;
     };
-    #[cfg(feature = "probe-no-core")]
-    let node = crate::probe::StubEngine::new(asap_core::Config::new(crate::cluster::CLUSTER, asap_core::NodeId(0), 2));
     let Ok(mut driver) = Driver::new(node, handle, fed::peers(), fed::tx()) else {
         let _ = writeln!(out, "driver: bad buffers");
         return false;

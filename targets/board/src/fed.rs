@@ -1,8 +1,8 @@
 //! What every federated board shares, whatever its network loop: the node's static
 //! memory and set-up, the training plan around the rounds, the incarnation, and the
-//! report. `member.rs` (a polled smoltcp loop: qemu-fed-m4, qemu-virt-a53) and
-//! nucleo-f767zi (embassy-net and `transport-smoltcp`'s `AsyncDriver`) use it through
-//! `#[path]`, beside a `crate::cluster` module that build.rs writes (`cluster_build.rs`).
+//! report, for the cluster in [`crate::cluster`] (build.rs). Used by `member`
+//! (a polled smoltcp loop: qemu-fed-m4, qemu-virt-a53) and nucleo-f767zi (embassy-net
+//! and `transport-smoltcp`'s `AsyncDriver`).
 //!
 //! The board stores no data: samples come from `(seed, rank, index)` as they are used.
 //! Before each of the plan's training rounds it takes its local SGD steps, then mixes
@@ -11,6 +11,10 @@
 //! held-out accuracy is within 1% of the centralised reference (trained on all shards by
 //! build.rs on the host). It prints its final model as `model` lines (hex f32 bits) so
 //! a test can check every member holds the same one.
+//!
+//! Its functions are `#[inline]` so that the firmware calling them compiles them as its
+//! own code, as it did when this file was its module (by `#[path]`): compiled in this
+//! crate instead, LTO inlined differently and qemu-fed-m4's flash grew by ~500 B.
 
 use core::fmt::Write;
 
@@ -45,11 +49,13 @@ static PEERS_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
 static TX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 
 /// The port this board listens on (its own entry of the members' addresses).
+#[inline]
 pub fn own_port() -> u16 {
     PEERS[usize::from(RANK)].1
 }
 
 /// The members' endpoints in rank order (taken once).
+#[inline]
 pub fn peers() -> &'static mut [IpEndpoint; WORLD] {
     let peers = PEERS_TABLE.take();
     for (slot, &([a, b, c, d], port)) in peers.iter_mut().zip(PEERS.iter()) {
@@ -59,17 +65,20 @@ pub fn peers() -> &'static mut [IpEndpoint; WORLD] {
 }
 
 /// One frame's transmit buffer (taken once).
+#[inline]
 pub fn tx() -> &'static mut [u8; FRAME] {
     TX.take()
 }
 
 /// The model's values (taken once).
+#[inline]
 pub fn params() -> &'static mut [f32; MODEL] {
     PARAMS.take()
 }
 
 /// This member's node as `incarnation` on the cluster's exponential graph, started at
 /// `start`; prints why not and returns `None` when it cannot be built.
+#[inline]
 pub fn node(incarnation: u32, start: Instant, out: &mut dyn Write) -> Option<Node<'static, MAX_PEERS>> {
     let _ = writeln!(
         out,
@@ -109,7 +118,6 @@ pub fn node(incarnation: u32, start: Instant, out: &mut dyn Write) -> Option<Nod
 /// larger one. Costs at most a second at boot. A board without a clock that survives a
 /// reset keeps a boot counter in flash instead, incremented and written back before it
 /// joins (nucleo-f767zi).
-#[allow(dead_code)] // nucleo-f767zi counts boots instead
 pub fn fresh_incarnation(seconds: impl Fn() -> u32) -> u32 {
     const EPOCH_2025: u32 = 1_735_689_600;
     let mine = seconds();
@@ -119,6 +127,7 @@ pub fn fresh_incarnation(seconds: impl Fn() -> u32) -> u32 {
 
 /// Prints `model` as lines `model OFFSET HEX...`, 64 values a line, each the 8 hex
 /// digits of its f32 bits.
+#[inline]
 fn print_model(out: &mut dyn Write, model: &[f32]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 64 * 8];
@@ -148,6 +157,7 @@ pub struct Training {
 
 impl Training {
     /// Takes the local steps before round 1; `clock` reads monotonic time.
+    #[inline]
     pub fn new(params: &mut [f32], clock: fn() -> Instant) -> Self {
         let problem = asap_fed::Problem::new(SEED, MODEL, WORLD as u32);
         let t = clock();
@@ -164,6 +174,7 @@ impl Training {
     }
 
     /// Whether every round of the plan finished.
+    #[inline]
     pub fn done(&self) -> bool {
         self.round >= PLAN.rounds()
     }
@@ -171,6 +182,7 @@ impl Training {
     /// A round finished and the node is now at `node_round` (its round counter: more
     /// than one past the last when it caught up), having skipped `skipped` in all:
     /// prints the progress and takes the local steps for the next round, if any.
+    #[inline]
     pub fn finished_round(&mut self, params: &mut [f32], node_round: u32, skipped: u64, out: &mut dyn Write) {
         let clock = self.clock;
         self.round = node_round.min(PLAN.rounds());
@@ -187,6 +199,7 @@ impl Training {
 
     /// Evaluates the model on the held-out set and prints the model, the counters and the
     /// report; `finished` is when the last round ended. Returns whether the member passed.
+    #[inline]
     pub fn report(
         &self,
         params: &[f32],
