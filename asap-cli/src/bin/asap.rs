@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use asap_cli::demo::{self, Line};
+use asap_cli::train::{self, Dataset, Synthetic};
+use asap_cli::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
+use asap_cli::{config_file, plot, report};
 use asap_core::compress::Compression;
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Wait;
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use transport_mio::demo::{self, Line};
-use transport_mio::train::{self, Dataset, Synthetic};
-use transport_mio::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
-use transport_mio::{config_file, plot, report};
 
 #[derive(Parser)]
 #[command(
