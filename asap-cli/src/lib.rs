@@ -1,13 +1,15 @@
 //! The `asap` command's building blocks, over `transport-mio`'s event loop: one worker
 //! process ([`worker`]) and its training workload ([`train`]), the demo that runs
 //! several of them and compares ASAP with a ring all-reduce ([`demo`], [`plot`]), the
-//! topology report behind `asap topology` ([`report`]) and the config file that sets
-//! any flag ([`config_file`]).
+//! topology report behind `asap topology` ([`report`]) with its cost model ([`cost`]),
+//! and the config file that sets any flag ([`config_file`]).
 //!
-//! A library beside the binary so the integration tests and benches can reuse its types
-//! (a worker's JSON summary, the demo's run records).
+//! A library beside the binary so its parts are tested on their own and reused: the
+//! workspace's cost-model check (`tests/tests/cost.rs`) runs [`cost`] against the
+//! simulator.
 
 pub mod config_file;
+pub mod cost;
 pub mod demo;
 pub mod plot;
 pub mod report;

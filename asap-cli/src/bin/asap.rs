@@ -489,8 +489,8 @@ fn choose_graph(
     if let Graph::Fixed(family) = graph {
         return (family, degree);
     }
-    let job = asap_core::cost::Job { model_bytes, compute };
-    let net = asap_core::cost::Network {
+    let job = asap_cli::cost::Job { model_bytes, compute };
+    let net = asap_cli::cost::Network {
         bandwidth: 1.25e8,
         latency: 50e-6,
     };
@@ -1060,11 +1060,11 @@ fn parse_bandwidth(s: &str) -> Result<f64, String> {
 }
 
 fn rank(args: &TopologyArgs) -> ExitCode {
-    let job = asap_core::cost::Job {
+    let job = asap_cli::cost::Job {
         model_bytes: args.model_bytes as f64,
         compute: args.compute,
     };
-    let net = asap_core::cost::Network {
+    let net = asap_cli::cost::Network {
         bandwidth: args.bandwidth,
         latency: args.latency,
     };
