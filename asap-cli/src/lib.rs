@@ -1,5 +1,5 @@
 //! The `asap` command's building blocks, over `transport-mio`'s event loop: one worker
-//! process ([`worker`]) and its training workload ([`train`]), the demo that runs
+//! process ([`worker`]) training on `asap-fed`'s workloads, the demo that runs
 //! several of them and compares ASAP with a ring all-reduce ([`demo`], [`plot`]), the
 //! topology report behind `asap topology` ([`report`]) with its cost model ([`cost`]),
 //! and the config file that sets any flag ([`config_file`]).
@@ -13,5 +13,4 @@ pub mod cost;
 pub mod demo;
 pub mod plot;
 pub mod report;
-pub mod train;
 pub mod worker;

@@ -13,7 +13,7 @@ use asap_core::topology::{Topology, TopologySpec};
 use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
-use crate::train::{Dataset, Sgd};
+use asap_fed::sparse::{Dataset, Sgd};
 use transport_mio::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
 
 /// Which reduce a worker runs.
