@@ -1,5 +1,17 @@
-//! A federated-learning problem every member of an ASAP cluster can build from a seed:
-//! binary logistic regression on dense features, one shard per rank, the shards
+//! The training workloads of ASAP clusters, in one home that the `asap` command and the
+//! firmwares share (and the simulator can; its logistic shards are still its own):
+//!
+//! * dense, `no_std`, no alloc (always built): a federated-learning problem every member
+//!   of a cluster, board or server, can build from a seed — this crate root;
+//! * sparse, std (feature `std`): logistic regression on sparse rows from a seeded
+//!   RCV1-shaped dataset or a LIBSVM file, what servers train (module `sparse`).
+//!
+//! The default build stays `no_std` without an allocator, so a firmware's dependency on
+//! this crate never pulls in std.
+//!
+//! # The dense problem
+//!
+//! Binary logistic regression on dense features, one shard per rank, the shards
 //! differing in distribution as edge data does, and a held-out test set.
 //!
 //! No member stores data. Sample `index` of rank `rank` is a pure function of
@@ -7,7 +19,7 @@
 //! board with a few KiB of RAM trains on its shard and evaluates on the test set with no
 //! buffer beyond the model itself.
 //!
-//! # The data
+//! ## The data
 //!
 //! Feature 0 is a constant 1 (the bias). The other `d = features − 1` features of a
 //! sample of class `y ∈ {0, 1}` drawn by rank `r` are
@@ -30,7 +42,7 @@
 //! is `test_len` samples beyond every shard, drawn from every rank in turn (the mixture
 //! of the members' distributions).
 //!
-//! # Training
+//! ## Training
 //!
 //! [`Problem::local_step`] is one minibatch SGD step of a member on its shard;
 //! [`Plan`] lays out a federated run (local steps between rounds, then rounds of pure
@@ -44,6 +56,13 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+// Only the sparse workload needs std (and its allocator); the dense problem never does.
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "std")]
+pub mod sparse;
 
 /// Largest minibatch a step takes (its errors live on the stack).
 pub const MAX_BATCH: usize = 64;

@@ -1,8 +1,8 @@
-//! The cost model (`asap_core::cost`) against the simulator: the predicted time to shrink
+//! The cost model (`asap_cli::cost`) against the simulator: the predicted time to shrink
 //! the consensus error by 1e-6 is within 25% of the simulated time, on graphs whose rounds
 //! come from different sources (exact after log n rounds; closed-form gap; measured gap).
 
-use asap_core::cost::{self, Job, Network as Links};
+use asap_cli::cost::{self, Job, Network as Links};
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::Duration;
 use asap_tests::sim::{self, Network, Scenario};

@@ -1,15 +1,13 @@
-//! Drives `asap-core` over mio sockets on servers, and the `asap` command's building
-//! blocks: the event loop ([`runtime`]) over UDP ([`udp`]) or TCP ([`tcp`]), one worker process ([`worker`]) and its
-//! training workload ([`train`]), and the topology report behind `asap topology`
-//! ([`report`]).
+//! Drives `asap-core` over mio sockets on servers: one event loop ([`runtime`]) that moves
+//! frames between an engine (an ASAP `Node` or the ring `AllReduce`) and its peers over
+//! UDP ([`udp`], batched) or TCP ([`tcp`]), with diagnostics through the `log` facade that
+//! an attacker cannot turn into a flood ([`diag`]).
+//!
+//! A library only: what runs on top of it (the `asap` command, its workers, training and
+//! reports) lives in `asap-cli`, so an application that embeds the loop does not pull in
+//! a command-line parser, a plotting library or progress bars.
 
-pub mod config_file;
-pub mod demo;
 pub mod diag;
-pub mod plot;
-pub mod report;
 pub mod runtime;
 pub mod tcp;
-pub mod train;
 pub mod udp;
-pub mod worker;

@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use asap_cli::demo::{self, Line};
+use asap_cli::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
+use asap_cli::{config_file, plot, report};
 use asap_core::compress::Compression;
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Wait;
+use asap_fed::sparse::{self, Dataset, Synthetic};
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use transport_mio::demo::{self, Line};
-use transport_mio::train::{self, Dataset, Synthetic};
-use transport_mio::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
-use transport_mio::{config_file, plot, report};
 
 #[derive(Parser)]
 #[command(
@@ -189,11 +189,11 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn problem(&self, seed: u64) -> Result<Synthetic, String> {
-        if self.features == 0 || self.features > train::MAX_FEATURES {
+        if self.features == 0 || self.features > sparse::MAX_FEATURES {
             return Err(format!(
                 "--features {}: must be in 1..={}",
                 self.features,
-                train::MAX_FEATURES
+                sparse::MAX_FEATURES
             ));
         }
         if self.rows == 0 || self.nonzeros == 0 || self.batch == 0 {
@@ -489,8 +489,8 @@ fn choose_graph(
     if let Graph::Fixed(family) = graph {
         return (family, degree);
     }
-    let job = asap_core::cost::Job { model_bytes, compute };
-    let net = asap_core::cost::Network {
+    let job = asap_cli::cost::Job { model_bytes, compute };
+    let net = asap_cli::cost::Network {
         bandwidth: 1.25e8,
         latency: 50e-6,
     };
@@ -719,7 +719,7 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
     };
     if let Some(path) = &t.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let split = train::read_libsvm(std::io::BufReader::new(file), rank, world)
+        let split = sparse::read_libsvm(std::io::BufReader::new(file), rank, world)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(logistic(split));
     }
@@ -851,7 +851,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     }
     if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        train::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
+        sparse::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     } else {
         args.train.problem(args.seed)?;
@@ -1060,11 +1060,11 @@ fn parse_bandwidth(s: &str) -> Result<f64, String> {
 }
 
 fn rank(args: &TopologyArgs) -> ExitCode {
-    let job = asap_core::cost::Job {
+    let job = asap_cli::cost::Job {
         model_bytes: args.model_bytes as f64,
         compute: args.compute,
     };
-    let net = asap_core::cost::Network {
+    let net = asap_cli::cost::Network {
         bandwidth: args.bandwidth,
         latency: args.latency,
     };

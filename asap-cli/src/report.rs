@@ -47,7 +47,7 @@ pub fn report(spec: TopologySpec, model_bytes: u64, limit: u32) -> Result<(Topol
     let rounds_measured = t.measured_rounds(TARGET, limit, &mut scratch);
     let n = u64::from(t.nodes());
     // Average destinations per node and round over a period (Random varies by node).
-    let per_round = (asap_core::cost::sends_per_round(&t) * model_bytes as f64).round() as u64;
+    let per_round = (crate::cost::sends_per_round(&t) * model_bytes as f64).round() as u64;
     let allreduce = 2 * (n - 1) * model_bytes / n;
     Ok((
         t.clone(),
@@ -121,7 +121,7 @@ pub fn table(r: &TopologyReport) -> String {
 }
 
 /// One line of `asap topology --rank`: a candidate graph (or the all-reduce baseline)
-/// and what it is predicted to cost (`asap_core::cost`).
+/// and what it is predicted to cost ([`crate::cost`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Ranked {
     /// Family name, or "ring all-reduce".
@@ -152,10 +152,10 @@ pub fn rank(
     max_degree: u32,
     static_only: bool,
     seed: u64,
-    job: &asap_core::cost::Job,
-    net: &asap_core::cost::Network,
+    job: &crate::cost::Job,
+    net: &crate::cost::Network,
 ) -> Vec<Ranked> {
-    use asap_core::cost;
+    use crate::cost;
     use asap_core::topology::Family;
     let mut rows = Vec::new();
     let mut scratch = Vec::new();
@@ -248,7 +248,7 @@ pub fn rank_table(rows: &[Ranked]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use asap_core::cost::{Job, Network};
+    use crate::cost::{Job, Network};
 
     const JOB: Job = Job {
         model_bytes: 100e6,

@@ -1,6 +1,7 @@
-//! The training workload of `asap demo` and `asap node --workload logistic`: sparse
-//! logistic regression with minibatch SGD, on a seeded synthetic dataset or a LIBSVM
-//! file.
+//! The sparse workload (feature `std`): logistic regression with minibatch SGD on
+//! sparse rows, from a seeded synthetic dataset or a LIBSVM file. It trains in
+//! `asap demo` and `asap node --workload logistic`; it needs an allocator (rows of any
+//! length, files of any size), so boards train the dense problem of the crate root.
 //!
 //! The synthetic data has the shape of RCV1 (Lewis et al., 2004: 47,236 features, ~75
 //! non-zeros a row, rows of unit L2 norm): a few features are common and most are rare,
@@ -11,8 +12,11 @@
 //! Every worker builds its own shard and the shared test set from the seed alone, so
 //! `N` processes need no data exchange to agree on the problem.
 
-use std::fmt;
+use core::fmt;
 use std::io::BufRead;
+use std::string::{String, ToString};
+use std::vec::Vec;
+use std::{format, vec};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -202,7 +206,7 @@ impl fmt::Display for DataError {
     }
 }
 
-impl std::error::Error for DataError {}
+impl core::error::Error for DataError {}
 
 /// Reads a LIBSVM file (`label index:value ...`, indices from 1, `#` comments) and
 /// splits it as every worker does: every tenth row is the test set, the others are dealt
@@ -350,7 +354,7 @@ mod tests {
         let (shard, test) = (p.shard(0), p.test_set());
         let mut w = vec![0.0; p.features];
         let start = test.evaluate(&w);
-        assert!((start.loss - std::f64::consts::LN_2).abs() < 1e-9);
+        assert!((start.loss - core::f64::consts::LN_2).abs() < 1e-9);
         let mut sgd = Sgd::new(shard.len(), 64, 128.0, 1);
         for _ in 0..300 {
             sgd.step(&shard, &mut w);

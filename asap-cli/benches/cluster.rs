@@ -1,6 +1,6 @@
 //! Real clusters on loopback, ASAP against the ring all-reduce baseline, each pair
 //! measured in one run so machine noise hits both (run with
-//! `cargo bench -p transport-mio --bench cluster`; prints one JSON object per case).
+//! `cargo bench -p asap-cli --bench cluster`; prints one JSON object per case).
 //!
 //! * `round-time`: 8 processes, a 1M-float model (4 MB), no compute: wall time per round
 //!   of ASAP on the one-peer exponential graph and on a degree-2 expander, against the

@@ -13,8 +13,8 @@ use asap_core::{AllReduce, AllReduceBuffers};
 use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
-use crate::train::{Dataset, Sgd};
+use asap_fed::sparse::{Dataset, Sgd};
+use transport_mio::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
 
 /// Which reduce a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
