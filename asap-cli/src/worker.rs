@@ -14,7 +14,7 @@ use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
 use asap_fed::sparse::{Dataset, Sgd};
-use transport_mio::runtime::{initial_vector, Link, Runtime, RuntimeError, MAX_PEERS};
+use transport_mio::runtime::{Link, Runtime, RuntimeError, MAX_PEERS};
 
 /// Which reduce a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ enum Bound {
 /// What a worker does between rounds.
 #[derive(Debug)]
 pub enum Workload {
-    /// Nothing: the replicas (seeded, see [`initial_vector`]) are averaged.
+    /// Nothing: the replicas (seeded, see [`asap_fed::seeded::vector`]) are averaged.
     Average {
         /// Model values.
         model: usize,
@@ -124,12 +124,12 @@ pub struct WorkerSpec {
     /// After the last round, keep answering peers until the engine is drained (its last
     /// update delivered), at most this long.
     pub linger: Duration,
-    /// The cluster key: frames are authenticated (see `asap_core::auth`).
-    pub key: Option<asap_core::auth::Key>,
+    /// The cluster key: frames are authenticated (keyed BLAKE3 tags; see asap-core's README).
+    pub key: Option<asap_core::Key>,
     /// With a key: payloads are encrypted too (`asap_core::Config::encrypt`).
     pub encrypt: bool,
     /// The compressed mode (`asap_core::Config::compression`).
-    pub compression: asap_core::compress::Compression,
+    pub compression: asap_core::Compression,
     /// Its consensus step (`None`: the compression's default for the graph).
     pub consensus_step: Option<f32>,
     /// This start of the worker ([`fresh_incarnation`]): peers tell a restart by it,
@@ -296,7 +296,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
     };
     let mut params = match &workload {
-        Workload::Average { model } => initial_vector(spec.seed, rank, *model),
+        Workload::Average { model } => asap_fed::seeded::vector(spec.seed, rank, *model),
         Workload::Logistic { .. } | Workload::Federated { .. } => vec![0.0; model_len],
     };
     match spec.engine {
@@ -511,7 +511,7 @@ fn rounds<R: Reducer, L: Link>(
             .then(|| params.to_vec()),
         federated,
         max_error_to_mean: match workload {
-            Workload::Average { .. } => Some(asap_core::seeded::max_error_to_mean(
+            Workload::Average { .. } => Some(asap_fed::seeded::max_error_to_mean(
                 params,
                 spec.seed,
                 spec.peers.len() as u32,

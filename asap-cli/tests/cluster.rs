@@ -5,8 +5,6 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use transport_mio::runtime::initial_vector;
-
 /// Free loopback UDP ports (bound, noted, released; the race with other programs is
 /// accepted).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -106,7 +104,9 @@ fn results_and_logs(children: Vec<Child>) -> Vec<(serde_json::Value, String)> {
 
 /// The exact mean of the seeded replicas `asap node` starts from.
 fn initial_mean(world: usize, model: usize) -> Vec<f64> {
-    let initial: Vec<Vec<f32>> = (0..world as u32).map(|r| initial_vector(1, r, model)).collect();
+    let initial: Vec<Vec<f32>> = (0..world as u32)
+        .map(|r| asap_fed::seeded::vector(1, r, model))
+        .collect();
     (0..model)
         .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / world as f64)
         .collect()

@@ -17,7 +17,6 @@ use smoltcp::phy::{wait, Medium, TunTapInterface};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
-use transport_mio::runtime::initial_vector;
 use transport_smoltcp::{Driver, Step};
 
 const INNER: &str = "ASAP_CROSS_TRANSPORT_INNER";
@@ -156,7 +155,7 @@ fn inside_the_namespace() {
     let mut driver = Driver::new(node, handle, &mut endpoints, &mut tx).unwrap();
 
     // The same seeded replica `asap node` would start rank 0 from.
-    let mut params = initial_vector(1, 0, MODEL);
+    let mut params = asap_fed::seeded::vector(1, 0, MODEL);
     let (mut rounds, start) = (0u32, WallClock::now());
     let mut linger_until = None;
     loop {
@@ -182,7 +181,9 @@ fn inside_the_namespace() {
         wait(fd, Some(delay.min(smoltcp::time::Duration::from_millis(10)))).unwrap();
     }
 
-    let initial: Vec<Vec<f32>> = (0..WORLD as u32).map(|r| initial_vector(1, r, MODEL)).collect();
+    let initial: Vec<Vec<f32>> = (0..WORLD as u32)
+        .map(|r| asap_fed::seeded::vector(1, r, MODEL))
+        .collect();
     let mean: Vec<f64> = (0..MODEL)
         .map(|k| initial.iter().map(|v| f64::from(v[k])).sum::<f64>() / WORLD as f64)
         .collect();

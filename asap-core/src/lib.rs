@@ -36,12 +36,8 @@ internal! {
     auth;
     /// Payload codecs of the compressed mode.
     compress;
-    /// The cost model (planning tooling; leaves the core with the CLI split).
-    cost;
     /// Fold and mix kernels.
     reduce;
-    /// Seeded test replicas (a workload; leaves the core for asap-fed).
-    seeded;
     /// Frames: header, payload encodings, integrity trailer.
     wire;
 }

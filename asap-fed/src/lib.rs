@@ -61,6 +61,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod seeded;
 #[cfg(feature = "std")]
 pub mod sparse;
 

@@ -40,7 +40,7 @@ rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGE
 ASAP_FED_RANK=0 ASAP_FED_PEERS=10.0.2.15:7000,10.0.2.2:47301,10.0.2.2:47302,10.0.2.2:47303 \
     ASAP_FED_MODEL=$MODEL ASAP_FED_ROUNDS=$ROUNDS ASAP_FED_LOCAL_STEPS=$LOCAL_STEPS \
     ASAP_FED_CONSENSUS_ROUNDS=$CONSENSUS_ROUNDS cargo build --release >&2
-(cd "$ROOT" && cargo build --release -j2 -p transport-mio --bin asap >&2)
+(cd "$ROOT" && cargo build --release -j2 -p asap-cli --bin asap >&2)
 ELF="../qemu-lan9118/target/$TARGET/release/asap-qemu-fed-m4"
 ASAP="$ROOT/target/release/asap"
 

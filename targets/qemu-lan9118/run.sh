@@ -22,7 +22,7 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
 fi
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 cargo build --release "${features[@]}" >&2
-(cd "$ROOT" && cargo build --release -j2 -p transport-mio --bin asap >&2)
+(cd "$ROOT" && cargo build --release -j2 -p asap-cli --bin asap >&2)
 ELF="target/$TARGET/release/asap-qemu-lan9118"
 ASAP="$ROOT/target/release/asap"
 

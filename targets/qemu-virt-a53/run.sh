@@ -26,7 +26,7 @@ export ASAP_FED_MODEL=$MODEL ASAP_FED_ROUNDS=$ROUNDS ASAP_FED_LOCAL_STEPS=$LOCAL
 hosts=10.0.2.2:47402,10.0.2.2:47403,10.0.2.2:47404
 (cd "$M4" && ASAP_FED_RANK=0 ASAP_FED_PEERS=10.0.2.15:7000,10.0.2.2:47401,$hosts cargo build --release >&2)
 ASAP_FED_RANK=1 ASAP_FED_PEERS=10.0.2.2:47400,10.0.2.15:7000,$hosts cargo build --release >&2
-(cd "$ROOT" && cargo build --release -j2 -p transport-mio --bin asap >&2)
+(cd "$ROOT" && cargo build --release -j2 -p asap-cli --bin asap >&2)
 M4_ELF="../qemu-lan9118/target/thumbv7em-none-eabihf/release/asap-qemu-fed-m4"
 A53_ELF="../qemu-lan9118/target/aarch64-unknown-none/release/asap-qemu-virt-a53"
 ASAP="$ROOT/target/release/asap"

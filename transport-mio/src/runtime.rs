@@ -399,9 +399,3 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         Ok(())
     }
 }
-
-/// The seeded initial replica of `rank` (values uniform in [-1, 1)): what `asap node`
-/// averages, so a test can compute the exact mean (`asap_core::seeded`).
-pub fn initial_vector(seed: u64, rank: u32, len: usize) -> Vec<f32> {
-    asap_core::seeded::Replica::new(seed, rank).take(len).collect()
-}

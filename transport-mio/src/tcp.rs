@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use asap_core::wire::MAX_FRAME_LEN;
+use asap_core::MAX_FRAME_LEN;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -319,7 +319,7 @@ impl Link for TcpLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use asap_core::wire::MIN_FRAME_LEN;
+    use asap_core::MIN_FRAME_LEN;
 
     const FROM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
 

@@ -76,7 +76,7 @@ impl UdpLink {
         Ok(UdpLink {
             socket: UdpSocket::from_std(socket.into()),
             peers,
-            rx: vec![0; asap_core::wire::MAX_FRAME_LEN],
+            rx: vec![0; asap_core::MAX_FRAME_LEN],
             moves: Throttle::default(),
         })
     }

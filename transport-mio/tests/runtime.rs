@@ -11,12 +11,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use asap_core::auth::Key;
+use asap_core::Key;
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Event, Node, NodeId};
 use mio::event::Event as Readiness;
 use mio::Registry;
-use transport_mio::runtime::{initial_vector, Deliver, Link, Runtime, SocketStats, MAX_PEERS};
+use transport_mio::runtime::{Deliver, Link, Runtime, SocketStats, MAX_PEERS};
 use transport_mio::udp::UdpLink;
 
 const SEED: u64 = 0x5eed;
@@ -130,7 +130,7 @@ fn run_cluster(
                         capture,
                     };
                     let mut runtime = Runtime::with_link(node(i, world, key), link).unwrap();
-                    let mut params = initial_vector(SEED, i as u32, MODEL);
+                    let mut params = asap_fed::seeded::vector(SEED, i as u32, MODEL);
                     let mut events = Vec::new();
                     for round in 0..rounds {
                         runtime
@@ -141,7 +141,7 @@ fn run_cluster(
                     runtime.finish(Duration::from_millis(300)).unwrap();
                     Outcome {
                         addresses: (0..world).map(|j| runtime.link().inner.peer_addr(j).unwrap()).collect(),
-                        max_error: asap_core::seeded::max_error_to_mean(&params, SEED, world as u32),
+                        max_error: asap_fed::seeded::max_error_to_mean(&params, SEED, world as u32),
                         socket: runtime.stats(),
                         replays: asap_core::Reducer::stats(runtime.node()).replays,
                         frames_sent: asap_core::Reducer::stats(runtime.node()).frames_sent,

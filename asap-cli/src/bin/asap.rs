@@ -8,7 +8,7 @@ use std::time::Duration;
 use asap_cli::demo::{self, Line};
 use asap_cli::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
 use asap_cli::{config_file, plot, report};
-use asap_core::compress::Compression;
+use asap_core::Compression;
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Wait;
 use asap_fed::sparse::{self, Dataset, Synthetic};
@@ -599,21 +599,21 @@ fn main() -> ExitCode {
 /// A new key: 32 bytes from the operating system's CSPRNG, as hex.
 fn keygen() -> std::io::Result<String> {
     use std::io::Read;
-    let mut bytes = [0u8; asap_core::auth::KEY_LEN];
+    let mut bytes = [0u8; asap_core::KEY_LEN];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The cluster key from `--key-file`, else ASAP_KEY_FILE, else ASAP_KEY; none: frames
 /// are CRC-protected only.
-fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::auth::Key>, String> {
+fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::Key>, String> {
     let (text, source) = match (file, std::env::var_os("ASAP_KEY_FILE"), std::env::var("ASAP_KEY")) {
         (Some(path), _, _) => (read_key_file(path)?, path.display().to_string()),
         (None, Some(path), _) => (read_key_file(path.as_ref())?, "ASAP_KEY_FILE".into()),
         (None, None, Ok(hex)) => (hex, "ASAP_KEY".into()),
         (None, None, Err(_)) => return Ok(None),
     };
-    asap_core::auth::Key::from_hex(&text)
+    asap_core::Key::from_hex(&text)
         .map(Some)
         .map_err(|e| format!("key from {source}: {e}"))
 }

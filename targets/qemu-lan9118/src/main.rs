@@ -5,7 +5,7 @@
 //!
 //! The board is rank 0 at 10.0.2.15:7000 (the host forwards 127.0.0.1:47200 to it);
 //! ranks 1–3 listen on the host at 127.0.0.1:47201–47203. Every node starts from the
-//! seeded replica `asap node` uses (`asap_core::seeded::Replica::new(1, rank)`), so the
+//! seeded replica `asap node` uses (`asap_fed::seeded::Replica::new(1, rank)`), so the
 //! firmware knows the exact mean and checks its own replica against it after 30 rounds.
 //! It prints the result and the stack it never touched (a painted-stack high-water
 //! mark: the proof that node, network stack and stack fit the 64 KiB), and exits
@@ -27,7 +27,7 @@ mod key {
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use asap_board::lan9118;
-use asap_core::seeded::{max_error_to_mean, Replica};
+use asap_fed::seeded::{max_error_to_mean, Replica};
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Buffers, Config, Node, NodeId};
 use cortex_m::peripheral::syst::SystClkSource;

@@ -1,7 +1,8 @@
 //! Seeded starting replicas for checks: rank `r` of a cluster starts from
 //! `Replica::new(seed, r)`, so every participant — a server process, a board, a test —
 //! can compute the exact mean the cluster must converge to without exchanging data.
-//! `asap node --workload average` and the board firmwares use it.
+//! `asap node --workload average` (asap-cli), the cluster tests and the board firmwares
+//! use it.
 //!
 //! The stream is SplitMix64 on a per-rank state, whose `k`-th state is the start plus
 //! `k` golden-ratio increments: any value can be computed directly ([`value`]), so the
@@ -58,14 +59,22 @@ pub fn max_error_to_mean(values: &[f32], seed: u64, world: u32) -> f64 {
     worst
 }
 
+/// Rank `rank`'s first `len` values: what `asap node --workload average` starts from.
+#[cfg(feature = "std")]
+pub fn vector(seed: u64, rank: u32, len: usize) -> std::vec::Vec<f32> {
+    Replica::new(seed, rank).take(len).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec::Vec;
 
     #[test]
     fn streams_are_uniform_in_range_differ_by_rank_and_match_direct_values() {
-        let a: heapless::Vec<f32, 1000> = Replica::new(1, 0).take(1000).collect();
-        let b: heapless::Vec<f32, 1000> = Replica::new(1, 1).take(1000).collect();
+        let a: Vec<f32> = Replica::new(1, 0).take(1000).collect();
+        let b: Vec<f32> = Replica::new(1, 1).take(1000).collect();
         assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
         assert_ne!(a, b);
         let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / 1000.0;
@@ -85,7 +94,7 @@ mod tests {
             }
         }
         assert!(max_error_to_mean(&mean, seed, world) < 1e-6);
-        let own: heapless::Vec<f32, 64> = Replica::new(seed, 0).take(64).collect();
+        let own: Vec<f32> = Replica::new(seed, 0).take(64).collect();
         assert!(max_error_to_mean(&own, seed, world) > 0.1);
     }
 }
