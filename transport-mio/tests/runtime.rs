@@ -11,8 +11,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use asap_core::Key;
 use asap_core::topology::{Family, Topology, TopologySpec};
+use asap_core::Key;
 use asap_core::{Buffers, Config, Event, Node, NodeId};
 use mio::event::Event as Readiness;
 use mio::Registry;
