@@ -16,6 +16,7 @@
 //! chunk as it arrives and acknowledged once complete.
 
 use crate::auth::Secret;
+use crate::batch::{self, DataFrames};
 use crate::config::{Config, Layout};
 use crate::error::{ConfigError, FrameError, RoundError, Violation};
 use crate::flow::{bits, AckOutcome, Emit, OutEdge, RtoBounds};
@@ -423,8 +424,22 @@ impl<'a> AllReduce<'a> {
         self.out.deadline()
     }
 
-    /// Writes the next frame into `buf`.
+    /// Writes the next frame to send into `buf` (which must hold `max_frame` bytes).
+    /// Call until it returns `Ok(None)`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        self.poll_transmit_batch(now, buf, 1)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), but a segment's frames come as a batch
+    /// of up to `max_segments` back to back (see [`Node::poll_transmit_batch`]).
+    ///
+    /// [`Node::poll_transmit_batch`]: crate::Node::poll_transmit_batch
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
         if buf.len() < self.config.max_frame {
             return Err(BufferTooSmall {
                 needed: self.config.max_frame,
@@ -441,39 +456,22 @@ impl<'a> AllReduce<'a> {
                 .emit(self.left(), tag, Kind::Missing { base, mask }, 0..0, buf)
                 .map(Some);
         }
-        if !self.started || self.send_step >= self.steps() {
-            return Ok(None);
-        }
-        let seg = self.sent_segment(self.me, self.send_step);
-        let chunks = self.chunks_of(seg);
-        let Some((what, again)) = self.out.next(chunks, now) else {
+        let Some(payload) = self.peek_payload(now) else {
             return Ok(None);
         };
-        match (what, again) {
-            (Emit::Chunk(_), false) => self.stats.chunks_sent += 1,
-            (Emit::Chunk(_), true) => self.stats.chunks_resent += 1,
-            (Emit::Notify, true) => self.stats.notifies_resent += 1,
-            (Emit::Notify, false) => {}
-        }
-        let tag = self.tag(self.send_step);
-        match what {
-            Emit::Chunk(c) => {
-                let range = self.segment(seg);
-                let chunk_len = self.config.chunk_len();
-                let start = range.start + c as usize * chunk_len;
-                let end = (start + chunk_len).min(range.end);
-                let kind = Kind::Update {
-                    chunk: c,
-                    chunks,
-                    weight: 1.0,
-                    encoding: Encoding::F32Le,
-                };
-                self.emit(self.right(), tag, kind, start..end, buf).map(Some)
-            }
-            Emit::Notify => self
-                .emit(self.right(), tag, Kind::Notify { chunks }, 0..0, buf)
-                .map(Some),
-        }
+        let Some(first) = self.next_frame(now, buf)? else {
+            return Ok(None);
+        };
+        let max_frame = self.config.max_frame;
+        batch::extend(self, now, first, payload, buf, max_frame, max_segments.max(1)).map(Some)
+    }
+
+    /// The chunk `c` of the segment being sent: its values in the work buffer.
+    fn chunk_values(&self, c: u32) -> core::ops::Range<usize> {
+        let range = self.segment(self.sent_segment(self.me, self.send_step));
+        let chunk_len = self.config.chunk_len();
+        let start = range.start + c as usize * chunk_len;
+        start..(start + chunk_len).min(range.end)
     }
 
     fn emit(
@@ -501,6 +499,51 @@ impl<'a> AllReduce<'a> {
         self.send_seq = self.send_seq.wrapping_add(1);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;
-        Ok(Transmit { to, len })
+        Ok(Transmit::one(to, len))
+    }
+}
+
+impl DataFrames for AllReduce<'_> {
+    fn peek_payload(&self, now: Instant) -> Option<usize> {
+        if !self.started || self.send_step >= self.steps() {
+            return None;
+        }
+        let chunks = self.chunks_of(self.sent_segment(self.me, self.send_step));
+        let mut ahead = self.out;
+        match ahead.next(chunks, now)?.0 {
+            Emit::Chunk(c) => Some(self.chunk_values(c).len() * 4),
+            Emit::Notify => Some(0),
+        }
+    }
+
+    fn next_frame(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        if !self.started || self.send_step >= self.steps() {
+            return Ok(None);
+        }
+        let chunks = self.chunks_of(self.sent_segment(self.me, self.send_step));
+        let Some((what, again)) = self.out.next(chunks, now) else {
+            return Ok(None);
+        };
+        match (what, again) {
+            (Emit::Chunk(_), false) => self.stats.chunks_sent += 1,
+            (Emit::Chunk(_), true) => self.stats.chunks_resent += 1,
+            (Emit::Notify, true) => self.stats.notifies_resent += 1,
+            (Emit::Notify, false) => {}
+        }
+        let tag = self.tag(self.send_step);
+        let kind = match what {
+            Emit::Chunk(c) => Kind::Update {
+                chunk: c,
+                chunks,
+                weight: 1.0,
+                encoding: Encoding::F32Le,
+            },
+            Emit::Notify => Kind::Notify { chunks },
+        };
+        let values = match what {
+            Emit::Chunk(c) => self.chunk_values(c),
+            Emit::Notify => 0..0,
+        };
+        self.emit(self.right(), tag, kind, values, buf).map(Some)
     }
 }

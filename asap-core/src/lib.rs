@@ -5,6 +5,7 @@
 
 // The layers, bottom up (docs/architecture.md): nothing below names what is above it.
 mod allreduce;
+mod batch;
 mod config;
 mod error;
 mod flow;

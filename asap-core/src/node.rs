@@ -647,6 +647,21 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Writes the next frame to send into `buf` (which must hold `max_frame` bytes).
     /// Call until it returns `Ok(None)`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        self.poll_transmit_batch(now, buf, 1)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), but an update's frames for one peer
+    /// come as a batch: up to `max_segments` frames back to back in `buf` (as many as it
+    /// holds; it must hold at least `max_frame` bytes), each [`Transmit::segment_size`]
+    /// bytes but the last, for a transport to send in one system call (GSO). Control
+    /// frames still come one at a time, before any data. Call until it returns
+    /// `Ok(None)`.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
         if buf.len() < self.config.max_frame {
             return Err(BufferTooSmall {
                 needed: self.config.max_frame,
@@ -660,10 +675,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 return self.emit(now, i, kind, round, 0..0, buf).map(Some);
             }
         }
-        // Then update data, one frame per edge in turn (none once the node left).
+        // Then update data, one edge after the other (none once the node left).
         match self.left {
             true => Ok(None),
-            false => self.next_update_frame(now, buf),
+            false => self.next_update_batch(now, buf, max_segments.max(1)),
         }
     }
 

@@ -12,14 +12,44 @@ use crate::wire::{DecodeError, NodeId};
 /// Capacity of the event queue; events past it are dropped and counted.
 pub const EVENT_CAPACITY: usize = 32;
 
-/// A frame `poll_transmit` wrote into the caller's buffer.
+/// Frames `poll_transmit` or `poll_transmit_batch` wrote into the caller's buffer, all
+/// for one peer: one frame, or several back to back as a batch of datagrams (quinn's
+/// `Transmit`), each `segment_size` bytes but the last, which may be shorter. A
+/// transport hands the batch to the kernel in one call (Linux `UDP_SEGMENT`, "GSO"), or
+/// sends `buf[..len].chunks(segment_size)` one datagram each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "the frame in the buffer must be sent"]
+#[must_use = "the frames in the buffer must be sent"]
 pub struct Transmit {
-    /// The peer to send it to.
+    /// The peer to send them to.
     pub to: NodeId,
-    /// Bytes of the buffer the frame takes.
+    /// Bytes of the buffer the frames take.
     pub len: usize,
+    /// Bytes of each frame but the last (`len` when there is one frame).
+    pub segment_size: usize,
+}
+
+impl Transmit {
+    /// One frame of `len` bytes.
+    pub(crate) const fn one(to: NodeId, len: usize) -> Self {
+        Transmit {
+            to,
+            len,
+            segment_size: len,
+        }
+    }
+
+    /// Frames in the batch.
+    pub const fn segments(&self) -> usize {
+        if self.segment_size == 0 {
+            return 0;
+        }
+        self.len.div_ceil(self.segment_size)
+    }
+
+    /// The frames of the batch in `buf` (the buffer it was written to), one by one.
+    pub fn frames<'b>(&self, buf: &'b [u8]) -> core::slice::Chunks<'b, u8> {
+        buf[..self.len.min(buf.len())].chunks(self.segment_size.max(1))
+    }
 }
 
 /// A frame an engine accepted (`handle_frame`, `handle_frame_mut`).

@@ -45,6 +45,14 @@ pub trait Reducer {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Writes the next frame to send into `buf` (at least `config().max_frame` bytes).
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall>;
+    /// Writes the next frames for one peer into `buf`: up to `max_segments` back to back,
+    /// each [`Transmit::segment_size`] bytes but the last, for one system call (GSO).
+    fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Transmit>, BufferTooSmall>;
     /// The next thing the application may want to know (a peer went down, a round is
     /// ready); drain it every turn so none is dropped.
     fn poll_event(&mut self) -> Option<Event>;
@@ -117,6 +125,14 @@ impl<const P: usize> Reducer for Node<'_, P> {
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         Node::poll_transmit(self, now, buf)
     }
+    fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
+        Node::poll_transmit_batch(self, now, buf, max_segments)
+    }
     fn poll_event(&mut self) -> Option<Event> {
         Node::poll_event(self)
     }
@@ -167,6 +183,14 @@ impl Reducer for AllReduce<'_> {
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         AllReduce::poll_transmit(self, now, buf)
+    }
+    fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
+        AllReduce::poll_transmit_batch(self, now, buf, max_segments)
     }
     fn poll_event(&mut self) -> Option<Event> {
         // The ring has no events: it has no peers to lose, only a step to wait for.

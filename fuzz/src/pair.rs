@@ -48,6 +48,8 @@ const CHUNKS: u32 = 2;
 const T0: Instant = Instant::from_millis(1_000);
 /// Fuzzed steps at most (the rest of the bytes is ignored).
 const FUZZ_STEPS: usize = 2_000;
+/// Most frames a node writes in one batch (`poll_transmit_batch`).
+const BATCH: usize = 4;
 /// Time the pair gets on the clean channel to recover and agree (20,000 steps of 1 ms
 /// at most).
 pub const CLEAN_TIME: Duration = Duration::from_millis(20_000);
@@ -127,7 +129,10 @@ pub fn scenario(data: &[u8]) -> [u64; 2] {
         (0..MODEL).map(|i| offset - i as f32 / 8.0).collect(),
     ];
     let mut wires: Vec<Wire> = Vec::new();
-    let mut buf = vec![0u8; MAX_FRAME];
+    // Room for batches of up to `BATCH` frames; the input's length picks the cap (so
+    // the bytes of saved inputs keep their meaning).
+    let mut buf = vec![0u8; BATCH * MAX_FRAME];
+    let max_segments = u.len() % BATCH + 1;
     let mut now = T0;
     let mut step = 0usize;
 
@@ -168,7 +173,7 @@ pub fn scenario(data: &[u8]) -> [u64; 2] {
             }
         }
         for (k, node) in nodes.iter_mut().enumerate() {
-            transmit(node, k, now, &mut buf, |bytes, to| {
+            transmit(node, k, now, &mut buf, max_segments, |bytes, to| {
                 let fate: Fate = u.arbitrary().unwrap_or(Fate::Deliver);
                 trace!("   send {} {fate:?}", describe(bytes));
                 let mut send = |due| {
@@ -218,7 +223,7 @@ pub fn scenario(data: &[u8]) -> [u64; 2] {
             act(node, params, now);
         }
         for (k, node) in nodes.iter_mut().enumerate() {
-            transmit(node, k, now, &mut buf, |bytes, to| {
+            transmit(node, k, now, &mut buf, max_segments, |bytes, to| {
                 trace!("   send {}", describe(bytes));
                 wires.push(Wire {
                     due: step + 1,
@@ -307,16 +312,24 @@ fn transmit(
     k: usize,
     now: Instant,
     buf: &mut [u8],
+    max_segments: usize,
     mut send: impl FnMut(&[u8], usize),
 ) {
     let node = node.as_mut().expect("node");
     let me = NodeId(k as u16);
     for sent in 0.. {
-        let Some(t) = node.poll_transmit(now, buf).expect("buffer of max_frame") else {
+        let Some(t) = node
+            .poll_transmit_batch(now, buf, max_segments)
+            .expect("buffer of max_frame")
+        else {
             break;
         };
-        common::check_transmit(&buf[..t.len], me, t.to, CHUNKS);
-        send(&buf[..t.len], usize::from(t.to.0));
+        assert!(t.segments() <= max_segments, "{t:?}: more than {max_segments} segments");
+        // Each segment is a datagram of its own, as the receiver's GRO splits a batch.
+        for segment in t.frames(buf) {
+            common::check_transmit(segment, me, t.to, CHUNKS);
+            send(segment, usize::from(t.to.0));
+        }
         assert!(sent < 256, "poll_transmit never runs dry");
     }
     while let Some(e) = node.poll_event() {

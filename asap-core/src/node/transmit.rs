@@ -2,6 +2,7 @@
 //! frame into the caller's buffer.
 
 use super::Node;
+use crate::batch::{self, DataFrames};
 use crate::compress;
 use crate::config::Config;
 use crate::flow::{bits, Emit, Owed};
@@ -98,62 +99,105 @@ impl<const P: usize> Node<'_, P> {
         p.control.sent(&mut p.timers, now, self.config.heartbeat_interval);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += len as u64;
-        Ok(Transmit { to, len })
+        Ok(Transmit::one(to, len))
     }
 
-    /// The next frame of update data (a chunk, or a NOTIFY), one edge after the other.
-    pub(super) fn next_update_frame(
+    /// The next frames of update data (chunks, or a NOTIFY), one edge after the other: up
+    /// to `max_segments` for one peer (see [`Node::poll_transmit_batch`]).
+    pub(super) fn next_update_batch(
         &mut self,
         now: Instant,
         buf: &mut [u8],
+        max_segments: usize,
     ) -> Result<Option<Transmit>, BufferTooSmall> {
         let n = self.peers.len();
         for k in 0..n {
             let i = (self.cursor + k) % n;
-            let p = &mut self.peers[i];
-            if !p.live() {
+            if !self.peers[i].live() {
                 continue;
             }
-            let Some((what, again)) = p.out.next(self.chunks, now) else {
+            let Some((first, payload)) = self.update_frame(now, i, buf)? else {
                 continue;
             };
-            let round = p.out.round;
             self.cursor = (i + 1) % n;
-            return match what {
-                Emit::Chunk(c) => {
-                    if again {
-                        self.stats.chunks_resent += 1;
-                    } else {
-                        self.stats.chunks_sent += 1;
-                    }
-                    let share = self.send_weight(i, round).unwrap_or(0.0);
-                    // Push-sum: the share of the mass travels as the weight. Compressed
-                    // on a time-varying graph: the edge's weight in the period's union.
-                    let weight = if self.is_push_sum() {
-                        self.mass.carried(share)
-                    } else if let Some(w) = self.union_weight() {
-                        w
-                    } else {
-                        share
-                    };
-                    let kind = Kind::Update {
-                        chunk: c,
-                        chunks: self.chunks,
-                        weight,
-                        encoding: self.config.compression.encoding(),
-                    };
-                    let range = self.chunk_range(c);
-                    self.emit(now, i, kind, round, range, buf).map(Some)
-                }
-                Emit::Notify => {
-                    if again {
-                        self.stats.notifies_resent += 1;
-                    }
-                    self.emit(now, i, Kind::Notify { chunks: self.chunks }, round, 0..0, buf)
-                        .map(Some)
-                }
-            };
+            let max_frame = self.config.max_frame;
+            let mut more = PeerFrames { node: self, i };
+            return batch::extend(&mut more, now, first, payload, buf, max_frame, max_segments).map(Some);
         }
         Ok(None)
+    }
+
+    /// Payload bytes of chunk `c`'s frame.
+    fn chunk_payload(&self, c: u32) -> usize {
+        self.config.compression.payload_len(self.chunk_range(c).len())
+    }
+
+    /// Peer `i`'s next frame of update data, if it has one, with the payload bytes it
+    /// carries (0 for a NOTIFY).
+    fn update_frame(
+        &mut self,
+        now: Instant,
+        i: usize,
+        buf: &mut [u8],
+    ) -> Result<Option<(Transmit, usize)>, BufferTooSmall> {
+        let Some((what, again)) = self.peers[i].out.next(self.chunks, now) else {
+            return Ok(None);
+        };
+        let round = self.peers[i].out.round;
+        match what {
+            Emit::Chunk(c) => {
+                if again {
+                    self.stats.chunks_resent += 1;
+                } else {
+                    self.stats.chunks_sent += 1;
+                }
+                let share = self.send_weight(i, round).unwrap_or(0.0);
+                // Push-sum: the share of the mass travels as the weight. Compressed
+                // on a time-varying graph: the edge's weight in the period's union.
+                let weight = if self.is_push_sum() {
+                    self.mass.carried(share)
+                } else if let Some(w) = self.union_weight() {
+                    w
+                } else {
+                    share
+                };
+                let kind = Kind::Update {
+                    chunk: c,
+                    chunks: self.chunks,
+                    weight,
+                    encoding: self.config.compression.encoding(),
+                };
+                let range = self.chunk_range(c);
+                let payload = self.chunk_payload(c);
+                self.emit(now, i, kind, round, range, buf).map(|t| Some((t, payload)))
+            }
+            Emit::Notify => {
+                if again {
+                    self.stats.notifies_resent += 1;
+                }
+                let kind = Kind::Notify { chunks: self.chunks };
+                self.emit(now, i, kind, round, 0..0, buf).map(|t| Some((t, 0)))
+            }
+        }
+    }
+}
+
+/// Peer `i`'s update frames, as a batch takes them.
+struct PeerFrames<'n, 'a, const P: usize> {
+    node: &'n mut Node<'a, P>,
+    i: usize,
+}
+
+impl<const P: usize> DataFrames for PeerFrames<'_, '_, P> {
+    fn peek_payload(&self, now: Instant) -> Option<usize> {
+        let mut ahead = self.node.peers[self.i].out;
+        match ahead.next(self.node.chunks, now)?.0 {
+            Emit::Chunk(c) => Some(self.node.chunk_payload(c)),
+            Emit::Notify => Some(0),
+        }
+    }
+
+    fn next_frame(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        Ok(self.node.update_frame(now, self.i, buf)?.map(|(t, _)| t))
     }
 }
