@@ -90,6 +90,9 @@ impl From<io::Error> for RuntimeError {
 /// `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
+/// Most frames handed to a link at once (Linux takes 64 segments in one GSO send).
+pub const MAX_SEGMENTS: usize = 64;
+
 /// How much a frame the engine accepted proves about who sent it, and so whether its
 /// source address may replace the sender's known one (see [`crate::udp`]'s roaming
 /// rule).
@@ -123,9 +126,20 @@ pub type Deliver<'a> = dyn FnMut(&mut [u8], SocketAddr) -> Option<Accepted> + 'a
 pub trait Link {
     /// Registers the link's sockets with the event loop.
     fn register(&mut self, registry: &Registry) -> io::Result<()>;
-    /// Sends (or queues) one frame to node `to`. `Ok(false)`: dropped, as the network
-    /// may drop it; `Err` only for failures of the machine, not of the peer.
-    fn send(&mut self, registry: &Registry, to: usize, frame: &[u8], stats: &mut SocketStats) -> io::Result<bool>;
+    /// Sends (or queues) frames to node `to`: one, or a batch back to back, each
+    /// `segment_size` bytes but the last (`Transmit` of `poll_transmit_batch`), and
+    /// counts them in `stats.sent` (or `send_errors`). `Ok(false)`: dropped, as the
+    /// network may drop frames; `Err` only for failures of the machine, not of the peer.
+    fn send(
+        &mut self,
+        registry: &Registry,
+        to: usize,
+        frames: &[u8],
+        segment_size: usize,
+        stats: &mut SocketStats,
+    ) -> io::Result<bool>;
+    /// Most frames one [`send`](Self::send) takes.
+    fn max_segments(&self) -> usize;
     /// Handles one readiness event, handing every complete frame to `deliver`.
     fn ready(
         &mut self,
@@ -205,7 +219,7 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             link,
             poll,
             events: Events::with_capacity(256),
-            tx: vec![0; max_frame],
+            tx: vec![0; max_frame * MAX_SEGMENTS],
             epoch: WallClock::now(),
             stats: SocketStats::default(),
             queue: EventQueue::default(),
@@ -381,20 +395,17 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
 
     fn flush(&mut self) -> Result<(), RuntimeError> {
         let now = self.now();
+        let max_segments = self.link.max_segments().clamp(1, MAX_SEGMENTS);
         while let Some(t) = self
             .node
-            .poll_transmit(now, &mut self.tx)
+            .poll_transmit_batch(now, &mut self.tx, max_segments)
             .expect("tx buffer holds max_frame")
         {
             let to = usize::from(t.to.0);
-            if self
-                .link
-                .send(self.poll.registry(), to, &self.tx[..t.len], &mut self.stats)?
-            {
-                self.stats.sent += 1;
-            } else {
-                self.stats.send_errors += 1;
-            }
+            let frames = &self.tx[..t.len];
+            // The link counts what it sent and dropped.
+            self.link
+                .send(self.poll.registry(), to, frames, t.segment_size, &mut self.stats)?;
         }
         Ok(())
     }

@@ -109,6 +109,28 @@ impl TcpLink {
         Ok(())
     }
 
+    /// Queues one frame (a segment of a batch: its zero padding travels with it, and
+    /// the receiving engine ignores it) to peer `to`, connecting first if need be.
+    /// `false`: dropped (no such peer, or its queue is full).
+    fn queue_frame(&mut self, registry: &Registry, to: usize, frame: &[u8]) -> io::Result<bool> {
+        if to >= self.peers.len() || frame.len() > MAX_FRAME_LEN {
+            return Ok(false);
+        }
+        if self.out[to].queued_bytes + frame.len() + 4 > QUEUE_LIMIT {
+            return Ok(false);
+        }
+        if self.out[to].stream.is_none() {
+            self.connect(registry, to)?;
+        }
+        let mut framed = Vec::with_capacity(frame.len() + 4);
+        framed.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        framed.extend_from_slice(frame);
+        let o = &mut self.out[to];
+        o.queued_bytes += framed.len();
+        o.queue.push_back(framed);
+        Ok(true)
+    }
+
     /// Drops peer `peer`'s connection, and the frame it was in the middle of.
     fn disconnect(&mut self, registry: &Registry, peer: usize, stats: &mut SocketStats) {
         let o = &mut self.out[peer];
@@ -237,24 +259,32 @@ impl Link for TcpLink {
         registry.register(&mut self.listener, LISTENER, Interest::READABLE)
     }
 
-    fn send(&mut self, registry: &Registry, to: usize, frame: &[u8], stats: &mut SocketStats) -> io::Result<bool> {
-        if to >= self.peers.len() || frame.len() > MAX_FRAME_LEN {
-            return Ok(false);
+    fn send(
+        &mut self,
+        registry: &Registry,
+        to: usize,
+        frames: &[u8],
+        segment_size: usize,
+        stats: &mut SocketStats,
+    ) -> io::Result<bool> {
+        let mut queued = false;
+        for frame in frames.chunks(segment_size.max(1)) {
+            if self.queue_frame(registry, to, frame)? {
+                stats.sent += 1;
+                queued = true;
+            } else {
+                stats.send_errors += 1;
+            }
         }
-        if self.out[to].queued_bytes + frame.len() + 4 > QUEUE_LIMIT {
-            return Ok(false);
+        if queued {
+            self.write_queue(registry, to, stats);
         }
-        if self.out[to].stream.is_none() {
-            self.connect(registry, to)?;
-        }
-        let mut framed = Vec::with_capacity(frame.len() + 4);
-        framed.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        framed.extend_from_slice(frame);
-        let o = &mut self.out[to];
-        o.queued_bytes += framed.len();
-        o.queue.push_back(framed);
-        self.write_queue(registry, to, stats);
-        Ok(true)
+        Ok(queued)
+    }
+
+    /// A stream carries any frame size: batches are only a way to hand frames over.
+    fn max_segments(&self) -> usize {
+        crate::runtime::MAX_SEGMENTS
     }
 
     fn ready(

@@ -1,6 +1,16 @@
 //! Frames as UDP datagrams, one socket for every peer: the default link. A lost, full
 //! or refused send is a lost frame, which the protocol's timers recover.
 //!
+//! # Batches
+//!
+//! A round moves thousands of datagrams a peer at the 1,400 bytes a real network
+//! needs, and one system call a datagram each way is what bounds it. The socket goes
+//! through `quinn-udp`: a batch from `poll_transmit_batch` (one peer's frames back to
+//! back) leaves in one `sendmsg` with `UDP_SEGMENT` (GSO), and `recvmmsg` with
+//! `UDP_GRO` brings many datagrams in one call, coalesced into one buffer at a stride.
+//! Where the kernel or the device refuses GSO, quinn-udp turns it off and the batch is
+//! sent datagram by datagram; [`UdpLink::set_offload`] turns it off by hand.
+//!
 //! # Where a peer is: the roaming rule
 //!
 //! A peer is known by the node id its frames carry, not by their source address (NATs
@@ -26,24 +36,34 @@
 //!
 //! Every move is logged (at most one line per [`crate::diag::LOG_INTERVAL`]).
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::Instant as WallClock;
 
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 
 use crate::diag::Throttle;
 use crate::runtime::{Accepted, Authenticity, Deliver, Link, SocketStats, SOCKET_BUFFER};
 
 const SOCKET: Token = Token(0);
 
+/// Bytes of one receive buffer: a coalesced (GRO) run of datagrams is at most 64 KiB,
+/// as is one datagram.
+const RX_SLOT: usize = 1 << 16;
+
 /// One bound UDP socket and every peer's address.
 pub struct UdpLink {
     socket: UdpSocket,
+    state: UdpSocketState,
+    /// Batches go to the kernel whole (GSO), when it takes them.
+    offload: bool,
     peers: Vec<SocketAddr>,
+    /// `BATCH_SIZE` receive buffers of `RX_SLOT` bytes, for one `recvmmsg`.
     rx: Vec<u8>,
+    meta: [RecvMeta; BATCH_SIZE],
     moves: Throttle,
 }
 
@@ -73,12 +93,38 @@ impl UdpLink {
         // Best effort: a smaller buffer only costs retransmissions.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        let socket = UdpSocket::from_std(socket.into());
+        // Turns on GRO where the kernel has it, and learns how many segments GSO takes.
+        let state = UdpSocketState::new((&socket).into())?;
         Ok(UdpLink {
-            socket: UdpSocket::from_std(socket.into()),
+            socket,
+            state,
+            offload: true,
             peers,
-            rx: vec![0; asap_core::MAX_FRAME_LEN],
+            rx: vec![0; BATCH_SIZE * RX_SLOT],
+            meta: [RecvMeta::default(); BATCH_SIZE],
             moves: Throttle::default(),
         })
+    }
+
+    /// Whether batches go to the kernel whole (GSO, the default where the kernel takes
+    /// it) or datagram by datagram (`false`: what a kernel without GSO gets).
+    pub fn set_offload(&mut self, offload: bool) {
+        self.offload = offload;
+    }
+
+    /// Sends one datagram, or a batch of them at `segment_size`; `false`: dropped.
+    fn send_one(&self, to: SocketAddr, contents: &[u8], segment_size: usize) -> bool {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: (contents.len() > segment_size).then_some(segment_size),
+            src_ip: None,
+        };
+        // A full socket buffer or an ICMP error from a dead peer: the frames are lost
+        // like any other.
+        self.state.try_send((&self.socket).into(), &transmit).is_ok()
     }
 
     /// Where frames to node `id` go now.
@@ -92,21 +138,62 @@ impl Link for UdpLink {
         registry.register(&mut self.socket, SOCKET, Interest::READABLE)
     }
 
-    fn send(&mut self, _: &Registry, to: usize, frame: &[u8], _: &mut SocketStats) -> io::Result<bool> {
-        let Some(addr) = self.peers.get(to) else {
+    fn send(
+        &mut self,
+        _: &Registry,
+        to: usize,
+        frames: &[u8],
+        segment_size: usize,
+        stats: &mut SocketStats,
+    ) -> io::Result<bool> {
+        let Some(&addr) = self.peers.get(to) else {
             return Ok(false);
         };
-        // A full socket buffer or an ICMP error from a dead peer: the frame is lost
-        // like any other.
-        Ok(self.socket.send_to(frame, *addr).is_ok())
+        let segment_size = segment_size.clamp(1, frames.len().max(1));
+        let segments = frames.len().div_ceil(segment_size) as u64;
+        if self.max_segments() > 1 && self.send_one(addr, frames, segment_size) {
+            stats.sent += segments;
+            return Ok(true);
+        }
+        // No GSO (or it just failed, and quinn-udp turned it off): one datagram each.
+        let mut sent = false;
+        for frame in frames.chunks(segment_size) {
+            if self.send_one(addr, frame, segment_size) {
+                stats.sent += 1;
+                sent = true;
+            } else {
+                stats.send_errors += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    fn max_segments(&self) -> usize {
+        match self.offload {
+            true => self.state.max_gso_segments(),
+            false => 1,
+        }
     }
 
     fn ready(&mut self, _: &Registry, _: &Event, deliver: &mut Deliver<'_>, stats: &mut SocketStats) -> io::Result<()> {
         loop {
-            match self.socket.recv_from(&mut self.rx) {
-                Ok((len, from)) => {
+            let mut slots = self.rx.chunks_mut(RX_SLOT);
+            let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("BATCH_SIZE slots")));
+            let received = match self.state.recv((&self.socket).into(), &mut bufs, &mut self.meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                // ICMP port unreachable from a peer that is gone, and the like.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for (meta, buf) in self.meta.iter().zip(bufs.iter_mut()).take(received) {
+                let from = meta.addr;
+                // A coalesced buffer holds datagrams of `stride` bytes, the last shorter.
+                for datagram in buf[..meta.len].chunks_mut(meta.stride.max(1)) {
                     stats.received += 1;
-                    let Some(Accepted { from: id, authenticity }) = deliver(&mut self.rx[..len], from) else {
+                    let Some(Accepted { from: id, authenticity }) = deliver(datagram, from) else {
                         continue;
                     };
                     let Some(addr) = self.peers.get_mut(usize::from(id.0)) else {
@@ -119,11 +206,6 @@ impl Link for UdpLink {
                         *addr = to;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                // ICMP port unreachable from a peer that is gone, and the like.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
             }
         }
     }

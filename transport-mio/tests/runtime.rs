@@ -35,14 +35,27 @@ impl Link for Tap {
         self.inner.register(registry)
     }
 
-    fn send(&mut self, registry: &Registry, to: usize, frame: &[u8], stats: &mut SocketStats) -> std::io::Result<bool> {
+    fn send(
+        &mut self,
+        registry: &Registry,
+        to: usize,
+        frames: &[u8],
+        segment_size: usize,
+        stats: &mut SocketStats,
+    ) -> std::io::Result<bool> {
         let addr = self.inner.peer_addr(to);
-        let sent = self.inner.send(registry, to, frame, stats)?;
-        // Captured after the real frame left: on loopback the copy arrives second.
+        let sent = self.inner.send(registry, to, frames, segment_size, stats)?;
+        // Captured after the real frames left: on loopback the copies arrive second.
         if let (true, Some(addr)) = (sent, addr) {
-            let _ = self.capture.send((addr, frame.to_vec()));
+            for frame in frames.chunks(segment_size) {
+                let _ = self.capture.send((addr, frame.to_vec()));
+            }
         }
         Ok(sent)
+    }
+
+    fn max_segments(&self) -> usize {
+        self.inner.max_segments()
     }
 
     fn ready(
