@@ -138,8 +138,8 @@ pub trait Link {
         segment_size: usize,
         stats: &mut SocketStats,
     ) -> io::Result<bool>;
-    /// Most frames one [`send`](Self::send) takes.
-    fn max_segments(&self) -> usize;
+    /// Most frames of up to `max_frame` bytes one [`send`](Self::send) takes.
+    fn max_segments(&self, max_frame: usize) -> usize;
     /// Handles one readiness event, handing every complete frame to `deliver`.
     fn ready(
         &mut self,
@@ -395,7 +395,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
 
     fn flush(&mut self) -> Result<(), RuntimeError> {
         let now = self.now();
-        let max_segments = self.link.max_segments().clamp(1, MAX_SEGMENTS);
+        let max_frame = self.node.config().max_frame;
+        let max_segments = self.link.max_segments(max_frame).clamp(1, MAX_SEGMENTS);
         while let Some(t) = self
             .node
             .poll_transmit_batch(now, &mut self.tx, max_segments)

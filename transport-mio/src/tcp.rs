@@ -283,7 +283,7 @@ impl Link for TcpLink {
     }
 
     /// A stream carries any frame size: batches are only a way to hand frames over.
-    fn max_segments(&self) -> usize {
+    fn max_segments(&self, _: usize) -> usize {
         crate::runtime::MAX_SEGMENTS
     }
 

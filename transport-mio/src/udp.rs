@@ -50,6 +50,11 @@ use crate::runtime::{Accepted, Authenticity, Deliver, Link, SocketStats, SOCKET_
 
 const SOCKET: Token = Token(0);
 
+/// Most bytes one GSO send takes: the batch travels as one UDP datagram inside the
+/// kernel until the device cuts it, so it is bounded as one is (65,535 less the IPv4 and
+/// UDP headers); a larger one is refused with `EMSGSIZE`.
+const MAX_GSO_BYTES: usize = 65_507;
+
 /// Bytes of one receive buffer: a coalesced (GRO) run of datagrams is at most 64 KiB,
 /// as is one datagram.
 const RX_SLOT: usize = 1 << 16;
@@ -151,7 +156,8 @@ impl Link for UdpLink {
         };
         let segment_size = segment_size.clamp(1, frames.len().max(1));
         let segments = frames.len().div_ceil(segment_size) as u64;
-        if self.max_segments() > 1 && self.send_one(addr, frames, segment_size) {
+        let gso = frames.len() > segment_size && frames.len() <= MAX_GSO_BYTES && self.state.max_gso_segments() > 1;
+        if gso && self.offload && self.send_one(addr, frames, segment_size) {
             stats.sent += segments;
             return Ok(true);
         }
@@ -168,9 +174,13 @@ impl Link for UdpLink {
         Ok(sent)
     }
 
-    fn max_segments(&self) -> usize {
+    fn max_segments(&self, max_frame: usize) -> usize {
         match self.offload {
-            true => self.state.max_gso_segments(),
+            true => self
+                .state
+                .max_gso_segments()
+                .min(MAX_GSO_BYTES / max_frame.max(1))
+                .max(1),
             false => 1,
         }
     }

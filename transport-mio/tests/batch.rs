@@ -27,7 +27,7 @@ fn round_trip(offload: bool) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
     let (mut rx, rx_addr) = link("127.0.0.1:9".parse().unwrap());
     let (mut tx, _) = link(rx_addr);
     tx.set_offload(offload);
-    let max_segments = tx.max_segments();
+    let max_segments = tx.max_segments(SEGMENT);
     let mut poll = Poll::new().unwrap();
     rx.register(poll.registry()).unwrap();
     let len = (SEGMENTS - 1) * SEGMENT + 333;

@@ -54,8 +54,8 @@ impl Link for Tap {
         Ok(sent)
     }
 
-    fn max_segments(&self) -> usize {
-        self.inner.max_segments()
+    fn max_segments(&self, max_frame: usize) -> usize {
+        self.inner.max_segments(max_frame)
     }
 
     fn ready(

@@ -1,0 +1,135 @@
+//! ASAP against what users already run, in one run: Open MPI's `MPI_Allreduce` of the
+//! same model on the same processes (`benches/mpi_allreduce.c`, built with `mpicc`;
+//! `scripts/setup` installs it), timed before and after ours so machine noise hits all.
+//!
+//! `cargo bench -p asap-cli --bench vs-mpi` prints one JSON line a case and a table: 8
+//! processes on loopback, a 1M-float model, 1,400-byte datagrams (what a network with a
+//! 1,500-byte MTU carries unfragmented), no compute: ms a round of ASAP one-peer-exp
+//! (plain, keyed, q8) and of our ring all-reduce, each as a ratio to MPI's.
+//! `ASAP_BENCH_ROUNDS` (default 40) and `ASAP_BENCH_WORKERS` (default 8) change the run.
+//!
+//! ASAP's round includes one SGD step on 64 sparse rows (the demo's), which MPI's does
+//! not: the comparison slightly favours MPI.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+const MODEL: &str = "1000000";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// Builds the MPI program into `dir`; `None` (and why) when it cannot be.
+fn build_mpi(dir: &Path) -> Result<std::path::PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/mpi_allreduce.c");
+    let exe = dir.join("mpi_allreduce");
+    let out = Command::new("mpicc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .output()
+        .map_err(|e| format!("mpicc: {e} (scripts/setup installs libopenmpi-dev)"))?;
+    if !out.status.success() {
+        return Err(format!("mpicc failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(exe)
+}
+
+/// MPI's ms a round.
+fn mpi(exe: &Path, workers: &str, rounds: &str) -> f64 {
+    let mut cmd = Command::new("mpirun");
+    // Root in containers and fewer cores than processes are this bench's normal case.
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", workers]);
+    let out = cmd.arg(exe).args([MODEL, rounds]).output().expect("mpirun runs");
+    assert!(out.status.success(), "mpirun: {}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_slice(&out.stdout).expect("MPI program's JSON");
+    line["ms_per_round"].as_f64().expect("ms_per_round")
+}
+
+/// `asap demo` on the big model with `extra` flags; its summary.
+fn demo(workers: &str, rounds: &str, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["demo", "--quiet", "--json", "--out"])
+        .arg(dir.path())
+        .args(["--workers", workers, "--rounds", rounds, "--features", MODEL])
+        .args(["--rows", "2000", "--compute-ms", "0", "--max-frame", "1400"])
+        .args(["--topology", "one-peer-exp"])
+        .args(extra)
+        .output()
+        .expect("asap demo runs");
+    assert!(
+        out.status.success(),
+        "asap demo {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON summary")
+}
+
+/// The run of `engine` with `compression` in a demo summary: (ms a round, MB a node a round).
+fn pick(summary: &Value, engine: &str, compression: &str) -> (f64, f64) {
+    let run = summary["runs"]
+        .as_array()
+        .and_then(|runs| {
+            runs.iter()
+                .find(|r| r["engine"] == engine && r["compression"] == compression)
+        })
+        .unwrap_or_else(|| panic!("no {engine}/{compression} run in {summary}"));
+    let f = |k: &str| run[k].as_f64().unwrap_or(f64::NAN);
+    (f("ms_per_round"), f("bytes_per_worker") / f("rounds").max(1.0) / 1e6)
+}
+
+fn main() {
+    let workers = env_or("ASAP_BENCH_WORKERS", "8");
+    let rounds = env_or("ASAP_BENCH_ROUNDS", "40");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = match build_mpi(dir.path()) {
+        Ok(exe) => exe,
+        Err(why) => {
+            println!("{}", json!({ "skipped": why }));
+            return;
+        }
+    };
+    let before = mpi(&exe, &workers, &rounds);
+    let key_file = dir.path().join("cluster.key");
+    let key = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .arg("keygen")
+        .output()
+        .expect("asap keygen");
+    std::fs::write(&key_file, &key.stdout).expect("key file");
+    let key_path = key_file.to_str().expect("utf-8 path");
+    let plain = demo(&workers, &rounds, &["--compress", "q8"]);
+    let keyed = demo(&workers, &rounds, &["--key-file", key_path]);
+    let after = mpi(&exe, &workers, &rounds);
+    let mpi_ms = (before + after) / 2.0;
+    // MPI's ring all-reduce moves 2(n-1)/n models a node a round.
+    let n: f64 = workers.parse().expect("workers");
+    let mpi_mb = 2.0 * (n - 1.0) / n * 4.0;
+    let cases = [
+        ("Open MPI MPI_Allreduce", (mpi_ms, mpi_mb)),
+        ("ASAP one-peer-exp", pick(&plain, "asap", "none")),
+        ("ASAP one-peer-exp, keyed", pick(&keyed, "asap", "none")),
+        ("ASAP one-peer-exp, q8", pick(&plain, "asap", "q8")),
+        ("our ring all-reduce", pick(&plain, "allreduce", "none")),
+    ];
+    for (case, (ms, mb)) in cases {
+        let line = json!({
+            "case": case,
+            "workers": n,
+            "model_floats": 1_000_000,
+            "max_frame": 1400,
+            "ms_per_round": ms,
+            "x_mpi": ms / mpi_ms,
+            "mb_per_node_round": mb,
+            "mpi_ms_before_after": [before, after],
+        });
+        println!("{line}");
+    }
+    eprintln!("\n| case | ms a round | × MPI | MB a node a round |\n|---|---:|---:|---:|");
+    for (case, (ms, mb)) in cases {
+        eprintln!("| {case} | {ms:.1} | {:.2} | {mb:.2} |", ms / mpi_ms);
+    }
+}
