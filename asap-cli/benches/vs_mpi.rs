@@ -5,11 +5,12 @@
 //! `cargo bench -p asap-cli --bench vs-mpi` prints one JSON line a case and a table: 8
 //! processes on loopback, a 1M-float model, 1,400-byte datagrams (what a network with a
 //! 1,500-byte MTU carries unfragmented), no compute: ms a round of ASAP one-peer-exp
-//! (plain, keyed, q8) and of our ring all-reduce, each as a ratio to MPI's.
+//! (plain; keyed with a BLAKE3 tag, and encrypted with AES-256-GCM, the fast way to
+//! authenticate on servers; q8) and of our ring all-reduce, each as a ratio to MPI's.
 //! `ASAP_BENCH_ROUNDS` (default 40) and `ASAP_BENCH_WORKERS` (default 8) change the run.
 //!
 //! ASAP's round includes one SGD step on 64 sparse rows (the demo's), which MPI's does
-//! not: the comparison slightly favours MPI.
+//! not: the comparison slightly favours MPI. Both average the model in place each round.
 
 use std::path::Path;
 use std::process::Command;
@@ -58,6 +59,8 @@ fn demo(workers: &str, rounds: &str, extra: &[&str]) -> Value {
         .args(["--workers", workers, "--rounds", rounds, "--features", MODEL])
         .args(["--rows", "2000", "--compute-ms", "0", "--max-frame", "1400"])
         .args(["--topology", "one-peer-exp"])
+        // Evaluate the model once, at the end: MPI's loop does no evaluation either.
+        .args(["--eval-every", rounds])
         .args(extra)
         .output()
         .expect("asap demo runs");
@@ -103,6 +106,11 @@ fn main() {
     let key_path = key_file.to_str().expect("utf-8 path");
     let plain = demo(&workers, &rounds, &["--compress", "q8"]);
     let keyed = demo(&workers, &rounds, &["--key-file", key_path]);
+    let aes = demo(
+        &workers,
+        &rounds,
+        &["--key-file", key_path, "--encrypt", "--cipher", "aes-256-gcm"],
+    );
     let after = mpi(&exe, &workers, &rounds);
     let mpi_ms = (before + after) / 2.0;
     // MPI's ring all-reduce moves 2(n-1)/n models a node a round.
@@ -111,7 +119,8 @@ fn main() {
     let cases = [
         ("Open MPI MPI_Allreduce", (mpi_ms, mpi_mb)),
         ("ASAP one-peer-exp", pick(&plain, "asap", "none")),
-        ("ASAP one-peer-exp, keyed", pick(&keyed, "asap", "none")),
+        ("ASAP one-peer-exp, keyed (BLAKE3 tag)", pick(&keyed, "asap", "none")),
+        ("ASAP one-peer-exp, keyed (AES-256-GCM)", pick(&aes, "asap", "none")),
         ("ASAP one-peer-exp, q8", pick(&plain, "asap", "q8")),
         ("our ring all-reduce", pick(&plain, "allreduce", "none")),
     ];

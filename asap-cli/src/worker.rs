@@ -128,6 +128,8 @@ pub struct WorkerSpec {
     pub key: Option<asap_core::Key>,
     /// With a key: payloads are encrypted too (`asap_core::Config::encrypt`).
     pub encrypt: bool,
+    /// The cipher it encrypts with (`asap_core::Config::cipher`).
+    pub cipher: asap_core::CipherSuite,
     /// The compressed mode (`asap_core::Config::compression`).
     pub compression: asap_core::Compression,
     /// Its consensus step (`None`: the compression's default for the graph).
@@ -289,6 +291,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         max_frame: spec.max_frame,
         key: spec.key,
         encrypt: spec.encrypt,
+        cipher: spec.cipher,
         compression: spec.compression,
         consensus_step: spec.consensus_step,
         incarnation: spec.incarnation,

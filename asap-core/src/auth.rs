@@ -18,7 +18,7 @@ use core::fmt;
 
 mod cipher;
 
-pub use cipher::{Cipher, Nonce, OpenError};
+pub use cipher::{Cipher, CipherSuite, Nonce, OpenError};
 
 /// Length of an authentication tag.
 pub const TAG_LEN: usize = 16;
@@ -107,26 +107,28 @@ impl Key {
 
 /// What a node seals its frames with, derived once from its configuration's `key` and
 /// `encrypt` (the cipher key derivation is not redone per frame).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+// One per node, built once and never moved in a hot path; no allocator to box it in.
+#[allow(clippy::large_enum_variant)]
 pub enum Secret {
     /// No key: CRC frames.
     None,
     /// Keyed BLAKE3 tags.
     Tag(Key),
-    /// XChaCha20-Poly1305 encryption.
+    /// Encryption (with the configured [`CipherSuite`]).
     Encrypt(Cipher),
 }
 
 impl Secret {
-    /// The secret of a key and an `encrypt` flag; `None` when they ask for what cannot
-    /// be had (encryption without a key, or in a build without the `encrypt` feature:
-    /// `Config::validate` says which).
-    pub fn new(key: Option<Key>, encrypt: bool) -> Option<Self> {
+    /// The secret of a key, an `encrypt` flag and the suite to encrypt with; `None`
+    /// when they ask for what cannot be had (encryption without a key, or in a build
+    /// without the suite: `Config::validate` says which).
+    pub fn new(key: Option<Key>, encrypt: bool, suite: CipherSuite) -> Option<Self> {
         match (key, encrypt) {
             (None, false) => Some(Secret::None),
             (None, true) => None,
             (Some(key), false) => Some(Secret::Tag(key)),
-            (Some(key), true) => Cipher::from_key(&key).map(Secret::Encrypt),
+            (Some(key), true) => Cipher::from_key(&key, suite).map(Secret::Encrypt),
         }
     }
 }

@@ -185,7 +185,8 @@ pub enum ConfigError {
     NotInTopology,
     /// `encrypt` without a `key`.
     EncryptionNeedsKey,
-    /// `encrypt` in a build without asap-core's `encrypt` feature.
+    /// `encrypt` in a build without asap-core's `encrypt` feature, or with a `cipher`
+    /// this build lacks (AES-256-GCM needs the `aes-gcm` feature).
     EncryptionUnavailable,
     /// A top-k fraction outside `(0, 1]`, a consensus step outside `(0, 1]`, or
     /// compression asked of the all-reduce baseline (it sends f32 only).
@@ -241,7 +242,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("compression is not in this build (asap-core's cargo feature `compress`)")
             }
             ConfigError::EncryptionUnavailable => {
-                f.write_str("encryption is not in this build (asap-core's cargo feature `encrypt`)")
+                f.write_str("this encryption is not in this build (asap-core's cargo features `encrypt`, and `aes-gcm` for AES-256-GCM)")
             }
             ConfigError::EncryptionNeedsIncarnation => f.write_str(
                 "encryption needs a non-zero incarnation, new at every start (a boot counter or a clock reading)",

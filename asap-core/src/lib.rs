@@ -44,7 +44,7 @@ internal! {
 }
 
 pub use allreduce::{AllReduce, AllReduceBuffers};
-pub use auth::{Key, KeyError, KEY_LEN};
+pub use auth::{CipherSuite, Key, KeyError, KEY_LEN};
 pub use compress::Compression;
 pub use config::{Buffers, Clip, Config, Layout, PeerSpec, UnknownWait, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};

@@ -24,7 +24,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Cipher, Key, Nonce, Secret, TAG_LEN};
+use crate::auth::{Cipher, CipherSuite, Key, Nonce, Secret, TAG_LEN};
 
 /// Protocol version carried in the first byte of every frame.
 pub const VERSION: u8 = 1;
@@ -80,6 +80,13 @@ pub enum Integrity {
         /// The sender's frame counter.
         seq: u64,
     },
+    /// The payload encrypted with AES-256-GCM ([`crate::auth::CipherSuite::Aes256Gcm`]),
+    /// its 16-byte tag over the header (in clear) and the ciphertext; `seq` as for
+    /// `Blake3`, its low 48 bits part of the nonce.
+    Aes256Gcm {
+        /// The sender's frame counter.
+        seq: u64,
+    },
 }
 
 impl Integrity {
@@ -87,15 +94,31 @@ impl Integrity {
     pub const fn trailer_len(self) -> usize {
         match self {
             Integrity::Crc32 => CRC_LEN,
-            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } => TAG_LEN,
+            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. } => TAG_LEN,
         }
+    }
+
+    /// Whether frames of this scheme and of `other` protect alike: both checksummed,
+    /// both tagged, or both encrypted (with any suite: a node opens every suite its build
+    /// has). A node takes only frames protected as its own are.
+    pub const fn protects_as(self, other: Integrity) -> bool {
+        const fn level(i: Integrity) -> u8 {
+            match i {
+                Integrity::Crc32 => 0,
+                Integrity::Blake3 { .. } => 1,
+                Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. } => 2,
+            }
+        }
+        level(self) == level(other)
     }
 
     /// The sender's sequence number, for the schemes that carry one.
     pub const fn seq(self) -> Option<u64> {
         match self {
             Integrity::Crc32 => None,
-            Integrity::Blake3 { seq } | Integrity::XChaCha20Poly1305 { seq } => Some(seq),
+            Integrity::Blake3 { seq } | Integrity::XChaCha20Poly1305 { seq } | Integrity::Aes256Gcm { seq } => {
+                Some(seq)
+            }
         }
     }
 
@@ -105,6 +128,7 @@ impl Integrity {
             Integrity::Crc32 => Integrity::Crc32,
             Integrity::Blake3 { .. } => Integrity::Blake3 { seq },
             Integrity::XChaCha20Poly1305 { .. } => Integrity::XChaCha20Poly1305 { seq },
+            Integrity::Aes256Gcm { .. } => Integrity::Aes256Gcm { seq },
         }
     }
 
@@ -113,7 +137,9 @@ impl Integrity {
         match self {
             Integrity::Crc32 => MAX_UPDATE_HEADER_LEN,
             // The sequence number's varint, at its widest.
-            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } => MAX_UPDATE_HEADER_LEN + 10,
+            Integrity::Blake3 { .. } | Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. } => {
+                MAX_UPDATE_HEADER_LEN + 10
+            }
         }
     }
 }
@@ -250,6 +276,9 @@ pub enum DecodeError {
     /// A frame that is authenticated but not encrypted reached a node that requires
     /// encryption.
     NotEncrypted,
+    /// A frame encrypted with a cipher suite this build does not have (AES-256-GCM
+    /// reaching a board built without the `aes-gcm` feature).
+    UnsupportedCipher,
 }
 
 impl fmt::Display for DecodeError {
@@ -267,6 +296,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadTag => f.write_str("frame authentication tag mismatch"),
             DecodeError::Encrypted => f.write_str("frame is encrypted and cannot be decrypted here"),
             DecodeError::NotEncrypted => f.write_str("frame is not encrypted and this node requires it"),
+            DecodeError::UnsupportedCipher => f.write_str("frame is encrypted with a cipher suite this build lacks"),
         }
     }
 }
@@ -282,6 +312,7 @@ impl DecodeError {
                 | DecodeError::Unauthenticated
                 | DecodeError::Encrypted
                 | DecodeError::NotEncrypted
+                | DecodeError::UnsupportedCipher
         )
     }
 }
@@ -310,7 +341,7 @@ pub enum Sealing<'k> {
     Crc,
     /// A keyed BLAKE3 tag.
     Tag(&'k Key),
-    /// XChaCha20-Poly1305 encryption of the payload.
+    /// Encryption of the payload, with the cipher's suite.
     Encrypt(&'k Cipher),
 }
 
@@ -338,7 +369,10 @@ impl<'k> Sealing<'k> {
         match self {
             Sealing::Crc => Integrity::Crc32,
             Sealing::Tag(_) => Integrity::Blake3 { seq },
-            Sealing::Encrypt(_) => Integrity::XChaCha20Poly1305 { seq },
+            Sealing::Encrypt(cipher) => match cipher.suite() {
+                CipherSuite::XChaCha20Poly1305 => Integrity::XChaCha20Poly1305 { seq },
+                CipherSuite::Aes256Gcm => Integrity::Aes256Gcm { seq },
+            },
         }
     }
 }
@@ -482,16 +516,24 @@ pub fn decode_sealed<'a>(bytes: &'a [u8], sealing: Sealing<'_>) -> Result<(Frame
 }
 
 /// [`decode_sealed`] that also takes encrypted frames: their payload is decrypted in
-/// place once the tag verified (a refused frame's bytes are left as they came).
+/// place once the tag verified. A refused frame holds no plaintext: its bytes are left
+/// as they came, but for an AES-256-GCM payload, which is zeroed.
 pub fn open<'a>(bytes: &'a mut [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>, usize), DecodeError> {
     let (header, header_len, total) = check_layout(bytes)?;
     let end = total - header.integrity.trailer_len();
     let (body, trailer) = bytes[..total].split_at_mut(end);
     match (header.integrity, sealing) {
-        (Integrity::XChaCha20Poly1305 { .. }, Sealing::Encrypt(cipher)) => {
+        (Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. }, Sealing::Encrypt(cipher)) => {
+            let suite = match header.integrity {
+                Integrity::Aes256Gcm { .. } => CipherSuite::Aes256Gcm,
+                _ => CipherSuite::XChaCha20Poly1305,
+            };
+            if !suite.is_available() {
+                return Err(DecodeError::UnsupportedCipher);
+            }
             let (head, payload) = body.split_at_mut(header_len);
             cipher
-                .open(nonce(&header), head, payload, trailer)
+                .open(suite, nonce(&header), head, payload, trailer)
                 .map_err(|_| DecodeError::BadTag)?;
         }
         _ => verify(&header, body, trailer, sealing)?,
@@ -546,7 +588,7 @@ fn verify(header: &Header, body: &[u8], trailer: &[u8], sealing: Sealing<'_>) ->
             }
         }
         (Integrity::Blake3 { .. }, Sealing::Encrypt(_)) => return Err(DecodeError::NotEncrypted),
-        (Integrity::XChaCha20Poly1305 { .. }, _) => return Err(DecodeError::Encrypted),
+        (Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. }, _) => return Err(DecodeError::Encrypted),
     }
     Ok(())
 }

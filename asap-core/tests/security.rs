@@ -423,3 +423,45 @@ fn without_the_encrypt_feature_encryption_is_a_configuration_error() {
     };
     assert_eq!(config.layout(1), Err(ConfigError::EncryptionUnavailable));
 }
+
+/// AES-256-GCM (servers) and XChaCha20-Poly1305 (boards) under one cluster key: each
+/// node seals with its own suite, names it in every header, and opens the other's; the
+/// pair averages as a plain one does. A frame of either suite, altered, is refused.
+#[cfg(feature = "aes-gcm")]
+#[test]
+fn aes_gcm_and_xchacha_nodes_open_each_others_frames_and_average() {
+    use asap_core::CipherSuite;
+    let ca = Config {
+        cipher: CipherSuite::Aes256Gcm,
+        ..encrypting(A, K1, Wait::All)
+    };
+    let cb = encrypting(B, K1, Wait::All);
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
+    let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
+    let now = Instant::ZERO;
+    a.start_round(now, &replica(0.0)).unwrap();
+    b.start_round(now, &replica(1.0)).unwrap();
+    let (from_a, from_b) = (frames(&mut a, now), frames(&mut b, now));
+    for (sent, aes) in [(&from_a, true), (&from_b, false)] {
+        for bytes in sent.iter() {
+            let (header, _) = wire::peek(bytes).unwrap();
+            let named = matches!(header.integrity, Integrity::Aes256Gcm { .. });
+            assert_eq!(named, aes, "{:?}", header.integrity);
+        }
+    }
+    // Altered frames of both suites are refused and change nothing.
+    for (receiver, sent) in [(&mut b, &from_a), (&mut a, &from_b)] {
+        for bytes in sent.iter() {
+            let mut altered = bytes.clone();
+            let last = altered.len() - 1;
+            altered[last] ^= 0x40;
+            let result = receiver.handle_frame_mut(now, &mut altered);
+            assert_eq!(result, Err(FrameError::Decode(DecodeError::BadTag)));
+        }
+        assert_eq!(receiver.stats().frames_received, 0);
+    }
+    drop((a, b));
+    let (mut ma, mut mb) = (Mem::new(&ca, 1), Mem::new(&cb, 1));
+    let (mut a, mut b) = (node(ca, &mut ma), node(cb, &mut mb));
+    assert_pair_averages_refusing_nothing(&mut a, &mut b);
+}

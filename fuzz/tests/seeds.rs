@@ -227,7 +227,7 @@ fn write_codec_and_encrypted_seeds() {
     }
     // keyed: frames of every kind encrypted under the cluster key (selector bit 1).
     let key = Key::new([0x5a; 32]);
-    let cipher = Cipher::from_key(&key).unwrap();
+    let cipher = Cipher::from_key(&key, asap_core::auth::CipherSuite::XChaCha20Poly1305).unwrap();
     let values: Vec<f32> = (0..116).map(|i| i as f32 * 0.25 - 3.0).collect();
     for (name, kind, payload) in [
         (

@@ -50,7 +50,10 @@ fn main() {
     // later ones (check, then add). A round on a degree-d graph does one init and d - 1
     // folds per chunk.
     let key = Key::new([0x5a; 32]);
-    let cipher = asap_core::auth::Cipher::from_key(&key).expect("built with encrypt");
+    let cipher = asap_core::auth::Cipher::from_key(&key, asap_core::auth::CipherSuite::XChaCha20Poly1305)
+        .expect("built with encrypt");
+    let aes =
+        asap_core::auth::Cipher::from_key(&key, asap_core::auth::CipherSuite::Aes256Gcm).expect("built with aes-gcm");
     // Both keyed schemes have the same header bound and trailer, so the same chunks.
     let small_keyed = wire::chunk_len_for_frame(SMALL_FRAME, Integrity::Blake3 { seq: 0 });
     let large_keyed = wire::chunk_len_for_frame(wire::MAX_FRAME_LEN, Integrity::Blake3 { seq: 0 });
@@ -64,6 +67,8 @@ fn main() {
         "keyed_frames_65536",
         "encrypted_frames_1400",
         "encrypted_frames_65536",
+        "aes_gcm_frames_1400",
+        "aes_gcm_frames_65536",
         "codec_f16",
         "codec_bf16",
         "codec_q8",
@@ -110,10 +115,17 @@ fn main() {
             Sealing::Encrypt(&cipher),
         ),
         8 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Sealing::Encrypt(&cipher)),
+        9 => encode_decode_all(
+            black_box(&src),
+            small_keyed,
+            &mut buf[..SMALL_FRAME],
+            Sealing::Encrypt(&aes),
+        ),
+        10 => encode_decode_all(black_box(&src), large_keyed, &mut buf, Sealing::Encrypt(&aes)),
         // The compressed payloads: encode the whole model chunk by chunk (64 KiB frames)
         // and fold each payload back (what sender and receiver do per update).
-        9..=12 => {
-            let compression = codecs[op - 9];
+        11..=14 => {
+            let compression = codecs[op - 11];
             let chunk = compression.chunk_values(wire::MAX_FRAME_LEN - 64);
             for (a, v) in acc.chunks_mut(chunk).zip(src.chunks(chunk)) {
                 let len = compress::encode(compression, black_box(v), &mut buf).expect("finite");

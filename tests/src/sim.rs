@@ -1237,7 +1237,7 @@ impl Sim {
     /// The header of the frame in `self.buf[..len]` if its receiver can open it (an
     /// encrypted one is opened in a copy).
     fn opened(&self, len: usize) -> Option<asap_core::wire::Header> {
-        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt)?;
+        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt, Default::default())?;
         let frame = &self.buf[..len];
         let opened = match secret {
             asap_core::auth::Secret::Encrypt(_) => {

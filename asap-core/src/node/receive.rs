@@ -39,7 +39,7 @@ impl<const P: usize> Node<'_, P> {
     /// a replay), then handles it. `Ok(true)`: it proved its sender and was new (see
     /// [`Accepted::fresh`]).
     pub(super) fn handle_decoded(&mut self, now: Instant, h: Header, payload: &[u8]) -> Result<bool, FrameError> {
-        if core::mem::discriminant(&h.integrity) != core::mem::discriminant(&self.config.integrity()) {
+        if !h.integrity.protects_as(self.config.integrity()) {
             return Err(FrameError::Integrity);
         }
         if h.cluster != self.config.cluster {
