@@ -60,6 +60,10 @@ pub struct AllReduce<'a> {
     /// The left neighbour announced `recv_step` complete (NOTIFY seen).
     ack_due: Option<u32>,
     missing_due: Option<u32>,
+    /// A NOTIFY for the first step of a round this node had not started: its left
+    /// neighbour started sooner and its chunks were dropped. Answered (all missing) as
+    /// soon as the round starts, not a retransmission timeout later.
+    early_notify: Option<u32>,
     stats: Stats,
     /// The configuration's key, and the cipher derived from it when encrypting.
     secret: Secret,
@@ -117,6 +121,7 @@ impl<'a> AllReduce<'a> {
             received: 0,
             ack_due: None,
             missing_due: None,
+            early_notify: None,
             stats: Stats::default(),
             secret: config.secret()?,
             send_seq: 0,
@@ -201,6 +206,9 @@ impl<'a> AllReduce<'a> {
         self.received = 0;
         self.buffers.chunk_bits.fill(0);
         self.out.begin(self.tag(0));
+        if self.early_notify.take().is_some_and(|tag| self.recv_tag() == Some(tag)) {
+            self.missing_due = self.recv_tag();
+        }
         Ok(())
     }
 
@@ -369,9 +377,10 @@ impl<'a> AllReduce<'a> {
         } else if tag < first_missing {
             // Our ACK was lost.
             self.ack_due = Some(tag);
+        } else if !self.started {
+            // A step of a round this node has not started: answered once it starts.
+            self.early_notify = Some(tag);
         }
-        // A step of a round this node has not started: answered once it starts (the
-        // sender's timer repeats the NOTIFY).
     }
 
     fn complete_recv_step(&mut self) {
