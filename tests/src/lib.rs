@@ -353,3 +353,12 @@ pub fn random_vectors(n: usize, len: usize, seed: u64) -> Vec<Vec<f32>> {
         .map(|_| (0..len).map(|_| rng.random_range(-1.0..1.0)).collect())
         .collect()
 }
+
+/// The exact mean of `vectors` (all of one length), computed in f64.
+pub fn mean<V: AsRef<[f32]>>(vectors: &[V]) -> Vec<f64> {
+    let n = vectors.len() as f64;
+    let len = vectors.first().map_or(0, |v| v.as_ref().len());
+    (0..len)
+        .map(|k| vectors.iter().map(|v| f64::from(v.as_ref()[k])).sum::<f64>() / n)
+        .collect()
+}
