@@ -1,5 +1,5 @@
-//! The training workloads of ASAP clusters, in one home that the `asap` command and the
-//! firmwares share (and the simulator can; its logistic shards are still its own):
+//! The training workloads of ASAP clusters, in one home that the `asap` command, the
+//! firmwares and the simulator (its logistic workload is the dense problem) share:
 //!
 //! * dense, `no_std`, no alloc (always built): a federated-learning problem every member
 //!   of a cluster, board or server, can build from a seed — this crate root;

@@ -7,15 +7,25 @@
 //!
 //! Events are frame deliveries, node timers and the end of a node's local compute; time
 //! jumps from one to the next. Only the node an event concerns is serviced, so a
-//! thousand nodes cost what their traffic costs.
+//! thousand nodes cost what their traffic costs. Between rounds nodes average, or learn:
+//! the logistic workload is asap-fed's federated problem, the one servers and boards
+//! train.
+//!
+//! [`Sim::run`] plays a scenario to its end and judges it; [`Sim::run_until`] runs to a
+//! round count, can be called again with a larger one, and leaves the cluster for a
+//! test to inspect in between (nodes, replicas, counters: [`Sim::node`],
+//! [`Sim::replica`], [`Sim::report`]). Once warmed up the simulator allocates nothing
+//! (frames move through a pre-allocated pool, reports are reserved for the scenario's
+//! rounds), so `tests/zero_alloc.rs` counts the nodes' allocations through it.
 //!
 //! Checked as it runs: NOTIFY-ACK on every update sent (no new update on an edge before
 //! the previous one was acknowledged), finite replicas, replicas within the range of
 //! the initial ones (averaging never drives them apart, in any mode), the exact mean
-//! when nothing cost it, the staleness bound at every round start, and liveness: once
-//! the last fault healed, every live node finishes a round within a bound (see
-//! `Sim::round_bound`). At the end: every round done, and consensus when the gap
-//! says it is due.
+//! (push-sum: weighted by mass) when nothing cost it, the compressed mode's public
+//! copies whenever the cluster is between rounds, the staleness bound at every round
+//! start, and liveness: once the last fault healed, every live node finishes a round
+//! within a bound (see `Sim::round_bound`). At the end of [`Sim::run`]: every round
+//! done, and consensus when the gap says it is due.
 //!
 //! `ASAP_SIM_TRACE=1` prints every frame (and whether the link lost it) and every round
 //! started and finished; `ASAP_SIM_DUMP=1` prints every node's state when liveness
@@ -32,6 +42,20 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{random_vectors, NodeMemory};
+
+/// Frame slots the pool holds from the start, per node: well over what a node has in
+/// flight in a steady state (17 in `tests/zero_alloc.rs`), so the pool does not grow
+/// there. It grows when a run needs more (bandwidth-limited links queue many frames).
+const SLOTS_PER_NODE: usize = 64;
+
+/// At most this many bytes of frame slots are allocated up front (a thousand nodes of
+/// jumbo frames would take gigabytes); past that the pool grows as it is used.
+const POOL_BYTES: usize = 64 << 20;
+
+/// Queue entries reserved per node beyond the frames: timers (superseded ones wait in
+/// the queue until their time), compute ends, crashes. (`tests/zero_alloc.rs` peaks at
+/// 35 entries a node, frames included.)
+const EVENTS_PER_NODE: usize = 64;
 
 /// Time a run goes on after its last fault healed, beyond the settle rounds: peers
 /// must hear from each other again (heartbeats every 100 ms) before rounds mean much.
@@ -96,11 +120,14 @@ pub struct Crash {
 pub enum Workload {
     /// Nothing: pure averaging; the target is the exact mean of the initial replicas.
     Average,
-    /// One full-batch gradient step of logistic regression on the node's own shard of a
-    /// seeded synthetic data set (shards differ in distribution, as edge data does).
+    /// One minibatch SGD step of logistic regression on the node's shard of asap-fed's
+    /// federated problem ([`asap_fed::Problem`], seeded by the scenario: shards that
+    /// differ in feature means and class balance, as edge data does) before each round.
     Logistic {
-        /// Samples per node.
-        samples: usize,
+        /// Samples per node (`Problem::shard_len`).
+        samples: u32,
+        /// Samples a step (at most [`asap_fed::MAX_BATCH`]).
+        batch: usize,
         /// Learning rate.
         rate: f32,
     },
@@ -119,7 +146,8 @@ pub struct Scenario {
     pub degree: Option<u32>,
     /// Model values per node.
     pub model_len: usize,
-    /// Rounds every node must finish.
+    /// Rounds every node must finish ([`Sim::run`]). The reports are reserved for this
+    /// many, so a [`Sim::run_until`] to at most this count allocates nothing for them.
     pub rounds: u32,
     /// Wait policy.
     pub wait: Wait,
@@ -135,6 +163,9 @@ pub struct Scenario {
     /// not the gap's (the end-of-run check is the caller's); the public-copy invariant
     /// is checked whenever the cluster is quiescent.
     pub compression: asap_core::compress::Compression,
+    /// The compressed mode's consensus step γ (`Config::consensus_step`; `None`: the
+    /// encoding's default).
+    pub consensus_step: Option<f32>,
     /// Largest frame.
     pub max_frame: usize,
     /// The links.
@@ -147,7 +178,7 @@ pub struct Scenario {
     pub partitions: Vec<Partition>,
     /// Crashes with restart.
     pub crashes: Vec<Crash>,
-    /// Give up past this much virtual time.
+    /// Give up past this much virtual time (from the start of the run).
     pub time_limit: Duration,
     /// What nodes compute between rounds.
     pub workload: Workload,
@@ -171,6 +202,7 @@ impl Scenario {
             key: None,
             encrypt: false,
             compression: asap_core::compress::Compression::None,
+            consensus_step: None,
             max_frame: 512,
             network: Network::default(),
             compute: Duration::from_millis(1),
@@ -305,7 +337,12 @@ impl fmt::Display for Scenario {
             self.stragglers,
             self.partitions,
             self.crashes
-        )
+        )?;
+        // Only when set: every scenario without it prints as it always did.
+        match self.consensus_step {
+            Some(step) => write!(f, " consensus_step={step}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -315,8 +352,9 @@ pub struct Report {
     /// Largest distance of any replica from the target after each round every node
     /// finished (index 0: before the first round).
     pub error_per_round: Vec<f64>,
-    /// Logistic workload: the loss of the average replica on all the data, after each
-    /// round every node finished (index 0: before the first round).
+    /// Logistic workload: the loss of the average replica on the problem's held-out test
+    /// set (a mix of every node's distribution), after each round every node finished
+    /// (index 0: before the first round).
     pub loss_per_round: Vec<f64>,
     /// Virtual time at which every node had finished each round.
     pub time_per_round: Vec<Duration>,
@@ -470,12 +508,24 @@ struct SimNode {
     started_before: Vec<u32>,
 }
 
-/// The simulator.
+impl SimNode {
+    /// Its push-sum mass: 1 unless it runs ASAP on a graph that needs push-sum.
+    fn mass(&self) -> f64 {
+        match &self.node {
+            Some(Engine::Asap(n)) => n.mass(),
+            _ => 1.0,
+        }
+    }
+}
+
+/// The simulator: a scenario's cluster, its network and the invariants it checks.
 pub struct Sim {
     scenario: Scenario,
     topology: Topology,
     nodes: Vec<SimNode>,
     initial: Vec<Vec<f32>>,
+    /// Per value, the exact mean of the replicas the run started from (or that
+    /// [`Sim::change_replicas`] left).
     target: Vec<f64>,
     rng: ChaCha8Rng,
     now: Instant,
@@ -484,12 +534,23 @@ pub struct Sim {
     pool: Vec<(u32, usize, Vec<u8>)>,
     free: Vec<usize>,
     buf: Vec<u8>,
+    /// Where an encrypted frame is opened to check it (it leaves sealed).
+    open_buf: Vec<u8>,
+    /// What the nodes seal with (one key for the cluster), to open their frames from
+    /// outside; `None` when the scenario asks for what this build cannot do.
+    secret: Option<asap_core::auth::Secret>,
     edges: Vec<EdgeLog>,
     report: Report,
-    /// Per value, the least and greatest initial replica (averaging never leaves them).
+    /// Per value, the least and greatest initial replica, or of those
+    /// [`Sim::change_replicas`] left (averaging never leaves them).
     hull: Vec<(f32, f32)>,
-    /// Per node: samples (row-major, `model_len` features) and labels in {0, 1}.
-    shards: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The logistic workload's problem.
+    problem: Option<asap_fed::Problem>,
+    /// The average replica, for the loss (reused: the steady state allocates nothing).
+    average: Vec<f32>,
+    /// Nodes start no round past this many ([`Sim::run_until`]'s count; unbounded in
+    /// [`Sim::run`]).
+    stop_at: u32,
     /// Print every frame sent and every round started and finished to stderr
     /// (`ASAP_SIM_TRACE` set).
     trace: bool,
@@ -515,24 +576,44 @@ impl Sim {
             ..TopologySpec::new(scenario.family, n)
         };
         let topology = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]).map_err(|e| format!("topology: {e}"))?;
-        let initial = random_vectors(n as usize, scenario.model_len, scenario.seed);
-        let target = crate::Cluster::mean(&initial);
+        let problem = match scenario.workload {
+            Workload::Logistic { samples, .. } if scenario.model_len >= 2 => Some(asap_fed::Problem {
+                shard_len: samples,
+                ..asap_fed::Problem::new(scenario.seed, scenario.model_len, n)
+            }),
+            Workload::Logistic { .. } => return Err("logistic workload: the model needs a bias and a feature".into()),
+            Workload::Average => None,
+        };
+        let slots = (SLOTS_PER_NODE * n as usize).min(POOL_BYTES / scenario.max_frame.max(1));
+        let mut report = Report::default();
+        let rounds = scenario.rounds as usize + 1;
+        report.error_per_round.reserve(rounds);
+        report.time_per_round.reserve(rounds);
+        if problem.is_some() {
+            report.loss_per_round.reserve(rounds);
+        }
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x51_3a_7e),
             topology,
             nodes: Vec::new(),
-            target,
+            target: Vec::new(),
             now: Instant::ZERO,
-            queue: BinaryHeap::new(),
+            queue: BinaryHeap::with_capacity(slots + EVENTS_PER_NODE * n as usize),
             seq: 0,
-            pool: Vec::new(),
-            free: Vec::new(),
+            pool: (0..slots)
+                .map(|_| (0, 0, Vec::with_capacity(scenario.max_frame)))
+                .collect(),
+            free: (0..slots).rev().collect(),
             buf: vec![0; scenario.max_frame],
+            open_buf: Vec::with_capacity(scenario.max_frame),
+            secret: asap_core::auth::Secret::new(scenario.key, scenario.encrypt, Default::default()),
             edges: vec![EdgeLog::default(); (n * n) as usize],
-            report: Report::default(),
+            report,
             hull: Vec::new(),
-            shards: Vec::new(),
-            initial,
+            problem,
+            average: vec![0.0; scenario.model_len],
+            stop_at: u32::MAX,
+            initial: random_vectors(n as usize, scenario.model_len, scenario.seed),
             scenario,
             trace: std::env::var_os("ASAP_SIM_TRACE").is_some(),
             healed: Instant::ZERO,
@@ -573,18 +654,26 @@ impl Sim {
         for c in sim.scenario.crashes.clone() {
             sim.push(c.at, What::Crash(c.node));
         }
-        if let Workload::Logistic { samples, .. } = sim.scenario.workload {
-            sim.shards = logistic_shards(sim.scenario.seed, n, sim.scenario.model_len, samples);
-            sim.report.loss_per_round.push(sim.loss());
+        sim.take_replicas_as_reference();
+        if sim.problem.is_some() {
+            let loss = sim.loss();
+            sim.report.loss_per_round.push(loss);
         }
         sim.report.error_per_round.push(sim.error());
-        sim.hull = (0..sim.scenario.model_len)
+        Ok(sim)
+    }
+
+    /// The replicas as they are become what the run is judged against: their exact
+    /// mean the target, their range the hull.
+    fn take_replicas_as_reference(&mut self) {
+        let replicas: Vec<&[f32]> = self.nodes.iter().map(|s| &s.params[..]).collect();
+        self.target = crate::mean(&replicas);
+        self.hull = (0..self.scenario.model_len)
             .map(|k| {
-                let values = sim.initial.iter().map(|v| v[k]);
+                let values = replicas.iter().map(|v| v[k]);
                 (values.clone().fold(f32::MAX, f32::min), values.fold(f32::MIN, f32::max))
             })
             .collect();
-        Ok(sim)
     }
 
     fn config(&self, i: u32, incarnation: u32) -> Config {
@@ -597,6 +686,7 @@ impl Sim {
             key: self.scenario.key,
             encrypt: self.scenario.encrypt,
             compression: self.scenario.compression,
+            consensus_step: self.scenario.consensus_step,
             ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
         }
     }
@@ -633,15 +723,95 @@ impl Sim {
         self.push(until, What::Computed(i));
     }
 
-    /// Runs the scenario to the end. `Err` on the first broken invariant.
+    /// Runs the scenario to the end: until every node finished the scenario's rounds
+    /// (nodes go on with their rounds until the slowest is there, as training does) and,
+    /// after faults, enough rounds to settle; then judges consensus. `Err` on the first
+    /// broken invariant.
     pub fn run(&mut self) -> Result<Report, Violation> {
+        self.resume(u32::MAX);
+        let done = self.process_until(Self::done)?;
+        self.report = self.report();
+        if !done {
+            return Err(self.violation(format!(
+                "liveness: only {} of {} rounds done by {}",
+                self.report.rounds, self.scenario.rounds, self.now
+            )));
+        }
+        // Consensus: the replicas agree (with the exact average too, when nothing cost
+        // exactness), once the gap says enough rounds ran after the faults healed.
+        let clean_rounds = if self.has_faults() {
+            self.healed_rounds()
+        } else {
+            self.report.rounds
+        };
+        // Asynchronous modes mix whatever arrived, so the gap says nothing about a round;
+        // that they never drive the replicas apart is checked at every mix (`hull`).
+        let synchronous = matches!(self.scenario.wait, Wait::All | Wait::Barrier);
+        if synchronous && self.scenario.workload == Workload::Average && self.expected_error_bound(clean_rounds) < 1e-5
+        {
+            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+            let err = if exact { self.error() } else { self.spread() };
+            if err > 1e-4 {
+                let what = if exact {
+                    "distance to the average"
+                } else {
+                    "spread between replicas"
+                };
+                return Err(self.violation(format!("consensus: {what} {err:e} after {} rounds", self.report.rounds)));
+            }
+        }
+        Ok(self.report.clone())
+    }
+
+    /// Runs until every node finished `rounds` rounds; none starts a round past that
+    /// count, so when it returns `Ok` the cluster is between rounds: every update sent
+    /// was folded, and the replicas are there to inspect (or change:
+    /// [`Sim::change_replicas`]). Call it again with a larger count to go on. Every
+    /// invariant is checked on the way, as in [`Sim::run`] (not the end-of-run
+    /// consensus: that is the caller's to judge); the run's time limit counts from the
+    /// start of the run. `Err` on the first broken invariant, or when the rounds are not
+    /// done within the time limit.
+    pub fn run_until(&mut self, rounds: u32) -> Result<(), Violation> {
+        self.resume(rounds);
+        if self.process_until(|sim| sim.min_rounds() >= rounds)? {
+            return Ok(());
+        }
+        Err(self.violation(format!(
+            "liveness: only {} of {rounds} rounds done by {}",
+            self.min_rounds(),
+            self.now
+        )))
+    }
+
+    /// Lets nodes start rounds up to `stop_at`. A node that was held at the previous
+    /// count waited on the harness, not on its peers: its wait is no stall.
+    fn resume(&mut self, stop_at: u32) {
+        for s in &mut self.nodes {
+            if s.rounds_done >= self.stop_at {
+                s.finished_at = s.finished_at.max(self.now);
+            }
+        }
+        self.stop_at = stop_at;
+    }
+
+    /// Services every node, then handles events in time order until `done` holds
+    /// (`true`) or the next event is past the time limit (`false`).
+    fn process_until(&mut self, done: impl Fn(&Sim) -> bool) -> Result<bool, Violation> {
         let deadline = Instant::ZERO + self.scenario.time_limit;
         for i in 0..self.scenario.nodes {
             self.service(i)?;
         }
-        while let Some(Reverse((at, _, what))) = self.queue.pop() {
+        if done(self) {
+            return Ok(true);
+        }
+        loop {
+            let Some(Reverse((at, seq, what))) = self.queue.pop() else {
+                return Ok(false);
+            };
             if at > deadline {
-                break;
+                // Left for a later call with a larger limit.
+                self.queue.push(Reverse((at, seq, what)));
+                return Ok(false);
             }
             self.now = self.now.max(at);
             self.report.events += 1;
@@ -727,46 +897,81 @@ impl Sim {
             if self.now >= self.next_stall_check {
                 self.check_stalls()?;
             }
-            if self.done() {
-                break;
+            // Judged after an event that did something (a superseded timer did not).
+            if done(self) {
+                return Ok(true);
             }
         }
-        self.report.time = self.now - Instant::ZERO;
-        self.report.rounds = self.min_rounds();
-        self.report.rounds_per_node = self.nodes.iter().map(|s| s.rounds_done).collect();
-        self.report.spread = self.spread();
+    }
+
+    /// What the run measured so far (the counters as they stand; `rounds`: what every
+    /// node finished).
+    pub fn report(&self) -> Report {
         let n = f64::from(self.scenario.nodes);
-        self.report.bytes_per_node = self.nodes.iter().map(|s| s.bytes_sent as f64).sum::<f64>() / n;
-        if !self.done() {
-            return Err(self.violation(format!(
-                "liveness: only {} of {} rounds done by {}",
-                self.report.rounds, self.scenario.rounds, self.now
-            )));
+        Report {
+            time: self.now - Instant::ZERO,
+            rounds: self.min_rounds(),
+            rounds_per_node: self.nodes.iter().map(|s| s.rounds_done).collect(),
+            spread: self.spread(),
+            bytes_per_node: self.nodes.iter().map(|s| s.bytes_sent as f64).sum::<f64>() / n,
+            ..self.report.clone()
         }
-        // Consensus: the replicas agree (with the exact average too, when nothing cost
-        // exactness), once the gap says enough rounds ran after the faults healed.
-        let clean_rounds = if self.has_faults() {
-            self.healed_rounds()
-        } else {
-            self.report.rounds
-        };
-        // Asynchronous modes mix whatever arrived, so the gap says nothing about a round;
-        // that they never drive the replicas apart is checked at every mix (`hull`).
-        let synchronous = matches!(self.scenario.wait, Wait::All | Wait::Barrier);
-        if synchronous && self.scenario.workload == Workload::Average && self.expected_error_bound(clean_rounds) < 1e-5
-        {
-            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
-            let err = if exact { self.error() } else { self.spread() };
-            if err > 1e-4 {
-                let what = if exact {
-                    "distance to the average"
-                } else {
-                    "spread between replicas"
-                };
-                return Err(self.violation(format!("consensus: {what} {err:e} after {} rounds", self.report.rounds)));
-            }
+    }
+
+    /// The scenario being run.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The graph the nodes run on.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Node `i`, when it runs ASAP and is up (`None`: crashed, or the all-reduce
+    /// baseline).
+    pub fn node(&self, i: u32) -> Option<&Node<'static, SIM_PEERS>> {
+        match self.nodes.get(i as usize)?.node.as_ref()? {
+            Engine::Asap(node) => Some(node),
+            Engine::AllReduce(_) => None,
         }
-        Ok(self.report.clone())
+    }
+
+    /// Every ASAP node that is up, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node<'static, SIM_PEERS>> + '_ {
+        (0..self.scenario.nodes).filter_map(|i| self.node(i))
+    }
+
+    /// Node `i`'s replica (the application's parameters).
+    pub fn replica(&self, i: u32) -> &[f32] {
+        &self.nodes[i as usize].params
+    }
+
+    /// The exact mean the replicas are judged against: of the initial ones, or of those
+    /// [`Sim::change_replicas`] left.
+    pub fn target(&self) -> &[f64] {
+        &self.target
+    }
+
+    /// The application changes its replicas between rounds (a stand-in for training
+    /// steps the workload does not model): `change(i, replica)` on every node. Their
+    /// mean becomes the target and their range the hull the checks hold them to. Only
+    /// between rounds: after [`Sim::run_until`], before anything else.
+    pub fn change_replicas(&mut self, mut change: impl FnMut(u32, &mut [f32])) {
+        let mid_round = self
+            .nodes
+            .iter()
+            .any(|s| s.node.as_ref().is_some_and(Engine::is_started));
+        assert!(!mid_round, "replicas change between rounds only");
+        for (i, s) in self.nodes.iter_mut().enumerate() {
+            change(i as u32, &mut s.params);
+        }
+        self.take_replicas_as_reference();
     }
 
     /// Every node did the scenario's rounds and, when faults were injected, enough
@@ -819,8 +1024,8 @@ impl Sim {
         // Nodes keep going until the slowest is done, as training does: one that stopped
         // early would starve its neighbours. A round may be ready as soon as it starts
         // (its updates came while the node computed, or it waits for nothing): the
-        // application finishes it at once.
-        let start = s.computing_until.is_none();
+        // application finishes it at once. None starts past `stop_at` (`run_until`).
+        let start = s.computing_until.is_none() && s.rounds_done < self.stop_at;
         let advance = node
             .reducer()
             .advance_round(self.now, &mut s.params, start)
@@ -880,8 +1085,8 @@ impl Sim {
     fn check_stalls(&mut self) -> Result<(), Violation> {
         let mut next = None;
         for (i, s) in self.nodes.iter().enumerate() {
-            if s.node.is_none() {
-                continue; // crashed: not live
+            if s.node.is_none() || s.rounds_done >= self.stop_at {
+                continue; // crashed, or held at `run_until`'s count: not live
             }
             let since = s.finished_at.max(self.healed);
             let deadline = since + self.round_bound;
@@ -1015,7 +1220,7 @@ impl Sim {
         let min = self.min_rounds() as usize;
         while self.report.error_per_round.len() <= min {
             self.report.error_per_round.push(self.error());
-            if !self.shards.is_empty() {
+            if self.problem.is_some() {
                 let loss = self.loss();
                 self.report.loss_per_round.push(loss);
             }
@@ -1052,32 +1257,29 @@ impl Sim {
 
     /// The compressed mode's invariant, from outside: each node's disagreement `t`
     /// equals `Σ_j w_ji·(x̂_j − x̂_i)` over its in-neighbours' public copies. Holds when
-    /// every update sent was folded (quiescent, nothing lost for good).
-    fn public_copy_gap(&self) -> f64 {
-        let copies: Vec<_> = self
-            .nodes
-            .iter()
-            .map(|s| match s.node.as_ref() {
-                Some(Engine::Asap(n)) => n.public_copies(),
-                _ => None,
-            })
-            .collect();
+    /// every update sent was folded (between rounds, nothing lost for good); returns the
+    /// largest distance from it (0 when not compressing).
+    pub fn public_copy_gap(&self) -> f64 {
+        let copies = |j: u32| match self.nodes[j as usize].node.as_ref() {
+            Some(Engine::Asap(n)) => n.public_copies(),
+            _ => None,
+        };
+        // A time-varying graph's compressed mode runs on the union of a period's
+        // graphs, each edge at 1 / (period + 1).
+        let period = self.topology.period();
+        let weight = |j: u32, i: u32| match period {
+            1 => self.topology.edge_weight(j, i, 0),
+            _ => 1.0 / f64::from(period + 1),
+        };
         let mut worst = 0.0f64;
-        for (i, mine) in copies.iter().enumerate() {
-            let Some(mine) = mine else { continue };
+        for i in 0..self.scenario.nodes {
+            let Some(mine) = copies(i) else { continue };
             for k in 0..self.scenario.model_len {
                 let mut expected = 0.0f64;
-                for j in self.topology.peers_of(i as u32) {
-                    // A time-varying graph's compressed mode runs on the union of a
-                    // period's graphs, each edge at 1 / (period + 1).
-                    let period = self.topology.period();
-                    let w = if period > 1 {
-                        1.0 / (period + 1) as f32
-                    } else {
-                        self.topology.edge_weight(j, i as u32, 0) as f32
-                    };
-                    if let Some(theirs) = &copies[j as usize] {
-                        expected += f64::from(w) * (f64::from(theirs.public[k]) - f64::from(mine.public[k]));
+                for j in self.topology.peers_of(i) {
+                    if let Some(theirs) = copies(j) {
+                        let w = f64::from(weight(j, i) as f32);
+                        expected += w * (f64::from(theirs.public[k]) - f64::from(mine.public[k]));
                     }
                 }
                 let t = f64::from(mine.hi[k]) + f64::from(mine.lo[k]);
@@ -1087,11 +1289,19 @@ impl Sim {
         worst
     }
 
-    fn mean_drift(&self) -> f64 {
+    /// Largest distance of the replicas' mean from the target, each replica weighted by
+    /// its push-sum mass (1 unless the graph needs push-sum): what averaging conserves.
+    /// Exact only between rounds, when nothing cost exactness.
+    pub fn mean_drift(&self) -> f64 {
         let n = self.nodes.len() as f64;
         (0..self.scenario.model_len)
             .map(|k| {
-                let mean: f64 = self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n;
+                let mean: f64 = self
+                    .nodes
+                    .iter()
+                    .map(|s| s.mass() * f64::from(s.params[k]))
+                    .sum::<f64>()
+                    / n;
                 (mean - self.target[k]).abs()
             })
             .fold(0.0, f64::max)
@@ -1108,41 +1318,26 @@ impl Sim {
         at.map_or(0, |r| self.min_rounds().saturating_sub(r as u32))
     }
 
-    /// The workload's local step on node `i`'s replica (before it starts a round).
+    /// The workload's local step on node `i`'s replica (before it starts a round): a
+    /// minibatch step on its shard, the batch chosen by the rounds it finished.
     fn local_step(&mut self, i: u32) {
-        let Workload::Logistic { rate, .. } = self.scenario.workload else {
+        let (Some(problem), Workload::Logistic { batch, rate, .. }) = (&self.problem, self.scenario.workload) else {
             return;
         };
-        let (x, y) = &self.shards[i as usize];
-        let params = &mut self.nodes[i as usize].params;
-        let d = params.len();
-        let mut grad = vec![0.0f32; d];
-        for (row, &label) in x.chunks_exact(d).zip(y) {
-            let z: f32 = row.iter().zip(params.iter()).map(|(a, w)| a * w).sum();
-            let err = 1.0 / (1.0 + (-z).exp()) - label;
-            grad.iter_mut().zip(row).for_each(|(g, a)| *g += err * a);
-        }
-        let scale = rate / y.len() as f32;
-        params.iter_mut().zip(&grad).for_each(|(w, g)| *w -= scale * g);
+        let s = &mut self.nodes[i as usize];
+        problem.local_step(&mut s.params, i, s.rounds_done, rate, batch);
     }
 
-    /// Logistic loss of the average replica over every shard.
-    fn loss(&self) -> f64 {
+    /// Logistic loss of the average replica on the problem's held-out test set.
+    fn loss(&mut self) -> f64 {
+        let Some(problem) = &self.problem else {
+            return 0.0;
+        };
         let n = self.nodes.len() as f64;
-        let d = self.scenario.model_len;
-        let avg: Vec<f64> = (0..d)
-            .map(|k| self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n)
-            .collect();
-        let (mut total, mut count) = (0.0, 0usize);
-        for (x, y) in &self.shards {
-            for (row, &label) in x.chunks_exact(d).zip(y) {
-                let z: f64 = row.iter().zip(&avg).map(|(a, w)| f64::from(*a) * w).sum();
-                // log(1 + e^z) - label·z, computed stably.
-                total += z.max(0.0) + (-z.abs()).exp().ln_1p() - f64::from(label) * z;
-                count += 1;
-            }
+        for (k, a) in self.average.iter_mut().enumerate() {
+            *a = (self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n) as f32;
         }
-        total / count as f64
+        problem.evaluate(&self.average).loss
     }
 
     /// Largest distance of any replica from the replicas' own mean.
@@ -1159,7 +1354,8 @@ impl Sim {
             .fold(0.0, f64::max)
     }
 
-    fn error(&self) -> f64 {
+    /// Largest distance of any replica value from the target ([`Sim::target`]).
+    pub fn error(&self) -> f64 {
         self.nodes
             .iter()
             .flat_map(|s| {
@@ -1221,7 +1417,7 @@ impl Sim {
                 };
                 let at = sent_at + net.latency + Duration::from_micros(jitter);
                 let slot = self.free.pop().unwrap_or_else(|| {
-                    self.pool.push((0, 0, Vec::new()));
+                    self.pool.push((0, 0, Vec::with_capacity(self.buf.len())));
                     self.pool.len() - 1
                 });
                 let entry = &mut self.pool[slot];
@@ -1235,15 +1431,17 @@ impl Sim {
     }
 
     /// The header of the frame in `self.buf[..len]` if its receiver can open it (an
-    /// encrypted one is opened in a copy).
-    fn opened(&self, len: usize) -> Option<asap_core::wire::Header> {
-        let secret = asap_core::auth::Secret::new(self.scenario.key, self.scenario.encrypt, Default::default())?;
+    /// encrypted one is opened in a copy, in a buffer kept for it).
+    fn opened(&mut self, len: usize) -> Option<asap_core::wire::Header> {
+        let secret = self.secret.as_ref()?;
         let frame = &self.buf[..len];
         let opened = match secret {
             asap_core::auth::Secret::Encrypt(_) => {
-                asap_core::wire::open(&mut frame.to_vec(), asap_core::wire::Sealing::from(&secret)).map(|f| f.0.header)
+                self.open_buf.clear();
+                self.open_buf.extend_from_slice(frame);
+                asap_core::wire::open(&mut self.open_buf, asap_core::wire::Sealing::from(secret)).map(|f| f.0.header)
             }
-            _ => asap_core::wire::decode_sealed(frame, asap_core::wire::Sealing::from(&secret)).map(|f| f.0.header),
+            _ => asap_core::wire::decode_sealed(frame, asap_core::wire::Sealing::from(secret)).map(|f| f.0.header),
         };
         opened.ok()
     }
@@ -1352,33 +1550,4 @@ pub fn run(scenario: Scenario) -> Result<Report, Violation> {
         what,
     })?;
     sim.run()
-}
-
-/// Seeded synthetic logistic-regression shards: a true weight vector, features whose
-/// mean shifts from node to node (non-i.i.d., as edge data is), labels from the true
-/// model with 5% flipped.
-fn logistic_shards(seed: u64, nodes: u32, dim: usize, samples: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1091_5710);
-    let truth: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-    (0..nodes)
-        .map(|node| {
-            let shift = (node as f32 / nodes.max(1) as f32 - 0.5) * 0.5;
-            let x: Vec<f32> = (0..samples * dim)
-                .map(|_| rng.random_range(-1.0..1.0) + shift)
-                .collect();
-            let y = x
-                .chunks_exact(dim)
-                .map(|row| {
-                    let z: f32 = row.iter().zip(&truth).map(|(a, w)| a * w).sum();
-                    let label = if z > 0.0 { 1.0 } else { 0.0 };
-                    if rng.random_bool(0.05) {
-                        1.0 - label
-                    } else {
-                        label
-                    }
-                })
-                .collect();
-            (x, y)
-        })
-        .collect()
 }

@@ -6,7 +6,8 @@
 use asap_core::compress::Compression;
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Config, ConfigError, Duration, NodeId, Wait};
-use asap_tests::{random_vectors, ring, Cluster, LinkModel};
+use asap_tests::sim::{Network, Scenario, Sim};
+use asap_tests::NodeMemory;
 
 const MODEL: usize = 1_000;
 
@@ -18,35 +19,38 @@ fn config(compression: Compression, gamma: f32) -> impl Fn(usize) -> Config + Co
     }
 }
 
-/// Largest gap between the replicas' mean and the initial mean.
-fn mean_drift(cluster: &Cluster<'_>, target: &[f64]) -> f64 {
-    let n = cluster.params.len() as f64;
-    (0..MODEL)
-        .map(|k| (cluster.params.iter().map(|p| f64::from(p[k])).sum::<f64>() / n - target[k]).abs())
-        .fold(0.0, f64::max)
+/// Links of 500 µs that lose `loss` of the frames.
+fn links(loss: f64) -> Network {
+    Network {
+        latency: Duration::from_micros(500),
+        loss,
+        ..Network::default()
+    }
 }
 
-/// `t_i == Σ_j w_ji·(x̂_j − x̂_i)` for every node: the public-copy invariant, checked
-/// once every update sent was folded (all rounds done on every node), to float
-/// rounding.
-fn public_copies_agree(cluster: &Cluster<'_>, weight_to: impl Fn(usize, usize) -> f32) -> f64 {
-    let n = cluster.nodes.len();
-    let copies: Vec<_> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.public_copies().expect("compressed"))
-        .collect();
-    let mut worst = 0.0f64;
-    for i in 0..n {
-        for k in 0..MODEL {
-            let expected: f64 = (0..n)
-                .map(|j| f64::from(weight_to(j, i)) * (f64::from(copies[j].public[k]) - f64::from(copies[i].public[k])))
-                .sum();
-            let t = f64::from(copies[i].hi[k]) + f64::from(copies[i].lo[k]);
-            worst = worst.max((t - expected).abs());
-        }
+/// `n` nodes of `family` in the compressed mode with step `gamma` (no compression:
+/// plain averaging), with no compute between rounds, ready to run.
+fn cluster(family: Family, n: u32, compression: Compression, gamma: f32, loss: f64, seed: u64) -> Sim {
+    let scenario = Scenario {
+        model_len: MODEL,
+        compression,
+        consensus_step: Some(gamma),
+        max_frame: 1_400,
+        compute: Duration::ZERO,
+        network: links(loss),
+        ..Scenario::new(seed, n, family)
+    };
+    Sim::new(scenario).expect("a valid scenario")
+}
+
+/// Runs to `rounds`; the simulator checks the mean after every round and the
+/// public-copy invariant whenever the cluster is between rounds on the way.
+fn run_to(sim: &mut Sim, rounds: u32) {
+    let compression = sim.scenario().compression;
+    sim.run_until(rounds).unwrap_or_else(|v| panic!("{compression:?}: {v}"));
+    if compression != Compression::None {
+        assert!(sim.nodes().all(|n| n.public_copies().is_some()), "compressed");
     }
-    worst
 }
 
 struct Outcome {
@@ -56,45 +60,23 @@ struct Outcome {
     bytes: u64,
 }
 
-fn ring_run(compression: Compression, gamma: f32, rounds: u32, link: LinkModel, seed: u64) -> Outcome {
-    let n = 8;
-    let config = config(compression, gamma);
-    let memory = Box::leak(Cluster::memory(n, config, |i| ring(n, i).len()).into_boxed_slice());
-    let initial = random_vectors(n, MODEL, seed);
-    let target = Cluster::mean(&initial);
-    let mut cluster = Cluster::new(memory, config, |i| ring(n, i), initial, link, seed);
-    assert!(
-        cluster.run_rounds(rounds, Duration::from_secs(3_600)),
-        "{compression:?}: rounds not reached"
-    );
-    // Ring weights: 1/3 to each side.
-    let weight = |j: usize, i: usize| {
-        if (j + 1) % n == i || (i + 1) % n == j {
-            1.0 / 3.0
-        } else {
-            0.0
-        }
-    };
-    let compressed = compression != Compression::None;
+fn ring_run(compression: Compression, gamma: f32, rounds: u32, loss: f64, seed: u64) -> Outcome {
+    let mut sim = cluster(Family::Ring, 8, compression, gamma, loss, seed);
+    run_to(&mut sim, rounds);
+    // Every node finished `rounds` and none started another: everything sent was
+    // folded, so `t == Σ_j w_ji·(x̂_j − x̂_i)` (ring weights: 1/3 each side) to float
+    // rounding.
     Outcome {
-        error: cluster.max_error(&target),
-        drift: mean_drift(&cluster, &target),
-        invariant: if compressed {
-            public_copies_agree(&cluster, weight)
-        } else {
-            0.0
-        },
-        bytes: cluster.nodes.iter().map(|n| n.stats().bytes_sent).sum(),
+        error: sim.error(),
+        drift: sim.mean_drift(),
+        invariant: sim.public_copy_gap(),
+        bytes: sim.nodes().map(|n| n.stats().bytes_sent).sum(),
     }
 }
 
 #[test]
 fn every_encoding_reaches_the_exact_average_on_a_lossy_ring() {
-    let lossy = LinkModel {
-        loss: 0.1,
-        ..LinkModel::default()
-    };
-    let plain = ring_run(Compression::None, 1.0, 300, lossy, 1);
+    let plain = ring_run(Compression::None, 1.0, 300, 0.1, 1);
     assert!(plain.error <= 1e-5, "f32: {:e}", plain.error);
     for (compression, gamma, rounds, bytes_share) in [
         (Compression::F16, 1.0, 300, 0.55),
@@ -102,7 +84,7 @@ fn every_encoding_reaches_the_exact_average_on_a_lossy_ring() {
         (Compression::Q8, 1.0, 300, 0.3),
         (Compression::TopK { fraction: 0.1 }, 0.25, 600, 0.5),
     ] {
-        let o = ring_run(compression, gamma, rounds, lossy, 1);
+        let o = ring_run(compression, gamma, rounds, 0.1, 1);
         assert!(o.error <= 1e-5, "{compression:?}: max error {:e}", o.error);
         assert!(o.drift <= 1e-5, "{compression:?}: the mean moved by {:e}", o.drift);
         assert!(
@@ -120,17 +102,12 @@ fn every_encoding_reaches_the_exact_average_on_a_lossy_ring() {
 
 #[test]
 fn the_average_is_kept_at_every_round_while_replicas_converge() {
-    let n = 8;
-    let config = config(Compression::Q8, 1.0);
-    let memory = Box::leak(Cluster::memory(n, config, |i| ring(n, i).len()).into_boxed_slice());
-    let initial = random_vectors(n, MODEL, 9);
-    let target = Cluster::mean(&initial);
-    let mut cluster = Cluster::new(memory, config, |i| ring(n, i), initial, LinkModel::default(), 9);
+    let mut sim = cluster(Family::Ring, 8, Compression::Q8, 1.0, 0.0, 9);
     let mut last = f64::INFINITY;
     for r in 1..=10u32 {
-        assert!(cluster.run_rounds(20 * r, Duration::from_secs(600)));
-        assert!(mean_drift(&cluster, &target) <= 1e-5, "round {}", 20 * r);
-        let err = cluster.max_error(&target);
+        run_to(&mut sim, 20 * r);
+        assert!(sim.mean_drift() <= 1e-5, "round {}", 20 * r);
+        let err = sim.error();
         assert!(
             err < last || err <= 1e-6,
             "round {}: error {err:e} after {last:e}",
@@ -143,29 +120,13 @@ fn the_average_is_kept_at_every_round_while_replicas_converge() {
 #[test]
 fn expander_static_and_one_peer_exponential_graphs_converge_compressed() {
     for family in [Family::Expander, Family::Exponential, Family::OnePeerExponential] {
-        let n = 16;
-        let topology = Topology::new(TopologySpec::new(family, n), &mut vec![0.0; 3 * n as usize]).unwrap();
-        let config = config(Compression::Q8, 1.0);
-        let memory = Box::leak(Cluster::topology_memory(config, &topology).into_boxed_slice());
-        let initial = random_vectors(n as usize, MODEL, 3);
-        let target = Cluster::mean(&initial);
-        let link = LinkModel {
-            loss: 0.1,
-            ..LinkModel::default()
-        };
-        let mut cluster = Cluster::with_topology(memory, config, &topology, initial, link, 3);
-        assert!(cluster.run_rounds(300, Duration::from_secs(3_600)));
-        let err = cluster.max_error(&target);
+        let mut sim = cluster(family, 16, Compression::Q8, 1.0, 0.1, 3);
+        run_to(&mut sim, 300);
+        let err = sim.error();
         assert!(err <= 1e-5, "{family:?}: max error {err:e}");
         // A time-varying graph runs on its period's union, each edge at 1 / (period + 1)
         // (300 rounds: a whole number of periods of 4).
-        let union = 1.0 / (topology.period() + 1) as f32;
-        let weight = |j: usize, i: usize| match topology.period() {
-            1 => topology.edge_weight(j as u32, i as u32, 0) as f32,
-            _ if topology.peers_of(i as u32).any(|p| p == j as u32) => union,
-            _ => 0.0,
-        };
-        let invariant = public_copies_agree(&cluster, weight);
+        let invariant = sim.public_copy_gap();
         assert!(invariant <= 1e-4, "{family:?}: {invariant:e}");
     }
 }
@@ -193,7 +154,7 @@ fn compression_refuses_what_it_cannot_keep_exact() {
     assert_eq!(clipped.layout(2), Err(ConfigError::CompressionWithClip));
     let n = 8;
     let push_sum = Topology::new(TopologySpec::new(Family::Random, n), &mut [0.0; 24]).unwrap();
-    let memory = &mut Cluster::topology_memory(config(Compression::F16, 1.0), &push_sum)[0];
+    let memory = &mut NodeMemory::new(&base.layout(push_sum.peers_of(0).count()).unwrap());
     let built = asap_core::Node::<8>::with_topology(base, &push_sum, memory.buffers(), asap_core::Instant::ZERO);
     assert_eq!(built.err(), Some(ConfigError::CompressionNeedsStaticGraph));
     // The accumulator holds the disagreement (two parts) and the public copy.
@@ -208,7 +169,7 @@ fn members_with_another_encoding_are_incompatible_from_the_handshake() {
     let f16 = config(Compression::F16, 1.0)(0);
     let bf16 = config(Compression::Bf16, 1.0)(1);
     assert_eq!(f16.chunk_len(), bf16.chunk_len());
-    let mut memory = [f16, bf16].map(|c| asap_tests::NodeMemory::new(&c.layout(1).unwrap()));
+    let mut memory = [f16, bf16].map(|c| NodeMemory::new(&c.layout(1).unwrap()));
     let [ma, mb] = &mut memory;
     let mut a: Node<'_, 4> = Node::new(f16, &[PeerSpec::both(NodeId(1), 0.5)], ma.buffers(), Instant::ZERO).unwrap();
     let mut b: Node<'_, 4> = Node::new(bf16, &[PeerSpec::both(NodeId(0), 0.5)], mb.buffers(), Instant::ZERO).unwrap();

@@ -38,6 +38,9 @@ fn seeded_scenarios_keep_every_invariant() {
     );
 }
 
+/// Learning, not only averaging: a minibatch step of logistic regression before every
+/// round on asap-fed's federated problem (shards that differ in feature means and class
+/// balance), with 10% loss and a 4x straggler.
 #[test]
 fn learning_progresses_under_loss_and_a_straggler() {
     use asap_tests::sim::Workload;
@@ -46,7 +49,8 @@ fn learning_progresses_under_loss_and_a_straggler() {
     scenario.rounds = 100;
     scenario.workload = Workload::Logistic {
         samples: 100,
-        rate: 0.5,
+        batch: 32,
+        rate: 0.2,
     };
     scenario.network = Network {
         loss: 0.1,
@@ -54,11 +58,14 @@ fn learning_progresses_under_loss_and_a_straggler() {
     };
     scenario.stragglers = vec![(3, 4.0)];
     let report = sim::run(scenario).unwrap_or_else(|v| panic!("{v}"));
+    // The held-out loss of the average model falls to a fifth (0.50 to 0.10 with this
+    // seed), ...
     let (first, last) = (report.loss_per_round[0], *report.loss_per_round.last().unwrap());
-    assert!(last < 0.7 * first, "loss {first} -> {last}");
-    // Mostly downhill: at most a few rounds where the average model got worse.
+    assert!(last < 0.3 * first, "loss {first} -> {last}");
+    // ... and all but downhill: at most a couple of rounds where it got worse (none with
+    // this seed; at rate 0.5 minibatch noise makes 8 rounds of 100 worse).
     let ups = report.loss_per_round.windows(2).filter(|w| w[1] > w[0] + 1e-9).count();
-    assert!(ups <= 5, "{ups} rounds increased the loss");
+    assert!(ups <= 2, "{ups} rounds increased the loss");
 }
 
 /// The scenarios of soak seeds 4300 and 7501 as they were drawn (spelled out, so they

@@ -1,13 +1,16 @@
-//! Steady state allocates nothing: 1,000 rounds between nodes on a lossy, reordering
-//! network (so retransmission, duplicate and timer paths run too) with a counting
-//! global allocator.
+//! Steady state allocates nothing: 1,000 rounds between nodes on a lossy, duplicating,
+//! reordering network (so retransmission, duplicate and timer paths run too), plain,
+//! authenticated and encrypted, with a counting global allocator. What is counted is
+//! everything the thread does: the nodes, and the simulator that drives them and checks
+//! its invariants as it goes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use asap_core::auth::Key;
-use asap_core::{Config, Duration, NodeId};
-use asap_tests::{random_vectors, ring, Cluster, LinkModel};
+use asap_core::topology::Family;
+use asap_core::Duration;
+use asap_tests::sim::{Network, Scenario, Sim};
 
 struct Counting;
 
@@ -45,42 +48,40 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const N: usize = 8;
+const N: u32 = 8;
 const MODEL: usize = 2_000;
 
 #[test]
 fn thousand_rounds_allocate_nothing() {
-    thousand_rounds(|i| Config::new(1, NodeId(i as u16), MODEL));
+    thousand_rounds(None, false);
 }
 
 #[test]
 fn thousand_authenticated_and_encrypted_rounds_allocate_nothing() {
     for encrypt in [false, true] {
-        thousand_rounds(|i| Config {
-            key: Some(Key::new([9; 32])),
-            encrypt,
-            incarnation: 1,
-            ..Config::new(1, NodeId(i as u16), MODEL)
-        });
+        thousand_rounds(Some(Key::new([9; 32])), encrypt);
     }
 }
 
-fn thousand_rounds(config: impl Fn(usize) -> Config + Copy) {
-    let mut memory = Cluster::memory(N, config, |i| ring(N, i).len());
-    let link = LinkModel {
-        loss: 0.05,
-        duplicate: 0.02,
-        delay: Duration::from_micros(300),
-        jitter: Duration::from_millis(1),
+fn thousand_rounds(key: Option<Key>, encrypt: bool) {
+    let scenario = Scenario {
+        model_len: MODEL,
+        // Reports are reserved for this many rounds.
+        rounds: 1_010,
+        max_frame: 1_400,
+        compute: Duration::ZERO,
+        key,
+        encrypt,
+        network: Network {
+            loss: 0.05,
+            duplicate: 0.02,
+            latency: Duration::from_micros(300),
+            jitter: Duration::from_millis(1),
+            bandwidth: None,
+        },
+        ..Scenario::new(7, N, Family::Ring)
     };
-    let mut cluster = Cluster::new(
-        &mut memory,
-        config,
-        |i| ring(N, i),
-        random_vectors(N, MODEL, 7),
-        link,
-        7,
-    );
+    let mut sim = Sim::new(scenario).expect("a valid scenario");
     // The counter itself works.
     COUNTING.with(|c| c.set(true));
     std::hint::black_box(Box::new(1u64));
@@ -88,14 +89,18 @@ fn thousand_rounds(config: impl Fn(usize) -> Config + Copy) {
     assert_eq!(ALLOCATIONS.with(|a| a.replace(0)), 1, "the counting allocator counts");
 
     // Warm up: handshakes, first retransmissions.
-    assert!(cluster.run_rounds(10, Duration::from_secs(60)));
+    sim.run_until(10).unwrap_or_else(|v| panic!("{v}"));
 
     COUNTING.with(|c| c.set(true));
-    let reached = cluster.run_rounds(1_010, Duration::from_secs(3_600));
+    let reached = sim.run_until(1_010);
     COUNTING.with(|c| c.set(false));
 
-    assert!(reached, "1,000 rounds did not finish");
-    let resent: u64 = cluster.nodes.iter().map(|n| n.stats().chunks_resent).sum();
-    assert!(cluster.dropped > 0 && resent > 0, "the lossy paths ran");
+    reached.unwrap_or_else(|v| panic!("1,000 rounds did not finish: {v}"));
+    let resent: u64 = sim.nodes().map(|n| n.stats().chunks_resent).sum();
+    let duplicates: u64 = sim.nodes().map(|n| n.stats().duplicates).sum();
+    assert!(
+        sim.report().dropped > 0 && resent > 0 && duplicates > 0,
+        "the lossy paths ran"
+    );
     assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations in steady state");
 }

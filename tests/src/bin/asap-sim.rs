@@ -80,7 +80,10 @@ struct Args {
     workload: String,
     /// Logistic workload: samples per node.
     #[arg(long, default_value_t = 200)]
-    samples: usize,
+    samples: u32,
+    /// Logistic workload: samples a step (at most 64).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
     /// Logistic workload: learning rate.
     #[arg(long, default_value_t = 0.5)]
     learning_rate: f32,
@@ -179,6 +182,7 @@ fn main() -> ExitCode {
         "average" => Workload::Average,
         "logistic" => Workload::Logistic {
             samples: args.samples,
+            batch: args.batch,
             rate: args.learning_rate,
         },
         other => {
