@@ -7,6 +7,8 @@
 //! 1,500-byte MTU carries unfragmented), no compute: ms a round of ASAP one-peer-exp
 //! (plain; keyed with a BLAKE3 tag, and encrypted with AES-256-GCM, the fast way to
 //! authenticate on servers; q8) and of our ring all-reduce, each as a ratio to MPI's.
+//! Then the stream case: two `asap node` processes averaging the model (no training),
+//! each one's goodput (GB/s of model sent) against a 4 MB memcpy.
 //! `ASAP_BENCH_ROUNDS` (default 40) and `ASAP_BENCH_WORKERS` (default 8) change the run.
 //!
 //! ASAP's round includes one SGD step on 64 sparse rows (the demo's), which MPI's does
@@ -85,6 +87,48 @@ fn pick(summary: &Value, engine: &str, compression: &str) -> (f64, f64) {
     (f("ms_per_round"), f("bytes_per_worker") / f("rounds").max(1.0) / 1e6)
 }
 
+/// Two `asap node` processes averaging a 1M-float model (no training) at 1,400-byte
+/// datagrams: GB/s of model each sends a second (its goodput), and that of a 4 MB memcpy
+/// on this machine, in one run.
+fn stream(rounds: &str) -> Value {
+    let base_port = "47600";
+    let node = |rank: &str| {
+        Command::new(env!("CARGO_BIN_EXE_asap"))
+            .args(["node", "--rank", rank, "--world", "2", "--base-port", base_port])
+            .args(["--workload", "average", "--model", MODEL, "--rounds", rounds])
+            .args(["--max-frame", "1400", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("asap node starts")
+    };
+    let (a, b) = (node("0"), node("1"));
+    let elapsed = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("asap node runs");
+        assert!(out.status.success(), "asap node failed");
+        let line: Value = serde_json::from_slice(&out.stdout).expect("node's JSON");
+        line["elapsed_s"].as_f64().expect("elapsed_s")
+    };
+    let seconds = elapsed(a).max(elapsed(b));
+    let model_bytes = 4.0 * MODEL.parse::<f64>().expect("model");
+    let rounds: f64 = rounds.parse().expect("rounds");
+    let goodput = model_bytes * rounds / seconds / 1e9;
+    let src = vec![1.0f32; 1_000_000];
+    let mut dst = vec![0.0f32; 1_000_000];
+    let start = std::time::Instant::now();
+    for _ in 0..200 {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    let memcpy = model_bytes * 200.0 / start.elapsed().as_secs_f64() / 1e9;
+    json!({
+        "case": "stream: 2 processes averaging a 4 MB model, 1,400-byte datagrams",
+        "goodput_gb_s_per_node": goodput,
+        "memcpy_gb_s": memcpy,
+        "x_memcpy": goodput / memcpy,
+        "ms_per_round": 1e3 * seconds / rounds,
+    })
+}
+
 fn main() {
     let workers = env_or("ASAP_BENCH_WORKERS", "8");
     let rounds = env_or("ASAP_BENCH_ROUNDS", "40");
@@ -112,6 +156,7 @@ fn main() {
         &["--key-file", key_path, "--encrypt", "--cipher", "aes-256-gcm"],
     );
     let after = mpi(&exe, &workers, &rounds);
+    let stream = stream("200");
     let mpi_ms = (before + after) / 2.0;
     // MPI's ring all-reduce moves 2(n-1)/n models a node a round.
     let n: f64 = workers.parse().expect("workers");
@@ -137,8 +182,16 @@ fn main() {
         });
         println!("{line}");
     }
+    println!("{stream}");
     eprintln!("\n| case | ms a round | × MPI | MB a node a round |\n|---|---:|---:|---:|");
     for (case, (ms, mb)) in cases {
         eprintln!("| {case} | {ms:.1} | {:.2} | {mb:.2} |", ms / mpi_ms);
     }
+    let f = |k: &str| stream[k].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "\nstream, 2 processes: {:.2} GB/s of model a node ({:.1} ms a round); memcpy {:.1} GB/s",
+        f("goodput_gb_s_per_node"),
+        f("ms_per_round"),
+        f("memcpy_gb_s")
+    );
 }
