@@ -138,7 +138,11 @@ impl<'a> AllReduce<'a> {
     }
 
     fn left(&self) -> NodeId {
-        NodeId(((self.me + self.world - 1) % self.world) as u16)
+        NodeId(self.left_index() as u16)
+    }
+
+    fn left_index(&self) -> u32 {
+        (self.me + self.world - 1) % self.world
     }
 
     /// The global tag of `step` of this round.
@@ -199,17 +203,46 @@ impl<'a> AllReduce<'a> {
     pub fn start_round(&mut self, _now: Instant, params: &[f32]) -> Result<(), RoundError> {
         self.can_start_round()?;
         self.layout.check_params(params)?;
-        self.buffers.work.copy_from_slice(params);
+        self.take_params(params);
         self.started = true;
         self.send_step = 0;
         self.recv_step = 0;
-        self.received = 0;
-        self.buffers.chunk_bits.fill(0);
         self.out.begin(self.tag(0));
-        if self.early_notify.take().is_some_and(|tag| self.recv_tag() == Some(tag)) {
+        let chunks = self.chunks_of(self.sent_segment(self.left_index(), 0));
+        let notified = self.early_notify.take().is_some_and(|tag| self.recv_tag() == Some(tag));
+        if chunks > 0 && self.received == chunks {
+            self.complete_recv_step();
+        } else if notified {
             self.missing_due = self.recv_tag();
         }
         Ok(())
+    }
+
+    /// Copies `params` into the work buffer, but for the chunks of the first step that
+    /// came before the round started (its left neighbour started sooner): they hold the
+    /// neighbour's addend alone, and get `params` added, exactly the sum the fold would
+    /// have made (f32 addition commutes). A sum that overflows is dropped, as the fold
+    /// would have refused it: the chunk is asked for again.
+    fn take_params(&mut self, params: &[f32]) {
+        let range = self.segment(self.sent_segment(self.left_index(), 0));
+        let chunk_len = self.config.chunk_len();
+        let (work, bits) = (&mut *self.buffers.work, &mut *self.buffers.chunk_bits);
+        work[..range.start].copy_from_slice(&params[..range.start]);
+        work[range.end..].copy_from_slice(&params[range.end..]);
+        let early = work[range.clone()]
+            .chunks_mut(chunk_len)
+            .zip(params[range].chunks(chunk_len));
+        for (c, (w, p)) in early.enumerate() {
+            let c = c as u32;
+            if bits::get(bits, c) && reduce::fold(w, 1.0, p).is_ok() {
+                continue;
+            }
+            if bits::get(bits, c) {
+                bits::clear(bits, c);
+                self.received -= 1;
+            }
+            w.copy_from_slice(p);
+        }
     }
 
     /// Ends the round: `params` becomes the average of every node's contribution.
@@ -327,11 +360,15 @@ impl<'a> AllReduce<'a> {
     }
 
     fn handle_chunk(&mut self, tag: u32, chunk: u32, payload: &[u8]) -> Result<(), FrameError> {
-        if self.recv_tag() != Some(tag) {
-            // A duplicate of a finished step, or a step this node has not started.
+        // Between rounds the work buffer is free: the first step of the next round is
+        // taken early (its left neighbour started sooner), not dropped and sent again.
+        let early = !self.started && tag == self.tag(0);
+        if self.recv_tag() != Some(tag) && !early {
+            // A duplicate of a finished step, or a later step of a round not started.
             return Ok(());
         }
-        let seg = self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step);
+        let step = if early { 0 } else { self.recv_step };
+        let seg = self.sent_segment(self.left_index(), step);
         let range = self.segment(seg);
         let chunk_len = self.config.chunk_len();
         let start = range.start + chunk as usize * chunk_len;
@@ -345,7 +382,8 @@ impl<'a> AllReduce<'a> {
             return Ok(());
         }
         let target = &mut self.buffers.work[start..end];
-        let applied = if self.recv_step < self.world - 1 {
+        // Early chunks are stored alone; `start_round` adds this node's values.
+        let applied = if step < self.world - 1 && !early {
             reduce::fold_le(target, 1.0, values.raw())
         } else {
             reduce::init_le(target, 1.0, values.raw())
@@ -353,7 +391,7 @@ impl<'a> AllReduce<'a> {
         applied.map_err(|_| violation(Violation::NonFinite))?;
         bits::set(self.buffers.chunk_bits, chunk);
         self.received += 1;
-        if self.received == self.chunks_of(seg) {
+        if !early && self.received == self.chunks_of(seg) {
             self.complete_recv_step();
         }
         Ok(())
@@ -367,7 +405,7 @@ impl<'a> AllReduce<'a> {
             self.tag(0)
         };
         if self.recv_tag() == Some(tag) {
-            let seg = self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step);
+            let seg = self.sent_segment(self.left_index(), self.recv_step);
             if self.chunks_of(seg) == 0 {
                 // An empty segment (a model smaller than the ring): the NOTIFY is all.
                 self.complete_recv_step();
@@ -459,7 +497,7 @@ impl<'a> AllReduce<'a> {
             return self.emit(self.left(), tag, Kind::Ack, 0..0, buf).map(Some);
         }
         if let Some(tag) = self.missing_due.take() {
-            let chunks = self.chunks_of(self.sent_segment((self.me + self.world - 1) % self.world, self.recv_step));
+            let chunks = self.chunks_of(self.sent_segment(self.left_index(), self.recv_step));
             let (base, mask) = bits::missing(self.buffers.chunk_bits, chunks);
             return self
                 .emit(self.left(), tag, Kind::Missing { base, mask }, 0..0, buf)

@@ -457,6 +457,12 @@ pub(crate) mod bits {
         }
     }
 
+    pub(crate) fn clear(words: &mut [u32], i: u32) {
+        if let Some(w) = words.get_mut((i / 32) as usize) {
+            *w &= !(1 << (i % 32));
+        }
+    }
+
     /// The first missing chunk below `chunks` and a mask of the missing ones from it.
     pub(crate) fn missing(words: &[u32], chunks: u32) -> (u32, u64) {
         let Some(base) = (0..chunks).find(|&i| !get(words, i)) else {
