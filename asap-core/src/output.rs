@@ -9,8 +9,11 @@ use crate::error::Violation;
 use crate::time::Duration;
 use crate::wire::{DecodeError, NodeId};
 
-/// Capacity of the event queue; events past it are dropped and counted.
-pub const EVENT_CAPACITY: usize = 32;
+/// Capacity of the event queue; events past it are dropped and counted
+/// (`Stats::events_dropped`). 64: a node of 64 peers that all fall silent at once reports
+/// every one down in the same call (the mio runtime's `MAX_PEERS`); a larger burst of
+/// per-peer events loses the rest, whose state `Node::peer` still gives.
+pub const EVENT_CAPACITY: usize = 64;
 
 /// Frames `poll_transmit` or `poll_transmit_batch` wrote into the caller's buffer, all
 /// for one peer: one frame, or several back to back as a batch of datagrams (quinn's

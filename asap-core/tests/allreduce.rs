@@ -25,8 +25,24 @@ fn early_round(deliver: impl Fn(usize) -> bool) -> (Vec<Kind>, [Vec<f32>; 2]) {
     ];
     let [wa, wb] = &mut work;
     let [ba, bb] = &mut bits;
-    let mut a = AllReduce::new(ca, 2, AllReduceBuffers { work: wa, chunk_bits: ba }).unwrap();
-    let mut b = AllReduce::new(cb, 2, AllReduceBuffers { work: wb, chunk_bits: bb }).unwrap();
+    let mut a = AllReduce::new(
+        ca,
+        2,
+        AllReduceBuffers {
+            work: wa,
+            chunk_bits: ba,
+        },
+    )
+    .unwrap();
+    let mut b = AllReduce::new(
+        cb,
+        2,
+        AllReduceBuffers {
+            work: wb,
+            chunk_bits: bb,
+        },
+    )
+    .unwrap();
     let mut params = [
         (0..MODEL).map(|k| k as f32).collect::<Vec<_>>(),
         (0..MODEL).map(|k| 3.0 - k as f32 / 7.0).collect(),
@@ -85,7 +101,10 @@ fn expected_mean() -> Vec<f32> {
 fn chunks_that_come_before_the_round_starts_are_kept() {
     let (answers, params) = early_round(|_| true);
     assert_eq!(answers.first(), Some(&Kind::Ack), "{answers:?}");
-    assert!(!answers.iter().any(|k| matches!(k, Kind::Missing { .. })), "{answers:?}");
+    assert!(
+        !answers.iter().any(|k| matches!(k, Kind::Missing { .. })),
+        "{answers:?}"
+    );
     assert!(params[0] == expected_mean() && params[1] == expected_mean());
 }
 

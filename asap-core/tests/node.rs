@@ -918,3 +918,25 @@ fn drained_once_the_last_update_is_delivered_and_acknowledgements_sent() {
     b.finish_round(T0, &mut pb).unwrap();
     assert!(pb.iter().all(|&x| x == 2.0), "a's last update was mixed");
 }
+
+/// Sixty-four peers that all fall silent are reported down in the same call, none
+/// dropped: the event queue holds a burst of one event per peer of the largest tables
+/// the runtimes build.
+#[test]
+fn sixty_four_peers_falling_silent_at_once_are_all_reported() {
+    const PEERS: usize = 64;
+    let me = NodeId(PEERS as u16);
+    let peers: Vec<PeerSpec> = (0..PEERS as u16)
+        .map(|i| PeerSpec::both(NodeId(i), 1.0 / (PEERS as f32 + 1.0)))
+        .collect();
+    let mut m = Mem::new(&config(me), PEERS);
+    let mut node = Node::<PEERS>::new(config(me), &peers, m.buffers(), T0).unwrap();
+    let later = T0 + config(me).peer_timeout + Duration::from_millis(1);
+    node.handle_timeout(later);
+    let mut down = 0;
+    while let Some(event) = node.poll_event() {
+        down += usize::from(matches!(event, Event::PeerDown(_)));
+    }
+    assert_eq!(down, PEERS);
+    assert_eq!(node.stats().events_dropped, 0);
+}
