@@ -14,7 +14,7 @@ use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
 use serde::{Deserialize, Serialize};
 
 use asap_fed::sparse::{Dataset, Sgd};
-use transport_mio::runtime::{Link, Runtime, RuntimeError, MAX_PEERS};
+use transport_mio::runtime::{Link, Runtime, RuntimeError, MAX_PEERS, SOCKET_BUFFER};
 
 /// Which reduce a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -212,6 +212,9 @@ pub struct Summary {
     pub chunks_clipped: u64,
     /// The socket receive buffer the kernel granted.
     pub recv_buffer: usize,
+    /// Datagrams the kernel dropped because that buffer was full (Linux, UDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_drops: Option<u64>,
     /// The last evaluation (logistic workload).
     pub last: Option<Progress>,
     /// The final replica (average and federated workloads: models can be large).
@@ -317,9 +320,20 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
                 chunk_weights: &mut weights,
                 chunk_bits: &mut bits,
             };
+            // In-neighbours whose updates may arrive in the same round.
+            let senders = (0..topology.period())
+                .map(|r| {
+                    let from = topology
+                        .peers_of(rank)
+                        .filter(|&j| topology.edge_weight(j, rank, r) > 0.0);
+                    from.count()
+                })
+                .max()
+                .unwrap_or(0);
+            let need = receive_need(&config, senders);
             let node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
                 .map_err(|e| setup(e.to_string()))?;
-            drive(spec, node, socket, &mut params, &mut workload, report)
+            drive(spec, node, socket, need, &mut params, &mut workload, report)
         }
         Engine::Allreduce => {
             let mut work = vec![0.0; model_len];
@@ -328,9 +342,39 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
                 work: &mut work,
                 chunk_bits: &mut bits,
             };
+            // One segment a step, from the left neighbour.
+            let need = receive_need(&config, 1) / world.max(1) as usize;
             let ring = AllReduce::new(config, world, buffers).map_err(|e| setup(e.to_string()))?;
-            drive(spec, ring, socket, &mut params, &mut workload, report)
+            drive(spec, ring, socket, need, &mut params, &mut workload, report)
         }
+    }
+}
+
+/// Bytes of datagrams a round may bring at once: `senders` whole updates in frames of
+/// `max_frame` bytes (a sender bursts its update, then waits for the ACK).
+fn receive_need(config: &Config, senders: usize) -> usize {
+    senders * config.model_len.div_ceil(config.chunk_len()) * config.max_frame
+}
+
+/// Asks for a receive buffer that holds a round's burst (`need` bytes) and warns when the
+/// kernel grants less: datagrams past it are dropped and sent again after a
+/// retransmission timeout.
+fn request_receive_buffer<R: Reducer, L: Link>(runtime: &mut Runtime<R, L>, need: usize) {
+    if need <= SOCKET_BUFFER {
+        return;
+    }
+    // Linux reports twice what the buffer holds in payload (its own bookkeeping).
+    let Ok(granted) = runtime.request_recv_buffer(need) else {
+        return;
+    };
+    if granted / 2 < need {
+        log::warn!(
+            "the socket receive buffer holds ~{} KiB, a round's updates may bring {} KiB at once: \
+             raise net.core.rmem_max (sysctl) to {need} or more, or expect retransmissions \
+             (counted as kernel_drops)",
+            granted / 2 / 1024,
+            need / 1024,
+        );
     }
 }
 
@@ -338,6 +382,7 @@ fn drive<R: Reducer>(
     spec: &WorkerSpec,
     engine: R,
     socket: Bound,
+    need: usize,
     params: &mut [f32],
     workload: &mut Workload,
     report: impl FnMut(&Progress),
@@ -345,13 +390,11 @@ fn drive<R: Reducer>(
     let peers = spec.peers.clone();
     let setup = |e: std::io::Error| WorkerError::Setup(e.to_string());
     match socket {
-        Bound::Udp(s) => rounds(
-            spec,
-            Runtime::new(engine, s, peers).map_err(setup)?,
-            params,
-            workload,
-            report,
-        ),
+        Bound::Udp(s) => {
+            let mut runtime = Runtime::new(engine, s, peers).map_err(setup)?;
+            request_receive_buffer(&mut runtime, need);
+            rounds(spec, runtime, params, workload, report)
+        }
         Bound::Tcp(l) => rounds(
             spec,
             Runtime::tcp(engine, l, peers).map_err(setup)?,
@@ -509,6 +552,7 @@ fn rounds<R: Reducer, L: Link>(
         replays: stats.replays,
         chunks_clipped: stats.chunks_clipped,
         recv_buffer: runtime.recv_buffer_size().unwrap_or(0),
+        kernel_drops: runtime.kernel_drops(),
         last,
         final_replica: matches!(workload, Workload::Average { .. } | Workload::Federated { .. })
             .then(|| params.to_vec()),

@@ -150,6 +150,17 @@ pub trait Link {
     ) -> io::Result<()>;
     /// The receive buffer the kernel granted (see [`SOCKET_BUFFER`]).
     fn recv_buffer_size(&self) -> io::Result<usize>;
+    /// Asks the kernel for a receive buffer of `bytes` (it grants at most
+    /// `net.core.rmem_max` on Linux); returns what it granted. Streams keep theirs.
+    fn request_recv_buffer(&mut self, bytes: usize) -> io::Result<usize> {
+        let _ = bytes;
+        self.recv_buffer_size()
+    }
+    /// Datagrams the kernel dropped at this link's socket because its receive buffer was
+    /// full, where the system tells (`None` elsewhere, and for streams).
+    fn kernel_drops(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An engine driven over a link.
@@ -240,6 +251,18 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
     /// The receive buffer the kernel granted (see [`SOCKET_BUFFER`]).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
         self.link.recv_buffer_size()
+    }
+
+    /// Asks for a receive buffer of `bytes` (what a round's burst needs, when that is more
+    /// than [`SOCKET_BUFFER`]); returns what the kernel granted.
+    pub fn request_recv_buffer(&mut self, bytes: usize) -> io::Result<usize> {
+        self.link.request_recv_buffer(bytes)
+    }
+
+    /// Datagrams the kernel dropped because the receive buffer was full (Linux), the loss
+    /// a larger buffer (`net.core.rmem_max`) would have avoided.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.link.kernel_drops()
     }
 
     /// The link, to inspect (e.g. [`UdpLink::peer_addr`]).

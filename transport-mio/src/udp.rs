@@ -72,6 +72,30 @@ pub struct UdpLink {
     moves: Throttle,
 }
 
+/// The `drops` counter Linux keeps for `socket` (in `/proc/net/udp` and `udp6`, found by
+/// the socket's inode): datagrams that found its receive buffer full.
+#[cfg(target_os = "linux")]
+fn socket_drops(socket: &UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+        .ok()?
+        .ino();
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st queues tr retrnsmt uid timeout inode ref pointer drops
+            (fields.get(9)?.parse::<u64>().ok()? == inode).then(|| fields.get(12)?.parse().ok())?
+        })
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket_drops(_: &UdpSocket) -> Option<u64> {
+    None
+}
+
 /// Whether `addr` can be sent to: a configured `0.0.0.0:0` (or any unspecified IP, or
 /// port 0) means "not known yet".
 pub fn is_usable(addr: SocketAddr) -> bool {
@@ -222,6 +246,16 @@ impl Link for UdpLink {
 
     fn recv_buffer_size(&self) -> io::Result<usize> {
         socket2::SockRef::from(&self.socket).recv_buffer_size()
+    }
+
+    fn request_recv_buffer(&mut self, bytes: usize) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(&self.socket);
+        socket.set_recv_buffer_size(bytes)?;
+        socket.recv_buffer_size()
+    }
+
+    fn kernel_drops(&self) -> Option<u64> {
+        socket_drops(&self.socket)
     }
 }
 

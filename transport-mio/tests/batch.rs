@@ -71,3 +71,21 @@ fn a_batch_arrives_datagram_by_datagram_with_offload_and_without() {
         }
     }
 }
+
+/// A receiver that does not read while a peer sends more than its buffer holds loses
+/// datagrams in the kernel, and the link says how many (Linux's per-socket counter).
+#[cfg(target_os = "linux")]
+#[test]
+fn datagrams_the_kernel_dropped_for_a_full_buffer_are_counted() {
+    let (rx, rx_addr) = link("127.0.0.1:9".parse().unwrap());
+    assert_eq!(rx.kernel_drops(), Some(0));
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagram = [7u8; SEGMENT];
+    // Far more than the 4 MiB buffer holds (each datagram costs more than its bytes).
+    let sent = 20_000;
+    for _ in 0..sent {
+        let _ = sender.send_to(&datagram, rx_addr);
+    }
+    let drops = rx.kernel_drops().expect("Linux counts drops");
+    assert!(drops > 0 && drops < sent, "{drops} of {sent} dropped");
+}
