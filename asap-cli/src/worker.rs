@@ -116,6 +116,8 @@ pub struct WorkerSpec {
     pub cluster: u32,
     /// Largest datagram.
     pub max_frame: usize,
+    /// Sending held to this many bytes a second (`None`: as fast as the socket takes it).
+    pub pace: Option<u64>,
     /// Give up on a round after this long.
     pub round_timeout: Duration,
     /// Emulated compute a round (the event loop keeps serving peers meanwhile, as a
@@ -393,15 +395,14 @@ fn drive<R: Reducer>(
         Bound::Udp(s) => {
             let mut runtime = Runtime::new(engine, s, peers).map_err(setup)?;
             request_receive_buffer(&mut runtime, need);
+            runtime.set_pacing(spec.pace);
             rounds(spec, runtime, params, workload, report)
         }
-        Bound::Tcp(l) => rounds(
-            spec,
-            Runtime::tcp(engine, l, peers).map_err(setup)?,
-            params,
-            workload,
-            report,
-        ),
+        Bound::Tcp(l) => {
+            let mut runtime = Runtime::tcp(engine, l, peers).map_err(setup)?;
+            runtime.set_pacing(spec.pace);
+            rounds(spec, runtime, params, workload, report)
+        }
     }
 }
 

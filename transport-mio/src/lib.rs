@@ -8,6 +8,7 @@
 //! a command-line parser, a plotting library or progress bars.
 
 pub mod diag;
+pub mod pacer;
 pub mod runtime;
 pub mod tcp;
 pub mod udp;

@@ -20,11 +20,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as WallClock};
 
-use asap_core::{Event, Instant, NodeId, Reducer, RoundError};
+use asap_core::{Event, Instant, NodeId, Reducer, RoundError, Transmit};
 use mio::event::Event as Readiness;
 use mio::{Events, Poll, Registry};
 
 use crate::diag::Refusals;
+use crate::pacer::Pacer;
 use crate::tcp::TcpLink;
 use crate::udp::UdpLink;
 
@@ -175,6 +176,10 @@ pub struct Runtime<R, L> {
     /// The engine's events, until the application takes them.
     queue: EventQueue,
     refusals: Refusals,
+    /// Holds sends to a rate (`set_pacing`); `None`: as fast as the socket takes them.
+    pacer: Option<Pacer>,
+    /// A batch in `tx` the pacer has not let go yet, and when it will.
+    paced: Option<(Transmit, WallClock)>,
 }
 
 /// The application's side of the engine's events: bounded, the newest dropped (and
@@ -235,6 +240,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             stats: SocketStats::default(),
             queue: EventQueue::default(),
             refusals: Refusals::default(),
+            pacer: None,
+            paced: None,
         })
     }
 
@@ -257,6 +264,13 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
     /// than [`SOCKET_BUFFER`]); returns what the kernel granted.
     pub fn request_recv_buffer(&mut self, bytes: usize) -> io::Result<usize> {
         self.link.request_recv_buffer(bytes)
+    }
+
+    /// Holds what this node sends to `bytes_per_second` (bursts of one batch), or lets it
+    /// go as fast as the socket takes it (`None`, the default). See [`crate::pacer`].
+    pub fn set_pacing(&mut self, bytes_per_second: Option<u64>) {
+        let burst = self.tx.len();
+        self.pacer = bytes_per_second.map(|rate| Pacer::new(rate, burst, WallClock::now()));
     }
 
     /// Datagrams the kernel dropped because the receive buffer was full (Linux), the loss
@@ -321,6 +335,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         let now = self.now();
         self.node.leave(now);
         self.queue.collect(&mut self.node);
+        // The goodbye goes at once, whatever the pace.
+        self.pacer = None;
         self.flush()?;
         // Give queued (TCP) frames a moment to leave.
         let until = WallClock::now() + Duration::from_millis(50);
@@ -354,6 +370,8 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
             }
             None => (WallClock::now() + Duration::from_millis(100)).min(give_up),
         };
+        // A batch the pacer holds goes out when it lets it.
+        let wait_until = self.paced.map_or(wait_until, |(_, at)| wait_until.min(at));
         self.poll_once(wait_until)?;
         let now = self.now();
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
@@ -420,17 +438,30 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         let now = self.now();
         let max_frame = self.node.config().max_frame;
         let max_segments = self.link.max_segments(max_frame).clamp(1, MAX_SEGMENTS);
-        while let Some(t) = self
-            .node
-            .poll_transmit_batch(now, &mut self.tx, max_segments)
-            .expect("tx buffer holds max_frame")
-        {
+        loop {
+            let t = match self.paced.take() {
+                Some((t, _)) => t,
+                None => match self
+                    .node
+                    .poll_transmit_batch(now, &mut self.tx, max_segments)
+                    .expect("tx buffer holds max_frame")
+                {
+                    Some(t) => t,
+                    None => return Ok(()),
+                },
+            };
+            if let Some(pacer) = &mut self.pacer {
+                if let Err(at) = pacer.admit(WallClock::now(), t.len) {
+                    // It waits in `tx`; the loop wakes for it (`turn`).
+                    self.paced = Some((t, at));
+                    return Ok(());
+                }
+            }
             let to = usize::from(t.to.0);
             let frames = &self.tx[..t.len];
             // The link counts what it sent and dropped.
             self.link
                 .send(self.poll.registry(), to, frames, t.segment_size, &mut self.stats)?;
         }
-        Ok(())
     }
 }

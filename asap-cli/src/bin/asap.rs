@@ -286,6 +286,9 @@ struct DemoArgs {
     /// Largest datagram in bytes (loopback carries 64 KiB datagrams).
     #[arg(long, default_value_t = 1_400)]
     max_frame: usize,
+    /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`).
+    #[arg(long, value_name = "MBIT")]
+    pace: Option<f64>,
     /// How frames travel (both runs).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
@@ -378,6 +381,12 @@ struct NodeArgs {
     /// Largest datagram in bytes.
     #[arg(long, default_value_t = 1_400)]
     max_frame: usize,
+    /// Hold this node's sending to this many Mbit/s (a token bucket, bursts of one batch
+    /// of datagrams) instead of bursting a whole update at once: for links slower than
+    /// the host, or a receiver several in-neighbours send to. Default: as fast as the
+    /// socket takes it.
+    #[arg(long, value_name = "MBIT", value_parser = parse_pace)]
+    pace: Option<f64>,
     /// Seed of the replicas and of random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -488,6 +497,13 @@ struct TopologyArgs {
     /// Print the graph in Graphviz DOT instead of the table.
     #[arg(long)]
     dot: bool,
+}
+
+fn parse_pace(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(mbit) if mbit.is_finite() && mbit > 0.0 => Ok(mbit),
+        _ => Err(format!("'{s}': a rate in Mbit/s above 0 (e.g. 940)")),
+    }
 }
 
 fn parse_family(s: &str) -> Result<Family, String> {
@@ -806,6 +822,7 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         seed: args.seed,
         cluster: args.cluster,
         max_frame: args.max_frame,
+        pace: args.pace.map(|mbit| (mbit * 1e6 / 8.0) as u64),
         round_timeout: Duration::from_secs(args.round_timeout),
         compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
         linger: Duration::from_millis(args.linger_ms),
@@ -968,6 +985,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
                 .args(["--transport", transport_name(args.transport)])
                 .args(["--progress", "--json"])
+                .args(args.pace.map(|p| format!("--pace={p}")))
                 .args(args.train.to_args());
                 if let Some(d) = degree {
                     c.args(["--degree", &d.to_string()]);
