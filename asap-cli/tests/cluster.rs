@@ -587,6 +587,37 @@ fn an_authenticated_cluster_reaches_the_exact_mean() {
     }
 }
 
+/// Paced senders (a token bucket; `--pace`) still reach the exact mean, with both cipher
+/// suites (AES-256-GCM is the command's default; XChaCha20-Poly1305 is what boards
+/// speak), over UDP and TCP; a rate of 0 is refused.
+#[test]
+fn paced_and_either_cipher_clusters_reach_the_exact_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "cluster.key", 0x3c);
+    let (rounds, model) = (10u32, 2_000usize);
+    for (transport, cipher) in [("udp", "aes-256-gcm"), ("tcp", "xchacha20-poly1305")] {
+        let extra = [
+            "--pace",
+            "80",
+            "--key-file",
+            &key,
+            "--encrypt",
+            "--cipher",
+            cipher,
+            "--transport",
+            transport,
+        ];
+        let results = results(spawn_cluster(3, "exp", rounds, model, &extra));
+        assert_exact_mean(&results, rounds, model);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--rank", "0", "--world", "2", "--pace", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a rate in Mbit/s above 0"));
+}
+
 #[test]
 fn an_encrypting_cluster_reaches_the_exact_mean_over_udp_and_tcp() {
     let dir = tempfile::tempdir().unwrap();
