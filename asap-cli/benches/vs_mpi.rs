@@ -4,7 +4,10 @@
 //!
 //! `cargo bench -p asap-cli --bench vs-mpi` prints one JSON line a case and a table: 8
 //! processes on loopback, a 1M-float model, 1,400-byte datagrams (what a network with a
-//! 1,500-byte MTU carries unfragmented), no compute: ms a round of ASAP one-peer-exp
+//! 1,500-byte MTU carries unfragmented), no compute. Ratios are to MPI over its TCP
+//! transport (`--mca btl self,tcp`: what processes on different hosts use); MPI over
+//! shared memory, which only processes of one host can use, is printed beside it.
+//! Cases: ms a round of ASAP one-peer-exp
 //! (plain; keyed with a BLAKE3 tag, and encrypted with AES-256-GCM, the fast way to
 //! authenticate on servers; q8) and of our ring all-reduce, each as a ratio to MPI's.
 //! Then the stream case: two `asap node` processes averaging the model (no training),
@@ -41,11 +44,15 @@ fn build_mpi(dir: &Path) -> Result<std::path::PathBuf, String> {
     Ok(exe)
 }
 
-/// MPI's ms a round.
-fn mpi(exe: &Path, workers: &str, rounds: &str) -> f64 {
+/// MPI's ms a round; `tcp`: over its TCP transport (what processes on different hosts
+/// use), else over whatever it picks (shared memory between processes of one host).
+fn mpi(exe: &Path, workers: &str, rounds: &str, tcp: bool) -> f64 {
     let mut cmd = Command::new("mpirun");
     // Root in containers and fewer cores than processes are this bench's normal case.
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", workers]);
+    if tcp {
+        cmd.args(["--mca", "btl", "self,tcp"]);
+    }
     let out = cmd.arg(exe).args([MODEL, rounds]).output().expect("mpirun runs");
     assert!(out.status.success(), "mpirun: {}", String::from_utf8_lossy(&out.stderr));
     let line: Value = serde_json::from_slice(&out.stdout).expect("MPI program's JSON");
@@ -140,7 +147,8 @@ fn main() {
             return;
         }
     };
-    let before = mpi(&exe, &workers, &rounds);
+    let before = mpi(&exe, &workers, &rounds, true);
+    let shared_memory = mpi(&exe, &workers, &rounds, false);
     let key_file = dir.path().join("cluster.key");
     let key = Command::new(env!("CARGO_BIN_EXE_asap"))
         .arg("keygen")
@@ -155,14 +163,18 @@ fn main() {
         &rounds,
         &["--key-file", key_path, "--encrypt", "--cipher", "aes-256-gcm"],
     );
-    let after = mpi(&exe, &workers, &rounds);
+    let after = mpi(&exe, &workers, &rounds, true);
     let stream = stream("200");
     let mpi_ms = (before + after) / 2.0;
     // MPI's ring all-reduce moves 2(n-1)/n models a node a round.
     let n: f64 = workers.parse().expect("workers");
     let mpi_mb = 2.0 * (n - 1.0) / n * 4.0;
     let cases = [
-        ("Open MPI MPI_Allreduce", (mpi_ms, mpi_mb)),
+        ("Open MPI MPI_Allreduce (TCP)", (mpi_ms, mpi_mb)),
+        (
+            "Open MPI MPI_Allreduce (shared memory, one host only)",
+            (shared_memory, mpi_mb),
+        ),
         ("ASAP one-peer-exp", pick(&plain, "asap", "none")),
         ("ASAP one-peer-exp, keyed (BLAKE3 tag)", pick(&keyed, "asap", "none")),
         ("ASAP one-peer-exp, keyed (AES-256-GCM)", pick(&aes, "asap", "none")),
