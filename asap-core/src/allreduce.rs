@@ -513,6 +513,12 @@ impl<'a> AllReduce<'a> {
         batch::extend(self, now, first, payload, buf, max_frame, max_segments.max(1)).map(Some)
     }
 
+    /// Chunks of the segment being sent, while a send step runs.
+    fn sending_chunks(&self) -> Option<u32> {
+        (self.started && self.send_step < self.steps())
+            .then(|| self.chunks_of(self.sent_segment(self.me, self.send_step)))
+    }
+
     /// The chunk `c` of the segment being sent: its values in the work buffer.
     fn chunk_values(&self, c: u32) -> core::ops::Range<usize> {
         let range = self.segment(self.sent_segment(self.me, self.send_step));
@@ -552,10 +558,7 @@ impl<'a> AllReduce<'a> {
 
 impl DataFrames for AllReduce<'_> {
     fn peek_payload(&self, now: Instant) -> Option<usize> {
-        if !self.started || self.send_step >= self.steps() {
-            return None;
-        }
-        let chunks = self.chunks_of(self.sent_segment(self.me, self.send_step));
+        let chunks = self.sending_chunks()?;
         let mut ahead = self.out;
         match ahead.next(chunks, now)?.0 {
             Emit::Chunk(c) => Some(self.chunk_values(c).len() * 4),
@@ -564,10 +567,9 @@ impl DataFrames for AllReduce<'_> {
     }
 
     fn next_frame(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
-        if !self.started || self.send_step >= self.steps() {
+        let Some(chunks) = self.sending_chunks() else {
             return Ok(None);
-        }
-        let chunks = self.chunks_of(self.sent_segment(self.me, self.send_step));
+        };
         let Some((what, again)) = self.out.next(chunks, now) else {
             return Ok(None);
         };

@@ -224,10 +224,7 @@ impl Config {
     pub const fn integrity(&self) -> Integrity {
         match (self.key, self.encrypt) {
             (Some(_), false) => Integrity::Blake3 { seq: 0 },
-            (Some(_), true) => match self.cipher {
-                CipherSuite::XChaCha20Poly1305 => Integrity::XChaCha20Poly1305 { seq: 0 },
-                CipherSuite::Aes256Gcm => Integrity::Aes256Gcm { seq: 0 },
-            },
+            (Some(_), true) => Integrity::encrypted(self.cipher, 0),
             (None, _) => Integrity::Crc32,
         }
     }

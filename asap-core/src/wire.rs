@@ -98,6 +98,23 @@ impl Integrity {
         }
     }
 
+    /// The scheme of a frame encrypted with `suite`, carrying `seq`.
+    pub const fn encrypted(suite: CipherSuite, seq: u64) -> Self {
+        match suite {
+            CipherSuite::XChaCha20Poly1305 => Integrity::XChaCha20Poly1305 { seq },
+            CipherSuite::Aes256Gcm => Integrity::Aes256Gcm { seq },
+        }
+    }
+
+    /// The suite an encrypted frame's payload is sealed with (`None`: not encrypted).
+    pub const fn cipher_suite(self) -> Option<CipherSuite> {
+        match self {
+            Integrity::XChaCha20Poly1305 { .. } => Some(CipherSuite::XChaCha20Poly1305),
+            Integrity::Aes256Gcm { .. } => Some(CipherSuite::Aes256Gcm),
+            Integrity::Crc32 | Integrity::Blake3 { .. } => None,
+        }
+    }
+
     /// Whether frames of this scheme and of `other` protect alike: both checksummed,
     /// both tagged, or both encrypted (with any suite: a node opens every suite its build
     /// has). A node takes only frames protected as its own are.
@@ -369,10 +386,7 @@ impl<'k> Sealing<'k> {
         match self {
             Sealing::Crc => Integrity::Crc32,
             Sealing::Tag(_) => Integrity::Blake3 { seq },
-            Sealing::Encrypt(cipher) => match cipher.suite() {
-                CipherSuite::XChaCha20Poly1305 => Integrity::XChaCha20Poly1305 { seq },
-                CipherSuite::Aes256Gcm => Integrity::Aes256Gcm { seq },
-            },
+            Sealing::Encrypt(cipher) => Integrity::encrypted(cipher.suite(), seq),
         }
     }
 }
@@ -528,12 +542,8 @@ pub fn open<'a>(bytes: &'a mut [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>,
     let (header, header_len, total) = check_layout(bytes)?;
     let end = total - header.integrity.trailer_len();
     let (body, trailer) = bytes[..total].split_at_mut(end);
-    match (header.integrity, sealing) {
-        (Integrity::XChaCha20Poly1305 { .. } | Integrity::Aes256Gcm { .. }, Sealing::Encrypt(cipher)) => {
-            let suite = match header.integrity {
-                Integrity::Aes256Gcm { .. } => CipherSuite::Aes256Gcm,
-                _ => CipherSuite::XChaCha20Poly1305,
-            };
+    match (header.integrity.cipher_suite(), sealing) {
+        (Some(suite), Sealing::Encrypt(cipher)) => {
             if !suite.is_available() {
                 return Err(DecodeError::UnsupportedCipher);
             }

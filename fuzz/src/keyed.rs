@@ -86,12 +86,7 @@ pub fn run(data: &[u8]) {
     match &opened {
         Ok((header, payload, used)) => {
             // An encrypting node opens either suite: re-seal with the frame's own.
-            let frame_suite = match header.integrity {
-                wire::Integrity::Aes256Gcm { .. } => Some(CipherSuite::Aes256Gcm),
-                wire::Integrity::XChaCha20Poly1305 { .. } => Some(CipherSuite::XChaCha20Poly1305),
-                _ => None,
-            };
-            let suite_cipher = frame_suite.map(|s| cipher(&CLUSTER_KEY, s));
+            let suite_cipher = header.integrity.cipher_suite().map(|s| cipher(&CLUSTER_KEY, s));
             let sealing = match (&suite_cipher, ours) {
                 (Some(c), Sealing::Encrypt(_)) => Sealing::Encrypt(c),
                 _ => ours,
