@@ -1,0 +1,168 @@
+//! Who a process is in its cluster and where its peers listen, read the way launchers
+//! say it: torchrun (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`), Slurm
+//! (`SLURM_PROCID`, `SLURM_NTASKS`) and Open MPI (`OMPI_COMM_WORLD_RANK`,
+//! `OMPI_COMM_WORLD_SIZE`). The `asap` command and the Python package both start
+//! members this way, so a cluster launched by either finds itself the same way.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// The port worker 0 listens on when neither the caller nor `MASTER_PORT` names one.
+pub const DEFAULT_BASE_PORT: u16 = 47_000;
+
+/// Rank and world size: the caller's, else the launcher's environment variables.
+/// Errors are one line, naming what was looked for.
+pub fn rank_and_world(rank: Option<u32>, world: Option<u32>) -> Result<(u32, u32), String> {
+    rank_and_world_from(rank, world, |name| std::env::var(name).ok())
+}
+
+/// [`rank_and_world`] over any variable lookup (tests pass a map).
+pub fn rank_and_world_from(
+    rank: Option<u32>,
+    world: Option<u32>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(u32, u32), String> {
+    let from_env = |names: &[&str]| {
+        names.iter().find_map(|&n| var(n).map(|v| (n, v))).map(|(n, v)| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{n}={v}: not a whole number"))
+        })
+    };
+    let rank = match rank {
+        Some(r) => r,
+        None => from_env(&["RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"])
+            .ok_or("no rank given (nor RANK, SLURM_PROCID, OMPI_COMM_WORLD_RANK)")??,
+    };
+    let world = match world {
+        Some(w) => w,
+        None => from_env(&["WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"])
+            .ok_or("no world size given (nor WORLD_SIZE, SLURM_NTASKS, OMPI_COMM_WORLD_SIZE)")??,
+    };
+    if world < 2 {
+        return Err(format!("world size {world}: need at least 2 workers"));
+    }
+    if rank >= world {
+        return Err(format!("rank {rank} is not below world size {world}"));
+    }
+    Ok((rank, world))
+}
+
+/// Where every member listens, by rank, on one host: worker `r` at `host:(base_port + r)`.
+/// `host` defaults to `MASTER_ADDR`, else 127.0.0.1; `base_port` to `MASTER_PORT + 1`
+/// (torchrun's rendezvous port is taken), else [`DEFAULT_BASE_PORT`].
+pub fn consecutive_ports(host: Option<&str>, base_port: Option<u16>, world: u32) -> Result<Vec<SocketAddr>, String> {
+    consecutive_ports_from(host, base_port, world, |name| std::env::var(name).ok())
+}
+
+/// [`consecutive_ports`] over any variable lookup (tests pass a map).
+pub fn consecutive_ports_from(
+    host: Option<&str>,
+    base_port: Option<u16>,
+    world: u32,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<SocketAddr>, String> {
+    let host = host
+        .map(str::to_string)
+        .or_else(|| var("MASTER_ADDR"))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let base_port = match (base_port, var("MASTER_PORT")) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(|p| p.checked_add(1))
+            .ok_or(format!("MASTER_PORT={p}: not a port below 65535"))?,
+        (None, None) => DEFAULT_BASE_PORT,
+    };
+    (0..world)
+        .map(|r| {
+            let port = u16::try_from(u32::from(base_port) + r)
+                .map_err(|_| format!("base port {base_port} + rank {r} exceeds 65535"))?;
+            resolve(&format!("{host}:{port}"))
+        })
+        .collect()
+}
+
+/// Addresses from a hosts file's text: one `HOST:PORT` a line in rank order, `#`
+/// starting a comment. `name` is how errors call the file.
+pub fn parse_hosts(text: &str, world: u32, name: &str) -> Result<Vec<SocketAddr>, String> {
+    let hosts: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if hosts.len() != world as usize {
+        return Err(format!(
+            "{name} lists {} addresses for a world of {world}",
+            hosts.len()
+        ));
+    }
+    hosts.iter().map(|h| resolve(h)).collect()
+}
+
+/// One address, resolved (the first the resolver gives).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("address {addr}: {e}"))?
+        .next()
+        .ok_or(format!("address {addr}: nothing to connect to"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn arguments_win_over_the_environment() {
+        let env = vars(&[("RANK", "3"), ("WORLD_SIZE", "8")]);
+        assert_eq!(rank_and_world_from(Some(1), None, &env), Ok((1, 8)));
+        assert_eq!(rank_and_world_from(None, None, &env), Ok((3, 8)));
+    }
+
+    #[test]
+    fn each_launcher_is_read() {
+        let slurm = vars(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "4")]);
+        assert_eq!(rank_and_world_from(None, None, slurm), Ok((2, 4)));
+        let mpi = vars(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")]);
+        assert_eq!(rank_and_world_from(None, None, mpi), Ok((0, 2)));
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        let none = vars(&[]);
+        assert!(rank_and_world_from(None, Some(4), &none).unwrap_err().contains("RANK"));
+        let bad = vars(&[("RANK", "x"), ("WORLD_SIZE", "4")]);
+        assert_eq!(rank_and_world_from(None, None, bad).unwrap_err(), "RANK=x: not a whole number");
+        assert!(rank_and_world_from(Some(4), Some(4), &none).unwrap_err().contains("not below"));
+        assert!(rank_and_world_from(Some(0), Some(1), &none).unwrap_err().contains("at least 2"));
+    }
+
+    #[test]
+    fn ports_follow_torchrun_rendezvous() {
+        let env = vars(&[("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")]);
+        let addrs = consecutive_ports_from(None, None, 3, &env).unwrap();
+        let ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
+        assert_eq!(ports, [29501, 29502, 29503]);
+        let own = consecutive_ports_from(Some("127.0.0.1"), Some(9000), 2, &env).unwrap();
+        assert_eq!(own[1].port(), 9001);
+        let none = vars(&[]);
+        assert_eq!(consecutive_ports_from(None, None, 2, &none).unwrap()[0].port(), DEFAULT_BASE_PORT);
+        assert!(consecutive_ports_from(None, Some(65535), 2, &none).is_err());
+        let bad = vars(&[("MASTER_PORT", "65535")]);
+        assert!(consecutive_ports_from(None, None, 2, bad).unwrap_err().contains("MASTER_PORT"));
+    }
+
+    #[test]
+    fn hosts_files_have_one_address_a_rank() {
+        let text = "# cluster\n127.0.0.1:7000\n\n127.0.0.1:7001 # second\n";
+        assert_eq!(parse_hosts(text, 2, "hosts").unwrap()[1].port(), 7001);
+        assert!(parse_hosts(text, 3, "hosts").unwrap_err().contains("lists 2 addresses"));
+    }
+}
