@@ -93,12 +93,42 @@ pub fn parse_hosts(text: &str, world: u32, name: &str) -> Result<Vec<SocketAddr>
         .filter(|l| !l.is_empty())
         .collect();
     if hosts.len() != world as usize {
-        return Err(format!(
-            "{name} lists {} addresses for a world of {world}",
-            hosts.len()
-        ));
+        return Err(format!("{name} lists {} addresses for a world of {world}", hosts.len()));
     }
     hosts.iter().map(|h| resolve(h)).collect()
+}
+
+/// The cluster key from `file`, else the file `ASAP_KEY_FILE` names, else the 64 hex
+/// digits of `ASAP_KEY` (never a command line: it would show in `ps`); `None`: frames
+/// are CRC-protected only.
+pub fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::Key>, String> {
+    let read =
+        |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()));
+    let (text, source) = match (file, std::env::var_os("ASAP_KEY_FILE"), std::env::var("ASAP_KEY")) {
+        (Some(path), _, _) => (read(path)?, path.display().to_string()),
+        (None, Some(path), _) => (read(path.as_ref())?, "ASAP_KEY_FILE".into()),
+        (None, None, Ok(hex)) => (hex, "ASAP_KEY".into()),
+        (None, None, Err(_)) => return Ok(None),
+    };
+    asap_core::Key::from_hex(&text)
+        .map(Some)
+        .map_err(|e| format!("key from {source}: {e}"))
+}
+
+/// An incarnation no earlier start of a member on this machine had: tenths of a second
+/// since 2025-01-01 UTC (good until 2038), after waiting for that tenth to pass, so a
+/// process restarted at once still gets a larger one. Costs at most 100 ms at start.
+pub fn fresh_incarnation() -> u32 {
+    const EPOCH_2025: u64 = 1_735_689_600;
+    let tenths = |t: std::time::SystemTime| {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (since.as_millis() / 100).saturating_sub(u128::from(EPOCH_2025) * 10)
+    };
+    let mine = tenths(std::time::SystemTime::now());
+    while tenths(std::time::SystemTime::now()) == mine {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    u32::try_from(mine).unwrap_or(u32::MAX).max(1)
 }
 
 /// One address, resolved (the first the resolver gives).
@@ -139,9 +169,16 @@ mod tests {
         let none = vars(&[]);
         assert!(rank_and_world_from(None, Some(4), &none).unwrap_err().contains("RANK"));
         let bad = vars(&[("RANK", "x"), ("WORLD_SIZE", "4")]);
-        assert_eq!(rank_and_world_from(None, None, bad).unwrap_err(), "RANK=x: not a whole number");
-        assert!(rank_and_world_from(Some(4), Some(4), &none).unwrap_err().contains("not below"));
-        assert!(rank_and_world_from(Some(0), Some(1), &none).unwrap_err().contains("at least 2"));
+        assert_eq!(
+            rank_and_world_from(None, None, bad).unwrap_err(),
+            "RANK=x: not a whole number"
+        );
+        assert!(rank_and_world_from(Some(4), Some(4), &none)
+            .unwrap_err()
+            .contains("not below"));
+        assert!(rank_and_world_from(Some(0), Some(1), &none)
+            .unwrap_err()
+            .contains("at least 2"));
     }
 
     #[test]
@@ -153,10 +190,15 @@ mod tests {
         let own = consecutive_ports_from(Some("127.0.0.1"), Some(9000), 2, &env).unwrap();
         assert_eq!(own[1].port(), 9001);
         let none = vars(&[]);
-        assert_eq!(consecutive_ports_from(None, None, 2, &none).unwrap()[0].port(), DEFAULT_BASE_PORT);
+        assert_eq!(
+            consecutive_ports_from(None, None, 2, &none).unwrap()[0].port(),
+            DEFAULT_BASE_PORT
+        );
         assert!(consecutive_ports_from(None, Some(65535), 2, &none).is_err());
         let bad = vars(&[("MASTER_PORT", "65535")]);
-        assert!(consecutive_ports_from(None, None, 2, bad).unwrap_err().contains("MASTER_PORT"));
+        assert!(consecutive_ports_from(None, None, 2, bad)
+            .unwrap_err()
+            .contains("MASTER_PORT"));
     }
 
     #[test]

@@ -163,7 +163,12 @@ pub trait Drive {
 /// Builds the engine `spec` names for a model of `model_len` values (its topology,
 /// layout and buffers), puts it on a runtime over `bound` (asking for a receive buffer
 /// that holds a round's burst, and pacing as asked), and hands that to `driver`.
-pub fn with_runtime<D: Drive>(spec: &MemberSpec, model_len: usize, bound: Bound, driver: D) -> Result<D::Output, String> {
+pub fn with_runtime<D: Drive>(
+    spec: &MemberSpec,
+    model_len: usize,
+    bound: Bound,
+    driver: D,
+) -> Result<D::Output, String> {
     struct OnLink<'s, D> {
         spec: &'s MemberSpec,
         bound: Bound,
@@ -362,6 +367,26 @@ impl Ticket {
     /// Waits for the round: the averaged model is then in the memory submitted.
     pub fn wait(mut self) -> Result<(), MemberError> {
         Self::answer(self.answer.take())
+    }
+
+    /// Waits at most `timeout`: `None` if the round is still running (the ticket is
+    /// still good), else its answer (and the ticket is spent: later calls give `Ok`).
+    /// For callers that must look up now and then, e.g. for Ctrl+C.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<Result<(), MemberError>> {
+        let Some(answer) = self.answer.as_ref() else {
+            return Some(Ok(()));
+        };
+        match answer.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Ok(result) => {
+                self.answer = None;
+                Some(result)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.answer = None;
+                Some(Err(MemberError::Stopped("its thread ended during the round".into())))
+            }
+        }
     }
 
     fn answer(answer: Option<Receiver<Result<(), MemberError>>>) -> Result<(), MemberError> {
