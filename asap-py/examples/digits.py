@@ -33,6 +33,7 @@ parser.add_argument("--slow-factor", type=float, default=1.0)
 parser.add_argument("--compress", default="none", help="asap: none, f16, q8, ...")
 parser.add_argument("--topology", default="one-peer-exp", help="asap: the graph")
 parser.add_argument("--every", type=int, default=1, help="asap: average every k steps")
+parser.add_argument("--wait", default="all", help="asap: all, none, or a number k")
 args = parser.parse_args()
 
 torch.set_num_threads(1)
@@ -62,7 +63,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 if args.engine == "asap":
     import asap
 
-    asap.init(topology=args.topology, compress=args.compress)
+    asap.init(topology=args.topology, compress=args.compress, wait=args.wait)
     optimizer = asap.DistributedOptimizer(optimizer, model, every=args.every)  # the one line
     net = model
 else:
@@ -108,7 +109,9 @@ if rank == 0:
     print(
         json.dumps(
             {
-                "engine": args.engine if args.compress == "none" else f"{args.engine} {args.compress}",
+                "engine": args.engine,
+                "compress": args.compress,
+                "wait": args.wait,
                 "world": world,
                 "parameters": parameters,
                 "slow": [args.slow_rank, args.slow_factor] if args.slow_factor > 1 else None,

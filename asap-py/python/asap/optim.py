@@ -28,8 +28,10 @@ class DistributedOptimizer:
 
     The model's float32 CPU parameters are laid out in one contiguous buffer at
     construction (each parameter becomes a view into it), so a round copies the model
-    once, into the snapshot, and hands asap that buffer without another copy. Start all
-    members from the same weights (the same `torch.manual_seed`), as with DDP.
+    once, into the snapshot, and hands asap that buffer without another copy.
+    Construction runs one round (every member waits for its neighbours there, as at
+    DDP's construction); start all members from the same weights (the same
+    `torch.manual_seed`), as DDP's broadcast would make them.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, every: Optional[int] = None) -> None:
@@ -62,6 +64,9 @@ class DistributedOptimizer:
         self._sent = np.empty_like(self._model)
         self._averaged = np.empty_like(self._model)
         self._pending: Any = None
+        # One round at once: every member waits for its neighbours here, as DDP's
+        # construction does, and replicas that started apart are pulled together.
+        _asap.average_(self._model)
 
     # The wrapped optimizer's surface.
     @property
