@@ -17,8 +17,12 @@
 use core::fmt;
 
 mod cipher;
+#[cfg(feature = "identity")]
+mod identity;
 
 pub use cipher::{Cipher, CipherSuite, Nonce, OpenError};
+#[cfg(feature = "identity")]
+pub use identity::{LinkKeyError, NodeSecret, PublicKey};
 
 /// Length of an authentication tag.
 pub const TAG_LEN: usize = 16;
@@ -65,21 +69,7 @@ impl Key {
     /// A key from 64 hexadecimal digits (surrounding whitespace ignored, as in a key
     /// file written by `od`/`xxd -p -c 32`).
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim().as_bytes();
-        if text.len() != 2 * KEY_LEN {
-            return Err(KeyError::Length(text.len()));
-        }
-        let digit = |at: usize| match text[at] {
-            c @ b'0'..=b'9' => Ok(c - b'0'),
-            c @ b'a'..=b'f' => Ok(c - b'a' + 10),
-            c @ b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(KeyError::NotHex(at)),
-        };
-        let mut key = [0u8; KEY_LEN];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = digit(2 * i)? << 4 | digit(2 * i + 1)?;
-        }
-        Ok(Key(key))
+        parse_hex32(text).map(Key)
     }
 
     /// The key's bytes (for deriving subkeys).
@@ -103,6 +93,25 @@ impl Key {
         };
         constant_time_eq::constant_time_eq_16(&self.tag(bytes), tag)
     }
+}
+
+/// 32 bytes from 64 hexadecimal digits (surrounding whitespace ignored).
+fn parse_hex32(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    let text = text.trim().as_bytes();
+    if text.len() != 2 * KEY_LEN {
+        return Err(KeyError::Length(text.len()));
+    }
+    let digit = |at: usize| match text[at] {
+        c @ b'0'..=b'9' => Ok(c - b'0'),
+        c @ b'a'..=b'f' => Ok(c - b'a' + 10),
+        c @ b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(KeyError::NotHex(at)),
+    };
+    let mut bytes = [0u8; KEY_LEN];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = digit(2 * i)? << 4 | digit(2 * i + 1)?;
+    }
+    Ok(bytes)
 }
 
 /// What a node seals its frames with, derived once from its configuration's `key` and

@@ -45,6 +45,8 @@ internal! {
 
 pub use allreduce::{AllReduce, AllReduceBuffers};
 pub use auth::{CipherSuite, Key, KeyError, KEY_LEN};
+#[cfg(feature = "identity")]
+pub use auth::{LinkKeyError, NodeSecret, PublicKey};
 pub use compress::Compression;
 pub use config::{Buffers, Clip, Config, Layout, PeerSpec, UnknownWait, Wait};
 pub use error::{ConfigError, FrameError, RoundError, Violation};
