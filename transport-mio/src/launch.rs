@@ -131,6 +131,72 @@ pub fn fresh_incarnation() -> u32 {
     u32::try_from(mine).unwrap_or(u32::MAX).max(1)
 }
 
+/// One member of a membership file: its node id (its rank), its public key and where it
+/// listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Node id, 0..members.
+    pub id: u16,
+    /// Its static X25519 public key (`asap keygen --node` prints it).
+    pub public: asap_core::PublicKey,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// A membership file's text: one member a line, `ID PUBLIC_KEY HOST:PORT` (the key in 64
+/// hexadecimal digits), `#` starting a comment; ids 0..n, each once, in any order.
+/// Returned in id order. `name` is how errors call the file.
+pub fn parse_membership(text: &str, name: &str) -> Result<Vec<Listed>, String> {
+    let mut listed = Vec::new();
+    for (at, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let here = || format!("{name} line {}", at + 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [id, public, addr] = fields[..] else {
+            return Err(format!("{}: expected `ID PUBLIC_KEY HOST:PORT`, got `{line}`", here()));
+        };
+        let id: u16 = id
+            .parse()
+            .map_err(|_| format!("{}: node id `{id}` is not a number below 65536", here()))?;
+        let public = asap_core::PublicKey::from_hex(public).map_err(|e| format!("{}: public key: {e}", here()))?;
+        let addr = resolve(addr).map_err(|e| format!("{}: {e}", here()))?;
+        listed.push(Listed { id, public, addr });
+    }
+    listed.sort_by_key(|l| l.id);
+    for (expected, l) in listed.iter().enumerate() {
+        match usize::from(l.id).cmp(&expected) {
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Less => return Err(format!("{name}: node id {} is listed twice", l.id)),
+            std::cmp::Ordering::Greater => {
+                return Err(format!(
+                    "{name}: node id {expected} is missing (ids run from 0, each once)"
+                ))
+            }
+        }
+    }
+    if listed.len() < 2 {
+        return Err(format!("{name} lists {} members: need at least 2", listed.len()));
+    }
+    Ok(listed)
+}
+
+/// This member's static secret from `file`, else the file `ASAP_NODE_KEY_FILE` names
+/// (64 hex digits, as `asap keygen --node` writes them).
+pub fn node_secret(file: Option<&std::path::Path>) -> Result<Option<asap_core::NodeSecret>, String> {
+    let path = match (file, std::env::var_os("ASAP_NODE_KEY_FILE")) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => std::path::PathBuf::from(p),
+        (None, None) => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("node key file {}: {e}", path.display()))?;
+    asap_core::NodeSecret::from_hex(&text)
+        .map(Some)
+        .map_err(|e| format!("node key file {}: {e}", path.display()))
+}
+
 /// One address, resolved (the first the resolver gives).
 pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     addr.to_socket_addrs()
@@ -199,6 +265,35 @@ mod tests {
         assert!(consecutive_ports_from(None, None, 2, bad)
             .unwrap_err()
             .contains("MASTER_PORT"));
+    }
+
+    #[test]
+    fn membership_files_list_every_id_once() {
+        let key = |b: u8| asap_core::NodeSecret::new([b; 32]).public_key();
+        let text = format!(
+            "# id key address\n1 {} 127.0.0.1:7001\n0 {} 127.0.0.1:7000 # first\n",
+            key(2),
+            key(1)
+        );
+        let listed = parse_membership(&text, "members").unwrap();
+        assert_eq!(listed[0].id, 0);
+        assert_eq!(listed[1].public, key(2));
+        assert_eq!(listed[1].addr.port(), 7001);
+        let twice = format!("0 {} 127.0.0.1:7000\n0 {} 127.0.0.1:7001\n", key(1), key(2));
+        assert!(parse_membership(&twice, "m").unwrap_err().contains("listed twice"));
+        let gap = format!("0 {} 127.0.0.1:7000\n2 {} 127.0.0.1:7001\n", key(1), key(2));
+        assert!(parse_membership(&gap, "m")
+            .unwrap_err()
+            .contains("node id 1 is missing"));
+        assert!(parse_membership("0 abc 127.0.0.1:1\n", "m")
+            .unwrap_err()
+            .contains("m line 1: public key"));
+        assert!(parse_membership("0 127.0.0.1:1\n", "m")
+            .unwrap_err()
+            .contains("expected"));
+        assert!(parse_membership(&format!("0 {} 127.0.0.1:7000\n", key(1)), "m")
+            .unwrap_err()
+            .contains("at least 2"));
     }
 
     #[test]
