@@ -82,6 +82,9 @@ impl<'a> AllReduce<'a> {
 
     /// A ring member `config.id` of `world` nodes (ids `0..world`).
     pub fn new(config: Config, world: u32, buffers: AllReduceBuffers<'a>) -> Result<Self, ConfigError> {
+        if config.identities {
+            return Err(ConfigError::IdentitiesUnsupported);
+        }
         let layout = config.layout(0)?;
         if config.is_compressed() {
             // The baseline sends f32 only.

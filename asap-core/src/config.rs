@@ -143,6 +143,14 @@ pub struct Config {
     /// has; AES-256-GCM (feature `aes-gcm`) is several times faster on servers with AES
     /// instructions, but a board built without it refuses such frames.
     pub cipher: CipherSuite,
+    /// Per-node identities: frames to and from each peer are sealed with the key of
+    /// that pair of members ([`Node::set_link_key`](crate::Node::set_link_key), e.g.
+    /// derived by X25519 from the members' static keys, feature `identity`), not with a
+    /// cluster `key` (which must be `None`), so a frame proves which member sent it: a
+    /// member claiming another's id fails every check. `encrypt` and `cipher` apply to
+    /// the link keys. A peer whose key is not set yet is neither heard nor sent to.
+    /// ASAP nodes only (not the all-reduce baseline). Default `false`.
+    pub identities: bool,
     /// How updates travel ([`Compression`]). With anything but `None` the node runs the
     /// compressed mode (CHOCO-gossip, Koloskova, Stich and Jaggi, ICML 2019): it keeps a
     /// public copy `x̂` of its replica and the disagreement `t = Σ_j w_j·x̂_j − W·x̂`
@@ -211,6 +219,7 @@ impl Config {
             key: None,
             encrypt: false,
             cipher: CipherSuite::XChaCha20Poly1305,
+            identities: false,
             compression: Compression::None,
             consensus_step: None,
             compression_epoch: 1_000,
@@ -222,10 +231,11 @@ impl Config {
     /// encrypted when it also says `encrypt` (the sequence number shown is a
     /// placeholder; each frame carries its own).
     pub const fn integrity(&self) -> Integrity {
-        match (self.key, self.encrypt) {
-            (Some(_), false) => Integrity::Blake3 { seq: 0 },
-            (Some(_), true) => Integrity::encrypted(self.cipher, 0),
-            (None, _) => Integrity::Crc32,
+        let keyed = self.key.is_some() || self.identities;
+        match (keyed, self.encrypt) {
+            (true, false) => Integrity::Blake3 { seq: 0 },
+            (true, true) => Integrity::encrypted(self.cipher, 0),
+            (false, _) => Integrity::Crc32,
         }
     }
 
@@ -261,7 +271,10 @@ impl Config {
         if self.model_len == 0 {
             return Err(ConfigError::EmptyModel);
         }
-        if self.encrypt && self.key.is_none() {
+        if self.identities && self.key.is_some() {
+            return Err(ConfigError::IdentitiesWithClusterKey);
+        }
+        if self.encrypt && self.key.is_none() && !self.identities {
             return Err(ConfigError::EncryptionNeedsKey);
         }
         if self.encrypt && !self.cipher.is_available() {
@@ -308,7 +321,19 @@ impl Config {
 
     /// What frames are sealed with: the key, and the cipher derived from it when
     /// encrypting (derived once, not per frame).
+    /// With `identities`, the node-wide secret seals nothing (each peer has its own):
+    /// `Secret::None`, once the link keys could be used as asked.
     pub fn secret(&self) -> Result<Secret, ConfigError> {
+        if self.identities {
+            if self.key.is_some() {
+                return Err(ConfigError::IdentitiesWithClusterKey);
+            }
+            // Whether link keys can seal as asked (the key itself does not matter here).
+            return match Secret::new(Some(Key::new([0; 32])), self.encrypt, self.cipher) {
+                Some(_) => Ok(Secret::None),
+                None => Err(ConfigError::EncryptionUnavailable),
+            };
+        }
         Secret::new(self.key, self.encrypt, self.cipher).ok_or(match self.key {
             None => ConfigError::EncryptionNeedsKey,
             Some(_) => ConfigError::EncryptionUnavailable,

@@ -204,6 +204,14 @@ pub enum ConfigError {
     /// `encrypt` with incarnation 0: a restart would reuse nonces (set it to a boot
     /// counter or a clock reading, new at every start).
     EncryptionNeedsIncarnation,
+    /// `identities` together with a cluster `key`: frames would not say which to trust.
+    IdentitiesWithClusterKey,
+    /// `identities` asked of the all-reduce baseline (ASAP nodes only).
+    IdentitiesUnsupported,
+    /// A link key set on a node configured without `identities`.
+    NoIdentities,
+    /// A link key for a node that is not a peer.
+    UnknownPeer(NodeId),
 }
 
 impl fmt::Display for ConfigError {
@@ -247,6 +255,14 @@ impl fmt::Display for ConfigError {
             ConfigError::EncryptionNeedsIncarnation => f.write_str(
                 "encryption needs a non-zero incarnation, new at every start (a boot counter or a clock reading)",
             ),
+            ConfigError::IdentitiesWithClusterKey => {
+                f.write_str("per-node identities replace the cluster key: give one or the other")
+            }
+            ConfigError::IdentitiesUnsupported => {
+                f.write_str("per-node identities are for ASAP nodes; the all-reduce baseline takes a cluster key")
+            }
+            ConfigError::NoIdentities => f.write_str("a link key needs a configuration with identities"),
+            ConfigError::UnknownPeer(p) => write!(f, "{p} is not a peer of this node"),
         }
     }
 }

@@ -20,7 +20,7 @@ mod receive;
 mod round;
 mod transmit;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Peer {
     spec: PeerSpec,
     out: OutEdge,
@@ -40,12 +40,27 @@ struct Peer {
     replay: crate::auth::ReplayWindow,
     /// Compressed mode: its standing in the epoch's sums.
     choco: Membership,
+    /// What frames to and from it are sealed with.
+    link: Link,
 }
 
 impl Peer {
     fn live(&self) -> bool {
-        self.up && !self.left && !self.incompatible
+        self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
     }
+}
+
+/// The key of a peer's link.
+#[derive(Clone, Debug)]
+// One per peer, set once; no allocator to box the cipher in.
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    /// The node's own secret (a cluster key, or none).
+    Cluster,
+    /// Identities: the pair's link key (`Node::set_link_key`).
+    Own(Secret),
+    /// Identities, and no link key yet: the peer is neither heard nor sent to.
+    Missing,
 }
 
 /// One worker of an ASAP cluster, as a sans-IO state machine.
@@ -244,6 +259,11 @@ impl<'a, const P: usize> Node<'a, P> {
                 sent_round: None,
                 replay: crate::auth::ReplayWindow::default(),
                 choco: Membership::default(),
+                link: if config.identities {
+                    Link::Missing
+                } else {
+                    Link::Cluster
+                },
             };
             peer.timers.set(Timer::PeerDown, now + config.peer_timeout);
             peer.timers.set(Timer::Heartbeat, now + config.heartbeat_interval);
@@ -593,7 +613,10 @@ impl<'a, const P: usize> Node<'a, P> {
     /// frame given here ([`DecodeError::Encrypted`](crate::DecodeError::Encrypted)) and needs
     /// [`handle_frame_mut`](Self::handle_frame_mut).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
-        let decoded = wire::decode_sealed(bytes, Sealing::from(&self.secret));
+        let decoded = match self.opening(bytes) {
+            Ok(sealing) => wire::decode_sealed(bytes, sealing),
+            Err(e) => return Err(self.refuse_unopened(e)),
+        };
         self.receive(now, decoded, bytes.len())
     }
 
@@ -602,8 +625,61 @@ impl<'a, const P: usize> Node<'a, P> {
     /// buffer should call, whatever the configuration.
     pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         let len = bytes.len();
-        let decoded = wire::open(bytes, Sealing::from(&self.secret));
+        let decoded = match self.opening(bytes) {
+            Ok(sealing) => wire::open(bytes, sealing),
+            Err(e) => return Err(self.refuse_unopened(e)),
+        };
         self.receive(now, decoded, len)
+    }
+
+    /// Identities (`Config::identities`): sets the key of the link with `peer`, which
+    /// seals every frame to it and opens every frame claiming to be from it (with the
+    /// configured `encrypt` and `cipher`). Until it is set, the peer is neither heard
+    /// nor sent to. Setting it again replaces it.
+    pub fn set_link_key(&mut self, peer: NodeId, key: crate::auth::Key) -> Result<(), ConfigError> {
+        if !self.config.identities {
+            return Err(ConfigError::NoIdentities);
+        }
+        let secret = Secret::new(Some(key), self.config.encrypt, self.config.cipher)
+            .ok_or(ConfigError::EncryptionUnavailable)?;
+        let p = self
+            .peers
+            .iter_mut()
+            .find(|p| p.spec.id == peer)
+            .ok_or(ConfigError::UnknownPeer(peer))?;
+        p.link = Link::Own(secret);
+        Ok(())
+    }
+
+    /// What a frame is opened with: the node's secret, or with identities the link key
+    /// of the peer its (clear, authenticated) header names as sender.
+    fn opening(&self, bytes: &[u8]) -> Result<Sealing<'_>, FrameError> {
+        if !self.config.identities {
+            return Ok(Sealing::from(&self.secret));
+        }
+        let (header, _) = wire::peek(bytes)?;
+        match self.peers.iter().find(|p| p.spec.id == header.from).map(|p| &p.link) {
+            Some(Link::Own(secret)) => Ok(Sealing::from(secret)),
+            _ => Err(FrameError::UnknownPeer(header.from)),
+        }
+    }
+
+    /// Counts a frame refused before it could be opened.
+    fn refuse_unopened(&mut self, e: FrameError) -> FrameError {
+        match &e {
+            FrameError::Decode(d) => self.stats.count_undecodable(d),
+            _ => self.stats.frames_refused += 1,
+        }
+        e
+    }
+
+    /// What frames to peer `i` are sealed with (`None`: its link key is not set).
+    fn sealing(&self, i: usize) -> Option<Sealing<'_>> {
+        match &self.peers[i].link {
+            Link::Cluster => Some(Sealing::from(&self.secret)),
+            Link::Own(secret) => Some(Sealing::from(secret)),
+            Link::Missing => None,
+        }
     }
 
     /// Handles timers: retransmissions, heartbeats, Hello retries, peers going down.
@@ -671,6 +747,9 @@ impl<'a, const P: usize> Node<'a, P> {
         // Control frames first: they are small and unblock other nodes.
         for k in 0..n {
             let i = (self.cursor + k) % n;
+            if matches!(self.peers[i].link, Link::Missing) {
+                continue;
+            }
             if let Some((kind, round)) = self.take_control(i) {
                 return self.emit(now, i, kind, round, 0..0, buf).map(Some);
             }

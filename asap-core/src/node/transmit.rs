@@ -81,18 +81,20 @@ impl<const P: usize> Node<'_, P> {
         let to = self.peers[i].spec.id;
         let mut header = Self::header_for(&self.config, to, round, kind);
         header.integrity = header.integrity.with_seq(self.send_seq);
+        // Peers without a link key are skipped before any frame is made for them.
+        let sealing = self.sealing(i).unwrap_or(Sealing::Crc);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
         let compression = self.config.compression;
         let len = match kind {
             Kind::Update { .. } if self.config.is_compressed() => {
                 let payload = compression.payload_len(values.len());
-                wire::seal_with(header, payload, buf, Sealing::from(&self.secret), |out| {
+                wire::seal_with(header, payload, buf, sealing, |out| {
                     // Cannot fail: the snapshot is finite (checked when the round
                     // started) and `out` has the payload's length.
                     let _ = compress::encode(compression, values, out);
                 })?
             }
-            _ => wire::seal(header, values, buf, Sealing::from(&self.secret))?,
+            _ => wire::seal(header, values, buf, sealing)?,
         };
         self.send_seq = self.send_seq.wrapping_add(1);
         let p = &mut self.peers[i];
