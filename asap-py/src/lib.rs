@@ -19,7 +19,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use transport_mio::launch;
-use transport_mio::member::{Bound as Socket, Engine, Member, MemberError, MemberSpec, Ticket, Transport};
+use transport_mio::member::{Bound as Socket, Engine, Identity, Member, MemberError, MemberSpec, Ticket, Transport};
 
 pyo3::create_exception!(
     _asap,
@@ -50,7 +50,8 @@ fn asap_error(e: MemberError) -> PyErr {
 /// options (named as the `asap node` flags).
 #[pyfunction]
 #[pyo3(signature = (
-    *, rank=None, world=None, peers=None, hosts=None, host=None, base_port=None,
+    *, rank=None, world=None, peers=None, hosts=None, members=None, node_key_file=None,
+    host=None, base_port=None,
     topology="one-peer-exp", degree=None, wait="all", engine="asap", transport="udp",
     key_file=None, encrypt=false, cipher="aes-256-gcm", compress="none",
     consensus_step=None, max_frame=None, clip=None, pace=None, seed=1, cluster=0xa5a9,
@@ -63,6 +64,8 @@ fn init(
     world: Option<u32>,
     peers: Option<Vec<String>>,
     hosts: Option<PathBuf>,
+    members: Option<PathBuf>,
+    node_key_file: Option<PathBuf>,
     host: Option<String>,
     base_port: Option<u16>,
     topology: &str,
@@ -89,8 +92,49 @@ fn init(
             "asap is already initialised in this process: call asap.shutdown() first",
         ));
     }
+    // A membership file names every member, its key and its address.
+    let listed = match &members {
+        None => None,
+        Some(path) => {
+            if peers.is_some() || hosts.is_some() {
+                return Err(value_error(
+                    "members lists the addresses: give members, or peers or hosts",
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| value_error(format!("{}: {e}", path.display())))?;
+            let listed = launch::parse_membership(&text, &path.display().to_string()).map_err(value_error)?;
+            match world {
+                Some(w) if w as usize != listed.len() => {
+                    return Err(value_error(format!(
+                        "world {w}, but {} lists {} members",
+                        path.display(),
+                        listed.len()
+                    )))
+                }
+                _ => {}
+            }
+            Some(listed)
+        }
+    };
+    let world = world.or(listed.as_ref().map(|l| l.len() as u32));
     let (rank, world) = launch::rank_and_world(rank, world).map_err(value_error)?;
+    let identity = match &listed {
+        None if node_key_file.is_some() => {
+            return Err(value_error("node_key_file needs members (the membership file)"))
+        }
+        None => None,
+        Some(listed) => {
+            let secret = launch::node_secret(node_key_file.as_deref())
+                .map_err(value_error)?
+                .ok_or_else(|| value_error("members needs this node's key: node_key_file or ASAP_NODE_KEY_FILE"))?;
+            Some(std::sync::Arc::new(Identity {
+                secret,
+                members: listed.iter().map(|l| l.public).collect(),
+            }))
+        }
+    };
     let peers = match (peers, hosts) {
+        _ if listed.is_some() => listed.iter().flatten().map(|l| l.addr).collect(),
         (Some(_), Some(_)) => return Err(value_error("give peers or hosts, not both")),
         (Some(list), None) => {
             if list.len() != world as usize {
@@ -159,7 +203,12 @@ fn init(
         Some(mbit) => return Err(value_error(format!("pace {mbit}: Mbit/s above 0"))),
     };
     let key = launch::cluster_key(key_file.as_deref()).map_err(value_error)?;
-    if encrypt && key.is_none() {
+    if key.is_some() && identity.is_some() {
+        return Err(value_error(
+            "members (per-node keys) replace the cluster key: drop key_file (and ASAP_KEY_FILE, ASAP_KEY)",
+        ));
+    }
+    if encrypt && key.is_none() && identity.is_none() {
         return Err(value_error(
             "encrypt needs a cluster key: key_file, ASAP_KEY_FILE or ASAP_KEY",
         ));
@@ -187,6 +236,7 @@ fn init(
         consensus_step,
         incarnation: py.detach(launch::fresh_incarnation),
         clip,
+        identity,
     };
     spec.check().map_err(value_error)?;
     let socket = Socket::listen(transport, spec.peers[rank as usize]).map_err(AsapError::new_err)?;
@@ -391,6 +441,33 @@ fn shutdown(py: Python<'_>) -> PyResult<()> {
     }
 }
 
+/// Writes a new node secret (64 hex digits, from the system's CSPRNG) to `path`,
+/// readable by its owner only, and returns its public key (for the membership file).
+/// Refuses to overwrite a file.
+#[pyfunction]
+fn keygen(path: PathBuf) -> PyResult<String> {
+    use std::io::Write;
+    let bytes = launch::random_secret().map_err(AsapError::new_err)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| value_error(format!("{}: {e}", path.display())))?;
+    writeln!(file, "{}", launch::hex(&bytes)).map_err(|e| AsapError::new_err(format!("{}: {e}", path.display())))?;
+    Ok(asap_core::NodeSecret::new(bytes).public_key().to_string())
+}
+
+/// The public key (64 hex digits) of the node secret in `path`.
+#[pyfunction]
+fn public_key(path: PathBuf) -> PyResult<String> {
+    let secret = launch::node_secret(Some(&path))
+        .map_err(value_error)?
+        .ok_or_else(|| value_error("no node key"))?;
+    Ok(secret.public_key().to_string())
+}
+
 /// Whether `init` has run (and `shutdown` has not).
 #[pyfunction]
 fn is_initialized() -> bool {
@@ -410,6 +487,8 @@ fn _asap(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(events, m)?,
         wrap_pyfunction!(shutdown, m)?,
         wrap_pyfunction!(is_initialized, m)?,
+        wrap_pyfunction!(keygen, m)?,
+        wrap_pyfunction!(public_key, m)?,
     ] {
         m.add_function(f)?;
     }

@@ -36,7 +36,7 @@ def free_base_port(world: int) -> int:
     raise RuntimeError("no free range of ports found")
 
 
-def spawn(script: str, world: int, *, args=(), env_extra=None, wrap=None, base_port=None):
+def spawn(script: str, world: int, *, args=(), env_extra=None, env_per_rank=None, wrap=None, base_port=None):
     """Starts `world` interpreters running `script` (code text) with RANK, WORLD_SIZE,
     MASTER_ADDR and MASTER_PORT set; `wrap(rank)` may prefix each command (e.g. a
     network namespace). Returns the Popen objects."""
@@ -52,6 +52,7 @@ def spawn(script: str, world: int, *, args=(), env_extra=None, wrap=None, base_p
             PYTHONUNBUFFERED="1",
         )
         env.update(env_extra or {})
+        env.update(env_per_rank(rank) if env_per_rank else {})
         cmd = [sys.executable, "-c", script, *map(str, args)]
         if wrap is not None:
             cmd = wrap(rank) + cmd

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import asap
-from conftest import NETNS, results, spawn
+from conftest import NETNS, free_base_port, results, spawn
 
 # A member: averages its seeded vector ROUNDS times, prints its distance to the exact
 # mean of every member's starting vector.
@@ -26,7 +26,8 @@ with asap.init(**options) as cluster:
     s = asap.stats()
 print(json.dumps({"rank": cluster.rank, "error": float(np.max(np.abs(x - mean))),
                   "rounds": s["rounds"], "resent": s["chunks_resent"],
-                  "head": x[:16].tolist(), "peers_down": s["peers_down"]}))
+                  "head": x[:16].tolist(), "peers_down": s["peers_down"],
+                  "auth_failures": s["auth_failures"]}))
 """
 
 
@@ -124,3 +125,60 @@ def test_a_member_killed_mid_run_does_not_stop_the_others():
     # The survivors went on averaging among themselves: they agree.
     heads = np.array([line["head"] for _, line, _ in out[:3]])
     assert np.max(heads.max(axis=0) - heads.min(axis=0)) < 1e-3, heads
+
+
+def test_a_member_with_another_members_id_is_refused(tmp_path):
+    """Per-node keys: four members list their public keys in a membership file; a fifth
+    process claims member 2's id with its own key (and its own address). Every frame it
+    sends is refused and counted; the four real members reach their exact mean."""
+    import json
+
+    base = free_base_port(5)
+    publics = [asap.keygen(str(tmp_path / f"node{k}.key")) for k in range(4)]
+    members = tmp_path / "members.txt"
+    members.write_text("".join(f"{k} {publics[k]} 127.0.0.1:{base + k}\n" for k in range(4)))
+    # The impostor's view: member 2 is itself, at its own port.
+    fake_public = asap.keygen(str(tmp_path / "fake.key"))
+    forged = tmp_path / "forged.txt"
+    forged.write_text(
+        "".join(
+            f"{k} {fake_public if k == 2 else publics[k]} 127.0.0.1:{base + 4 if k == 2 else base + k}\n"
+            for k in range(4)
+        )
+    )
+    assert asap.public_key(str(tmp_path / "fake.key")) == fake_public
+    real = spawn(
+        AVERAGE.replace("with asap.init(**options)", "with asap.init(node_key_file=os.environ['KEY'], **options)"),
+        4,
+        args=(20_000, 4, json.dumps({"members": str(members), "round_timeout": 20.0})),
+        env_per_rank=lambda r: {"KEY": str(tmp_path / f"node{r}.key")},
+    )
+    impostor = spawn(
+        IMPOSTOR,
+        1,
+        args=(20_000, json.dumps({"members": str(forged), "rank": 2, "node_key_file": str(tmp_path / "fake.key")})),
+    )
+    out = results(real)
+    impostor[0].kill()
+    impostor[0].communicate()
+    for code, line, err in out:
+        assert code == 0, err
+        assert line["error"] < 1e-5, (line, err)
+    # Its out-neighbours on one-peer-exp (3 and 0) refused its frames as unauthentic.
+    assert sum(line["auth_failures"] for _, line, _ in out) > 0, out
+
+
+# A process claiming a member's id: averages its own (huge) values until killed.
+IMPOSTOR = r"""
+import json, sys
+import numpy as np
+import asap
+n, options = int(sys.argv[1]), json.loads(sys.argv[2])
+asap.init(round_timeout=1.0, **options)
+x = np.full(n, 1e6, np.float32)
+while True:
+    try:
+        asap.average_(x)
+    except asap.AsapError:
+        pass
+"""

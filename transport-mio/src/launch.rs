@@ -197,6 +197,18 @@ pub fn node_secret(file: Option<&std::path::Path>) -> Result<Option<asap_core::N
         .map_err(|e| format!("node key file {}: {e}", path.display()))
 }
 
+/// 32 fresh bytes from the operating system's CSPRNG: a new cluster key or node secret.
+pub fn random_secret() -> Result<[u8; 32], String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the system: {e}"))?;
+    Ok(bytes)
+}
+
+/// Lower-case hexadecimal, as key files hold keys.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One address, resolved (the first the resolver gives).
 pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     addr.to_socket_addrs()

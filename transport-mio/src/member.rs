@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use asap_core::topology::{Topology, TopologySpec};
 use asap_core::{AllReduce, AllReduceBuffers, Buffers, CipherSuite, Clip, Compression, Config, Event, Key};
-use asap_core::{Node, NodeId, Reducer, Stats, Wait};
+use asap_core::{Node, NodeId, NodeSecret, PublicKey, Reducer, Stats, Wait};
 
 use crate::runtime::{Link, Runtime, RuntimeError, SocketStats, EVENT_QUEUE, MAX_PEERS, SOCKET_BUFFER};
 
@@ -94,6 +94,43 @@ pub struct MemberSpec {
     pub incarnation: u32,
     /// The poisoning guard (`asap_core::Config::clip`).
     pub clip: Option<Clip>,
+    /// Per-node identities instead of a cluster key (`asap_core::Config::identities`):
+    /// this member's secret and every member's public key.
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// A member's identity in a cluster of per-node keys: its static secret, and every
+/// member's public key by node id (a membership file's).
+#[derive(Debug)]
+pub struct Identity {
+    /// This member's static X25519 secret.
+    pub secret: NodeSecret,
+    /// Every member's public key, by node id.
+    pub members: Vec<PublicKey>,
+}
+
+impl Identity {
+    /// The key of the link between member `me` and member `peer` of cluster `cluster`.
+    /// Fails when `me`'s listed public key is not this secret's (the wrong key file, or
+    /// the wrong rank) or the peer's key is unusable.
+    pub fn link_key(&self, cluster: u32, me: u32, peer: u32) -> Result<Key, String> {
+        let listed = |id: u32| {
+            self.members.get(id as usize).ok_or(format!(
+                "node {id} is not in the membership ({} members)",
+                self.members.len()
+            ))
+        };
+        let (mine, theirs) = (listed(me)?, listed(peer)?);
+        if *mine != self.secret.public_key() {
+            return Err(format!(
+                "this node key's public key is {}, but the membership lists {mine} for node {me}",
+                self.secret.public_key()
+            ));
+        }
+        self.secret
+            .link_key(cluster, me as u16, mine, peer as u16, theirs)
+            .map_err(|e| format!("link with node {peer}: {e}"))
+    }
 }
 
 impl MemberSpec {
@@ -114,6 +151,7 @@ impl MemberSpec {
             consensus_step: self.consensus_step,
             incarnation: self.incarnation,
             clip: self.clip,
+            identities: self.identity.is_some(),
             ..Config::new(self.cluster, NodeId(self.rank as u16), model_len)
         }
     }
@@ -233,8 +271,15 @@ fn with_engine<U: UseEngine>(spec: &MemberSpec, model_len: usize, user: U) -> Re
                 .max()
                 .unwrap_or(0);
             let need = receive_need(&config, senders);
-            let node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
+            let mut node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
                 .map_err(|e| e.to_string())?;
+            if let Some(identity) = &spec.identity {
+                // One Diffie-Hellman a neighbour, at start.
+                for peer in topology.peers_of(spec.rank) {
+                    let key = identity.link_key(spec.cluster, spec.rank, peer)?;
+                    node.set_link_key(NodeId(peer as u16), key).map_err(|e| e.to_string())?;
+                }
+            }
             Ok(user.with(node, need))
         }
         Engine::Allreduce => {

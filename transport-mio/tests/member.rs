@@ -28,6 +28,7 @@ fn spec(rank: u32, peers: &[SocketAddr], engine: Engine, transport: Transport) -
         consensus_step: None,
         incarnation: 1,
         clip: None,
+        identity: None,
     }
 }
 

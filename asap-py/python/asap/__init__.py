@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _asap
-from ._asap import AsapError, Handle
+from ._asap import AsapError, Handle, keygen, public_key
 
 __all__ = [
     "AsapError",
@@ -35,6 +35,8 @@ __all__ = [
     "events",
     "init",
     "is_initialized",
+    "keygen",
+    "public_key",
     "rank",
     "shutdown",
     "stats",
@@ -47,6 +49,8 @@ OPTIONS = (
     "world",
     "peers",
     "hosts",
+    "members",
+    "node_key_file",
     "host",
     "base_port",
     "topology",
@@ -99,7 +103,10 @@ def init(**options: Any) -> Cluster:
     (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`). Peers: `peers=["host:port", ...]`
     in rank order, or `hosts="file"` (one address a line), else every member on one host
     (`host=`, default `MASTER_ADDR` or 127.0.0.1) at consecutive ports from `base_port`
-    (default `MASTER_PORT + 1`, or 47000).
+    (default `MASTER_PORT + 1`, or 47000). Or per-node identities: `members="file"` (one
+    `ID PUBLIC_KEY HOST:PORT` a line) and `node_key_file=` (else ASAP_NODE_KEY_FILE),
+    this member's secret from `asap.keygen(path)`: every pair of members then has its
+    own link key, and no member can speak for another.
 
     Options, named as the `asap node` flags: `topology` ("one-peer-exp"; see
     `asap topology`), `degree`, `wait` ("all", "none", "barrier" or a number k),
@@ -124,10 +131,9 @@ def init(**options: Any) -> Cluster:
         options["clip"] = (float(options["clip"]), 0.0)
     if options.get("peers") is not None:
         options["peers"] = [str(p) for p in options["peers"]]
-    if options.get("hosts") is not None:
-        options["hosts"] = str(options["hosts"])
-    if options.get("key_file") is not None:
-        options["key_file"] = str(options["key_file"])
+    for path in ("hosts", "members", "key_file", "node_key_file"):
+        if options.get(path) is not None:
+            options[path] = str(options[path])
     try:
         rank_, world_ = _asap.init(**options)
     except TypeError as e:  # a value of the wrong type

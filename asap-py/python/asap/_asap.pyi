@@ -17,6 +17,8 @@ def init(
     world: Optional[int] = None,
     peers: Optional[Sequence[str]] = None,
     hosts: Optional[str] = None,
+    members: Optional[str] = None,
+    node_key_file: Optional[str] = None,
     host: Optional[str] = None,
     base_port: Optional[int] = None,
     topology: str = "one-peer-exp",
@@ -44,3 +46,7 @@ def stats() -> dict[str, Optional[int]]: ...
 def events() -> list[tuple[str, Optional[int]]]: ...
 def shutdown() -> None: ...
 def is_initialized() -> bool: ...
+def keygen(path: str) -> str:
+    """Writes a new node secret to `path` (owner-only, never overwriting); returns its public key."""
+def public_key(path: str) -> str:
+    """The public key of the node secret in `path`."""
