@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use asap_cli::demo::{self, Line};
-use asap_cli::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
+use asap_cli::worker::{self, Engine, Stop, Transport, WorkerError, WorkerSpec, Workload};
 use asap_cli::{config_file, plot, report};
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Compression;
@@ -363,6 +363,21 @@ struct NodeArgs {
     /// Rounds to run (federated workload: training rounds, before --consensus-rounds).
     #[arg(long, default_value_t = 50)]
     rounds: u32,
+    /// Instead of --rounds: train for this many seconds of wall-clock time, then finish
+    /// the running round and leave (ASAP neighbours stop waiting for a member that left;
+    /// a ring all-reduce agrees on its last round in-band). The window opens at
+    /// --budget-start.
+    #[arg(long, value_name = "SECS", value_parser = parse_budget, conflicts_with = "rounds")]
+    budget: Option<f64>,
+    /// When the --budget window opens, in seconds since the Unix epoch (give every member
+    /// the same: members on several machines need synchronised clocks). Default: when
+    /// this node starts.
+    #[arg(long, value_name = "UNIX_SECS", requires = "budget")]
+    budget_start: Option<f64>,
+    /// Write the final replica to FILE as little-endian f32 values (what `asap demo`
+    /// averages).
+    #[arg(long, value_name = "FILE")]
+    save_replica: Option<PathBuf>,
     /// ASAP, or the ring all-reduce baseline.
     #[arg(long, value_enum, default_value_t = Engine::Asap)]
     engine: Engine,
@@ -597,6 +612,13 @@ fn transport_name(t: Transport) -> &'static str {
     }
 }
 
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 1e6 => Ok(secs),
+        _ => Err(format!("budget `{s}`: expected seconds, more than 0 (e.g. 8 or 2.5)")),
+    }
+}
+
 fn parse_straggler(s: &str) -> Result<(u32, f64), String> {
     let bad = || format!("straggler `{s}`: expected RANK:FACTOR, e.g. 0:4");
     let (rank, factor) = s.split_once(':').ok_or_else(bad)?;
@@ -806,9 +828,13 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
     if args.encrypt && key.is_none() {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
-    let rounds = match &workload {
-        Workload::Federated { plan, .. } => plan.rounds(),
-        _ => args.rounds,
+    let stop = match (&workload, args.budget) {
+        (Workload::Federated { .. }, Some(_)) => {
+            return Err("--budget: the federated workload runs a plan of rounds (--rounds, --consensus-rounds)".into())
+        }
+        (Workload::Federated { plan, .. }, None) => Stop::Rounds(plan.rounds()),
+        (_, Some(seconds)) => Stop::Deadline(worker::deadline(seconds, args.budget_start)),
+        (_, None) => Stop::Rounds(args.rounds),
     };
     let spec = WorkerSpec {
         rank,
@@ -821,7 +847,8 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
             ..TopologySpec::new(family, world)
         },
         wait: args.wait,
-        rounds,
+        stop,
+        save_replica: args.save_replica.clone(),
         seed: args.seed,
         cluster: args.cluster,
         max_frame: args.max_frame.unwrap_or(args.transport.default_max_frame()),
