@@ -38,7 +38,8 @@ pub struct Run {
     pub compression: String,
     /// ASAP's wait policy (`all`, `none`, k); empty for the ring.
     pub wait: String,
-    /// Seconds from the spawn of the workers to the exit of the last one.
+    /// Seconds from the spawn of the workers to the exit of the last one (start-up and
+    /// leaving included).
     pub wall_s: f64,
     /// Seconds from the first round to the last, on the slowest worker.
     pub train_s: f64,
@@ -161,9 +162,13 @@ impl Run {
 /// Spawns `commands` (one per rank; stdout piped) and follows their progress lines.
 /// `on_progress(rank, progress, cluster_loss)` is called for each. Fails with the
 /// first failing worker's stderr.
+///
+/// The curve's time counts from `opens_after` seconds after the spawn: when a budget's
+/// window opens (the workers are ready by then and start together), else 0.
 pub fn run_cluster(
     commands: Vec<Command>,
     initial_loss: f64,
+    opens_after: f64,
     mut on_progress: impl FnMut(u32, &Progress, f64),
 ) -> Result<Run, String> {
     let world = commands.len();
@@ -195,7 +200,8 @@ pub fn run_cluster(
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let parsed = serde_json::from_str::<Line>(&line).map_err(|e| format!("{e}: {line}"));
-                    if tx.send((rank as u32, parsed, start.elapsed().as_secs_f64())).is_err() {
+                    let at = (start.elapsed().as_secs_f64() - opens_after).max(0.0);
+                    if tx.send((rank as u32, parsed, at)).is_err() {
                         break;
                     }
                 }

@@ -133,7 +133,8 @@ pub fn sweep(
         .map_err(|e| draw(&e))?;
     chart
         .configure_mesh()
-        .x_desc("straggler slower by (x, log scale)")
+        .x_desc("one worker slower by (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}x"))
         .y_desc(y_desc)
         .label_style(("sans-serif", 15))
         .draw()

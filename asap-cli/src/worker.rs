@@ -111,7 +111,7 @@ impl Workload {
 pub enum Stop {
     /// This many rounds.
     Rounds(u32),
-    /// Until this moment of the wall clock (a budget, [`deadline`]): the round running
+    /// Until this moment of the wall clock (a budget, [`window`]): the round running
     /// then is finished, and the worker leaves. Every member should be given the same
     /// moment, so asynchronous and synchronous runs are compared on the same window.
     ///
@@ -128,21 +128,28 @@ pub enum Stop {
 /// the model: the stop vote.
 pub const RING_VOTE: usize = 1;
 
-/// The moment a budget of `seconds` ends when its window opened at `opened_unix_s`
-/// (seconds since the Unix epoch, from the system clock; `None`: now). A demo gives
-/// every worker the same opening, so the window is the same for all; members on
+/// A budget's window on this machine's clock: it opens at `opens_unix_s` (seconds since
+/// the Unix epoch, from the system clock; `None`: now) and lasts `seconds`. A demo gives
+/// every worker the same opening, a little after it spawns them, so that all start
+/// their first round together ([`WorkerSpec::start`]) and stop together; members on
 /// several machines need synchronised clocks (NTP) to share it.
-pub fn deadline(seconds: f64, opened_unix_s: Option<f64>) -> WallClock {
+pub fn window(seconds: f64, opens_unix_s: Option<f64>) -> (WallClock, WallClock) {
     let now = WallClock::now();
-    let since_opened = opened_unix_s.map_or(0.0, |opened| {
+    let opens = opens_unix_s.map_or(now, |opens| {
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        unix_now - opened
+        let ahead = opens - unix_now;
+        if ahead >= 0.0 {
+            now + Duration::from_secs_f64(ahead)
+        } else {
+            // Opened already: as long ago as the clock can say (an Instant cannot
+            // precede the machine's boot).
+            now.checked_sub(Duration::from_secs_f64(-ahead)).unwrap_or(now)
+        }
     });
-    let left = (seconds - since_opened).max(0.0);
-    now + Duration::from_secs_f64(left)
+    (opens, opens + Duration::from_secs_f64(seconds))
 }
 
 /// Writes a replica as little-endian f32 values (what [`read_replica`] reads): the
@@ -184,6 +191,9 @@ pub struct WorkerSpec {
     pub wait: Wait,
     /// Rounds to run, or the deadline.
     pub stop: Stop,
+    /// Start the first round no sooner than this (serving peers until then), so that
+    /// the members of a budgeted run start together (`None`: at once).
+    pub start: Option<WallClock>,
     /// Write the final replica here ([`write_replica`]).
     pub save_replica: Option<std::path::PathBuf>,
     /// Seed of the replicas and of the SGD order.
@@ -565,6 +575,14 @@ fn rounds<R: Reducer, L: Link>(
     let model_len = workload.model_len();
     // The ring's stop vote rides after the model (`Stop::Deadline`).
     let voting = params.len() > model_len;
+    if let Some(late) = spec.start.and_then(|at| WallClock::now().checked_duration_since(at)) {
+        if !late.is_zero() {
+            log::warn!("ready {:.2} s after the start it was given", late.as_secs_f64());
+        }
+    }
+    if let Some(wait) = spec.start.map(|at| at.saturating_duration_since(WallClock::now())) {
+        runtime.serve(wait).map_err(fail)?;
+    }
     let started = WallClock::now();
     let mut last: Option<Progress> = None;
     let mut local_time = Duration::ZERO;
@@ -720,20 +738,30 @@ mod tests {
     #[test]
     fn a_budget_counts_from_its_opening_not_from_the_call() {
         let before = WallClock::now();
-        let own = deadline(2.0, None);
+        let (opens, closes) = window(2.0, None);
         let after = WallClock::now();
-        assert!(own >= before + Duration::from_secs(2) && own <= after + Duration::from_secs(2));
+        assert!(opens >= before && opens <= after);
+        assert_eq!(closes - opens, Duration::from_secs(2));
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
             .as_secs_f64();
         // Opened 5 s ago: a 2 s budget is over, a 60 s one has about 55 s left.
-        assert!(deadline(2.0, Some(unix_now - 5.0)) <= WallClock::now());
-        let later = deadline(60.0, Some(unix_now - 5.0));
-        let left = later.saturating_duration_since(WallClock::now());
+        assert!(window(2.0, Some(unix_now - 5.0)).1 <= WallClock::now());
+        let left = window(60.0, Some(unix_now - 5.0))
+            .1
+            .saturating_duration_since(WallClock::now());
         assert!(
             left > Duration::from_secs(50) && left <= Duration::from_secs(55),
             "{left:?}"
         );
+        // Opening in 30 s: the window is ahead, whole.
+        let (opens, closes) = window(1.0, Some(unix_now + 30.0));
+        let ahead = opens.saturating_duration_since(WallClock::now());
+        assert!(
+            ahead > Duration::from_secs(25) && ahead <= Duration::from_secs(30),
+            "{ahead:?}"
+        );
+        assert_eq!(closes - opens, Duration::from_secs(1));
     }
 }
