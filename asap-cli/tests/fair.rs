@@ -118,11 +118,14 @@ fn a_straggler_sweep_runs_every_wait_mode_and_the_ring_and_plots_them() {
     );
     let runs: Vec<&Value> = points.iter().map(|p| &p["run"]).collect();
     runs.iter().for_each(|r| assert_learnt(r));
-    let ring = number(runs[3], "time_to_target_s");
-    // Not waiting for the straggler (or waiting for one update of two) gets there first.
-    for asap in &runs[1..3] {
-        assert!(number(asap, "time_to_target_s") <= ring, "{summary}");
-    }
+    // Not waiting for the straggler gets there first (measured: about half the ring's
+    // time). Waiting for all, or for one (on one-peer-exp, where a worker has one
+    // in-neighbour a round, the same), the straggler paces every worker and the two
+    // engines are within a few per cent: no order is asserted.
+    assert!(
+        number(runs[2], "time_to_target_s") <= number(runs[3], "time_to_target_s"),
+        "{summary}"
+    );
     for png in ["sweep-time.png", "sweep-bytes.png"] {
         let bytes = std::fs::read(dir.path().join(png)).expect("plot written");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
