@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use asap_fed::sparse::Dataset;
 use serde::{Deserialize, Serialize};
 
 use crate::worker::{Engine, Progress, Summary};
@@ -35,12 +36,18 @@ pub struct Run {
     pub topology: String,
     /// How ASAP's updates travel (`none`, `q8`, ...).
     pub compression: String,
-    /// Seconds from the spawn of the workers to the exit of the last one.
+    /// ASAP's wait policy (`all`, `none`, k); empty for the ring.
+    pub wait: String,
+    /// Seconds from the spawn of the workers to the exit of the last one (start-up and
+    /// leaving included).
     pub wall_s: f64,
     /// Seconds from the first round to the last, on the slowest worker.
     pub train_s: f64,
     /// Rounds each worker finished (the fewest).
     pub rounds: u64,
+    /// Rounds the busiest worker finished (more than `rounds` when members do not wait
+    /// for the slowest: asynchronous ASAP under a budget).
+    pub rounds_max: u64,
     /// The cluster's loss over time: `(seconds, mean test loss of the workers' replicas)`,
     /// one point per evaluation received.
     pub curve: Vec<(f64, f64)>,
@@ -55,8 +62,61 @@ pub struct Run {
     pub bytes_per_worker: f64,
     /// Update chunks resent, all workers together.
     pub chunks_resent: u64,
+    /// The workers' final replicas on the test set, when they were saved
+    /// ([`FinalModels::score`]).
+    pub models: Option<FinalModels>,
     /// Every worker's summary.
     pub workers: Vec<Summary>,
+}
+
+/// How the workers' final replicas do on the test set: their mean (the model the
+/// cluster's average converges to; what one would deploy), and the worst one (the
+/// member furthest from it, by test loss).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FinalModels {
+    /// Test loss of the mean of the replicas.
+    pub averaged_loss: f64,
+    /// Test accuracy of the mean of the replicas.
+    pub averaged_accuracy: f64,
+    /// The highest test loss of a replica.
+    pub worst_loss: f64,
+    /// That replica's test accuracy.
+    pub worst_accuracy: f64,
+    /// Its worker.
+    pub worst_rank: u32,
+}
+
+impl FinalModels {
+    /// Scores `replicas` (by rank, all of the test set's length) on `test`.
+    pub fn score(replicas: &[Vec<f32>], test: &Dataset) -> Result<FinalModels, String> {
+        let len = test.features();
+        if replicas.is_empty() {
+            return Err("no replicas to score".into());
+        }
+        if let Some((rank, r)) = replicas.iter().enumerate().find(|(_, r)| r.len() != len) {
+            return Err(format!("replica {rank} has {} values, the model {len}", r.len()));
+        }
+        let mut mean = vec![0.0f64; len];
+        for r in replicas {
+            mean.iter_mut().zip(r).for_each(|(m, v)| *m += f64::from(*v));
+        }
+        let n = replicas.len() as f64;
+        let mean: Vec<f32> = mean.iter().map(|m| (m / n) as f32).collect();
+        let averaged = test.evaluate(&mean);
+        let (worst_rank, worst) = replicas
+            .iter()
+            .map(|r| test.evaluate(r))
+            .enumerate()
+            .max_by(|a, b| a.1.loss.total_cmp(&b.1.loss))
+            .expect("not empty");
+        Ok(FinalModels {
+            averaged_loss: averaged.loss,
+            averaged_accuracy: averaged.accuracy,
+            worst_loss: worst.loss,
+            worst_accuracy: worst.accuracy,
+            worst_rank: worst_rank as u32,
+        })
+    }
 }
 
 impl Run {
@@ -71,11 +131,25 @@ impl Run {
         self.bytes_curve.get(at).copied()
     }
 
-    /// What the table calls it: the engine, and the compression if any.
+    /// What the table calls it: the engine, the compression if any, and ASAP's wait
+    /// policy.
     pub fn label(&self) -> String {
-        match self.compression.as_str() {
-            "none" | "" => self.engine.to_string(),
-            c => format!("{} {c}", self.engine),
+        let mut label = self.engine.to_string();
+        if !matches!(self.compression.as_str(), "none" | "") {
+            label += &format!(" {}", self.compression);
+        }
+        if !self.wait.is_empty() {
+            label += &format!(" wait {}", self.wait);
+        }
+        label
+    }
+
+    /// Rounds per worker: "300", or "min-max" when they differ.
+    pub fn rounds_span(&self) -> String {
+        if self.rounds == self.rounds_max {
+            self.rounds.to_string()
+        } else {
+            format!("{}-{}", self.rounds, self.rounds_max)
         }
     }
 
@@ -88,9 +162,13 @@ impl Run {
 /// Spawns `commands` (one per rank; stdout piped) and follows their progress lines.
 /// `on_progress(rank, progress, cluster_loss)` is called for each. Fails with the
 /// first failing worker's stderr.
+///
+/// The curve's time counts from `opens_after` seconds after the spawn: when a budget's
+/// window opens (the workers are ready by then and start together), else 0.
 pub fn run_cluster(
     commands: Vec<Command>,
     initial_loss: f64,
+    opens_after: f64,
     mut on_progress: impl FnMut(u32, &Progress, f64),
 ) -> Result<Run, String> {
     let world = commands.len();
@@ -122,7 +200,8 @@ pub fn run_cluster(
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let parsed = serde_json::from_str::<Line>(&line).map_err(|e| format!("{e}: {line}"));
-                    if tx.send((rank as u32, parsed, start.elapsed().as_secs_f64())).is_err() {
+                    let at = (start.elapsed().as_secs_f64() - opens_after).max(0.0);
+                    if tx.send((rank as u32, parsed, at)).is_err() {
                         break;
                     }
                 }
@@ -184,53 +263,128 @@ pub fn run_cluster(
         engine: workers[0].engine,
         topology: workers[0].topology.clone(),
         compression: workers[0].compression.clone(),
+        wait: workers[0].wait.clone(),
         wall_s,
         train_s: workers.iter().map(|w| w.elapsed_s).fold(0.0, f64::max),
         rounds: workers.iter().map(|w| w.rounds).min().unwrap_or(0),
+        rounds_max: workers.iter().map(|w| w.rounds).max().unwrap_or(0),
         curve,
         bytes_curve,
         final_loss: loss_sum / n,
         final_accuracy: acc_sum / n,
         bytes_per_worker: workers.iter().map(|w| w.bytes_sent as f64).sum::<f64>() / n,
         chunks_resent: workers.iter().map(|w| w.chunks_resent).sum(),
+        models: None,
         workers,
     })
 }
 
-/// The comparison table.
+/// The comparison table. "loss" is the mean of the workers' final test losses (where
+/// the curve ends); "avg model" scores the mean of their replicas, "worst" the worst
+/// replica (loss and accuracy each).
 pub fn table(runs: &[Run], target: f64) -> String {
     let mut out = format!(
-        "{:<16} {:<15} {:>6} {:>9} {:>10} {:>15} {:>10} {:>9} {:>13} {:>13}\n",
+        "{:<22} {:<15} {:>9} {:>8} {:>9} {:>12} {:>7} {:>14} {:>14} {:>8} {:>12}\n",
         "engine",
         "graph",
         "rounds",
         "train s",
         "ms/round",
         "s to target",
-        "final loss",
-        "accuracy",
-        "MB sent/node",
+        "loss",
+        "avg model",
+        "worst",
+        "MB/node",
         "MB to target"
     );
     for r in runs {
-        let to_target = r
-            .time_to(target)
-            .map_or("not reached".to_string(), |t| format!("{t:.2}"));
-        let bytes_to_target = r
-            .bytes_to(target)
-            .map_or("not reached".to_string(), |b| format!("{:.2}", b / 1e6));
         out += &format!(
-            "{:<16} {:<15} {:>6} {:>9.2} {:>10.2} {:>15} {:>10.4} {:>8.1}% {:>13.2} {:>13}\n",
+            "{:<22} {:<15} {:>9} {:>8.2} {:>9.2} {:>12} {:>7.4} {:>14} {:>14} {:>8.2} {:>12}\n",
             r.label(),
             r.topology,
-            r.rounds,
+            r.rounds_span(),
             r.train_s,
             1e3 * r.seconds_per_round(),
-            to_target,
+            or_not_reached(r.time_to(target), 1.0),
             r.final_loss,
-            100.0 * r.final_accuracy,
+            loss_and_accuracy(r.models.map(|m| (m.averaged_loss, m.averaged_accuracy))),
+            loss_and_accuracy(r.models.map(|m| (m.worst_loss, m.worst_accuracy))),
             r.bytes_per_worker / 1e6,
-            bytes_to_target,
+            or_not_reached(r.bytes_to(target), 1e6),
+        );
+    }
+    out
+}
+
+/// `value / unit` with two decimals, or "not reached".
+fn or_not_reached(value: Option<f64>, unit: f64) -> String {
+    value.map_or("not reached".to_string(), |v| format!("{:.2}", v / unit))
+}
+
+/// "0.5067 77.2%", or "-" when the replicas were not scored.
+fn loss_and_accuracy(scored: Option<(f64, f64)>) -> String {
+    scored.map_or("-".to_string(), |(l, a)| format!("{l:.4} {:.1}%", 100.0 * a))
+}
+
+/// A run's figures as `summary.json` holds them.
+pub fn run_json(r: &Run, target: f64) -> serde_json::Value {
+    serde_json::json!({
+        "engine": r.engine,
+        "topology": r.topology,
+        "compression": r.compression,
+        "wait": r.wait,
+        "rounds": r.rounds,
+        "rounds_min": r.rounds,
+        "rounds_max": r.rounds_max,
+        "train_s": r.train_s,
+        "wall_s": r.wall_s,
+        "ms_per_round": 1e3 * r.seconds_per_round(),
+        "time_to_target_s": r.time_to(target),
+        "final_loss": r.final_loss,
+        "final_accuracy": r.final_accuracy,
+        "averaged_model": r.models.map(|m| serde_json::json!({
+            "loss": m.averaged_loss,
+            "accuracy": m.averaged_accuracy,
+        })),
+        "worst_worker": r.models.map(|m| serde_json::json!({
+            "rank": m.worst_rank,
+            "loss": m.worst_loss,
+            "accuracy": m.worst_accuracy,
+        })),
+        "bytes_per_worker": r.bytes_per_worker,
+        "bytes_to_target": r.bytes_to(target),
+        "chunks_resent": r.chunks_resent,
+        "curve": r.curve,
+    })
+}
+
+/// One run of a straggler sweep: one worker `factor` times slower.
+#[derive(Debug)]
+pub struct SweepPoint {
+    /// How much slower the straggler computes (1: no straggler).
+    pub factor: f64,
+    /// The run.
+    pub run: Run,
+}
+
+/// The sweep's table: a line per factor and run, timed to one `target`.
+pub fn sweep_table(points: &[SweepPoint], target: f64) -> String {
+    let mut out = format!(
+        "{:>6} {:<22} {:>12} {:>12} {:>7} {:>14} {:>14} {:>9}\n",
+        "slower", "engine", "s to target", "MB to target", "loss", "avg model", "worst", "rounds"
+    );
+    for p in points {
+        let r = &p.run;
+        out += &format!(
+            "{:>5}x {:<22} {:>12} {:>12} {:>7.4} {:>14} {:>14} {:>9}\n",
+            p.factor,
+            r.label(),
+            or_not_reached(r.time_to(target), 1.0),
+            or_not_reached(r.bytes_to(target), 1e6),
+            r.final_loss,
+            loss_and_accuracy(r.models.map(|m| (m.averaged_loss, m.averaged_accuracy))),
+            loss_and_accuracy(r.models.map(|m| (m.worst_loss, m.worst_accuracy))),
+            r.rounds_span(),
         );
     }
     out
@@ -238,8 +392,8 @@ pub fn table(runs: &[Run], target: f64) -> String {
 
 /// The loss both runs are timed to: `slack` above the worse of the final losses (so
 /// both reach it), unless the user set one.
-pub fn default_target(runs: &[Run], slack: f64) -> f64 {
-    runs.iter().map(|r| r.final_loss).fold(f64::MIN, f64::max) * (1.0 + slack)
+pub fn default_target<'a>(runs: impl IntoIterator<Item = &'a Run>, slack: f64) -> f64 {
+    runs.into_iter().map(|r| r.final_loss).fold(f64::MIN, f64::max) * (1.0 + slack)
 }
 
 #[cfg(test)]
@@ -251,15 +405,18 @@ mod tests {
             engine: Engine::Asap,
             topology: "exp".into(),
             compression: "none".into(),
+            wait: "all".into(),
             wall_s: 2.0,
             train_s: 1.0,
             rounds: 10,
+            rounds_max: 10,
             bytes_curve: (0..curve.len()).map(|i| 1e5 * i as f64).collect(),
             curve,
             final_loss,
             final_accuracy: 0.9,
             bytes_per_worker: 1e6,
             chunks_resent: 0,
+            models: None,
             workers: vec![],
         }
     }
@@ -275,7 +432,7 @@ mod tests {
         assert_eq!(r.bytes_to(0.42), Some(1e5));
         assert_eq!(r.bytes_to(0.3), Some(3e5));
         assert_eq!(r.bytes_to(0.2), None);
-        assert_eq!(r.label(), "asap");
+        assert_eq!(r.label(), "asap wait all");
     }
 
     #[test]
@@ -290,5 +447,71 @@ mod tests {
         let text = table(&runs, target);
         assert_eq!(text.lines().count(), 3);
         assert!(text.contains("asap") && text.contains("1.00"), "{text}");
+    }
+
+    #[test]
+    fn labels_name_the_compression_and_the_wait_policy() {
+        let mut r = run(vec![(0.0, 0.69)], 0.69);
+        assert_eq!(r.label(), "asap wait all");
+        r.wait = "none".into();
+        r.compression = "q8".into();
+        assert_eq!(r.label(), "asap q8 wait none");
+        r.engine = Engine::Allreduce;
+        (r.wait, r.compression) = (String::new(), "none".into());
+        assert_eq!(r.label(), "allreduce");
+        assert_eq!(r.rounds_span(), "10");
+        r.rounds_max = 31;
+        assert_eq!(r.rounds_span(), "10-31");
+    }
+
+    /// Four rows over two features: label 1 when feature 0 is on, 0 when feature 1 is.
+    fn tiny_test_set() -> Dataset {
+        let mut test = Dataset::new(2);
+        for _ in 0..2 {
+            test.push([(0, 1.0)], 1.0);
+            test.push([(1, 1.0)], 0.0);
+        }
+        test
+    }
+
+    #[test]
+    fn final_models_score_the_mean_replica_and_the_worst_one() {
+        let test = tiny_test_set();
+        assert_eq!(test.len(), 4);
+        // Two replicas that each get half the rows wrong; their mean gets all right.
+        let replicas = vec![vec![3.0, 2.0], vec![-1.0, -4.0]];
+        let m = FinalModels::score(&replicas, &test).expect("scored");
+        assert_eq!(m.averaged_accuracy, 1.0);
+        assert_eq!((m.worst_accuracy, m.worst_rank), (0.5, 0));
+        assert!(m.averaged_loss < m.worst_loss, "{m:?}");
+        // The mean is [1, -1]: loss ln(1 + e^-1) on every row.
+        assert!((m.averaged_loss - (-1f64).exp().ln_1p()).abs() < 1e-6, "{m:?}");
+        assert!(FinalModels::score(&[vec![1.0]], &test).is_err());
+        assert!(FinalModels::score(&[], &test).is_err());
+    }
+
+    #[test]
+    fn sweep_table_has_a_line_per_run_and_marks_targets_not_reached() {
+        let points = [
+            SweepPoint {
+                factor: 1.0,
+                run: run(vec![(0.0, 0.69), (1.0, 0.3)], 0.3),
+            },
+            SweepPoint {
+                factor: 4.0,
+                run: run(vec![(0.0, 0.69), (2.0, 0.5)], 0.5),
+            },
+        ];
+        let text = sweep_table(&points, 0.4);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].contains("1x") && lines[1].contains("1.00"), "{text}");
+        assert!(lines[2].contains("4x") && lines[2].contains("not reached"), "{text}");
+        let json = run_json(&points[0].run, 0.4);
+        assert_eq!(json["time_to_target_s"], 1.0);
+        assert_eq!(
+            (json["rounds_min"].as_u64(), json["rounds_max"].as_u64()),
+            (Some(10), Some(10))
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The demo's figure: loss against wall time for each run, as a PNG (plotters).
+//! The demo's figures, as PNGs (plotters): loss against wall time for each run, and a
+//! straggler sweep's time and bytes to the target against the straggler's factor.
 //!
 //! Text needs a TrueType font; plotters' `ab_glyph` backend is given the first of a few
 //! common system fonts (`scripts/setup` installs DejaVu on Debian).
@@ -8,7 +9,17 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::demo::Run;
+use crate::demo::{Run, SweepPoint};
+
+/// Okabe–Ito: told apart with any colour vision.
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
 
 /// Where fonts are looked for.
 const FONTS: &[&str] = &[
@@ -58,16 +69,7 @@ pub fn loss_curves(runs: &[Run], target: f64, title: &str, path: &Path) -> Resul
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| draw(&e))?;
-    // Okabe–Ito: told apart with any colour vision.
-    let colours = [
-        RGBColor(0, 114, 178),
-        RGBColor(213, 94, 0),
-        RGBColor(0, 158, 115),
-        RGBColor(204, 121, 167),
-        RGBColor(230, 159, 0),
-        RGBColor(86, 180, 233),
-    ];
-    for (r, colour) in runs.iter().zip(colours.iter().cycle()) {
+    for (r, colour) in runs.iter().zip(COLOURS.iter().cycle()) {
         let style = ShapeStyle::from(colour).stroke_width(2);
         chart
             .draw_series(LineSeries::new(r.curve.iter().copied(), style))
@@ -86,6 +88,79 @@ pub fn loss_curves(runs: &[Run], target: f64, title: &str, path: &Path) -> Resul
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
         .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}
+
+/// Draws `y` of every run of a sweep against the straggler factor (log scale) into
+/// `path`, a line per kind of run (its label); a run without a value (the target not
+/// reached) leaves its point out.
+pub fn sweep(
+    points: &[SweepPoint],
+    y: impl Fn(&Run) -> Option<f64>,
+    y_desc: &str,
+    title: &str,
+    path: &Path,
+) -> Result<(), String> {
+    load_font()?;
+    let draw = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
+    let mut labels: Vec<String> = Vec::new();
+    for p in points {
+        if !labels.contains(&p.run.label()) {
+            labels.push(p.run.label());
+        }
+    }
+    let values: Vec<(f64, f64)> = points.iter().filter_map(|p| Some((p.factor, y(&p.run)?))).collect();
+    let (x_lo, x_hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v.0), hi.max(v.0)));
+    let y_hi = values.iter().map(|v| v.1).fold(0.0, f64::max);
+    let (x_lo, x_hi, y_hi) = if values.is_empty() {
+        (1.0, 8.0, 1.0)
+    } else {
+        (x_lo / 1.2, x_hi * 1.2, y_hi.max(1e-9) * 1.1)
+    };
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), 0.0..y_hi)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("one worker slower by (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}x"))
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| draw(&e))?;
+    for (label, colour) in labels.iter().zip(COLOURS.iter().cycle()) {
+        let style = ShapeStyle::from(colour).stroke_width(2);
+        let line: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.run.label() == *label)
+            .filter_map(|p| Some((p.factor, y(&p.run)?)))
+            .collect();
+        chart
+            .draw_series(line.iter().map(|&at| Circle::new(at, 4, style.filled())))
+            .map_err(|e| draw(&e))?;
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), style))
+            .map_err(|e| draw(&e))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))?;

@@ -106,6 +106,74 @@ impl Workload {
     }
 }
 
+/// How long a worker trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// This many rounds.
+    Rounds(u32),
+    /// Until this moment of the wall clock (a budget, [`window`]): the round running
+    /// then is finished, and the worker leaves. Every member should be given the same
+    /// moment, so asynchronous and synchronous runs are compared on the same window.
+    ///
+    /// ASAP members stop each on its own clock: a member that left is no longer waited
+    /// for (its Leave, or its silence past the peer timeout). The ring all-reduce cannot
+    /// lose a member, so its members agree on their last round in-band: each round's
+    /// all-reduce carries one more value, 1 from a member whose clock had passed the
+    /// deadline when it started the round, and a non-zero sum makes that round the last
+    /// for all ([`RING_VOTE`]).
+    Deadline(WallClock),
+}
+
+/// Extra values a ring all-reduce with a [`Stop::Deadline`] reduces each round beside
+/// the model: the stop vote.
+pub const RING_VOTE: usize = 1;
+
+/// A budget's window on this machine's clock: it opens at `opens_unix_s` (seconds since
+/// the Unix epoch, from the system clock; `None`: now) and lasts `seconds`. A demo gives
+/// every worker the same opening, a little after it spawns them, so that all start
+/// their first round together ([`WorkerSpec::start`]) and stop together; members on
+/// several machines need synchronised clocks (NTP) to share it.
+pub fn window(seconds: f64, opens_unix_s: Option<f64>) -> (WallClock, WallClock) {
+    let now = WallClock::now();
+    let opens = opens_unix_s.map_or(now, |opens| {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let ahead = opens - unix_now;
+        if ahead >= 0.0 {
+            now + Duration::from_secs_f64(ahead)
+        } else {
+            // Opened already: as long ago as the clock can say (an Instant cannot
+            // precede the machine's boot).
+            now.checked_sub(Duration::from_secs_f64(-ahead)).unwrap_or(now)
+        }
+    });
+    (opens, opens + Duration::from_secs_f64(seconds))
+}
+
+/// Writes a replica as little-endian f32 values (what [`read_replica`] reads): the
+/// demo averages the workers' final replicas.
+pub fn write_replica(path: &std::path::Path, values: &[f32]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes)
+}
+
+/// Reads a replica [`write_replica`] wrote.
+pub fn read_replica(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() % 4 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {} bytes is not a whole number of f32", path.display(), bytes.len()),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
 /// Everything a worker needs.
 #[derive(Debug)]
 pub struct WorkerSpec {
@@ -121,8 +189,13 @@ pub struct WorkerSpec {
     pub topology: TopologySpec,
     /// ASAP's wait policy.
     pub wait: Wait,
-    /// Rounds to run.
-    pub rounds: u32,
+    /// Rounds to run, or the deadline.
+    pub stop: Stop,
+    /// Start the first round no sooner than this (serving peers until then), so that
+    /// the members of a budgeted run start together (`None`: at once).
+    pub start: Option<WallClock>,
+    /// Write the final replica here ([`write_replica`]).
+    pub save_replica: Option<std::path::PathBuf>,
     /// Seed of the replicas and of the SGD order.
     pub seed: u64,
     /// Cluster id.
@@ -203,6 +276,9 @@ pub struct Summary {
     /// How updates travel (`none`, `f16`, `bf16`, `q8`, `topk:F`).
     #[serde(default = "uncompressed")]
     pub compression: String,
+    /// ASAP's wait policy (`all`, `none`, `barrier`, or k); empty for the ring.
+    #[serde(default)]
+    pub wait: String,
     /// Rounds finished.
     pub rounds: u64,
     /// Seconds from the first round's start to the last round's end.
@@ -297,6 +373,11 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
     let world = spec.peers.len() as u32;
     let rank = spec.rank;
     let model_len = workload.model_len();
+    // What the engine reduces: the model, and the ring's stop vote when a deadline ends it.
+    let reduced_len = match (spec.engine, spec.stop) {
+        (Engine::Allreduce, Stop::Deadline(_)) => model_len + RING_VOTE,
+        _ => model_len,
+    };
     let bind = spec.peers[rank as usize];
     let socket = match spec.transport {
         Transport::Udp => UdpSocket::bind(bind).map(Bound::Udp),
@@ -314,12 +395,13 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
         consensus_step: spec.consensus_step,
         incarnation: spec.incarnation,
         clip: spec.clip,
-        ..Config::new(spec.cluster, NodeId(rank as u16), model_len)
+        ..Config::new(spec.cluster, NodeId(rank as u16), reduced_len)
     };
     let mut params = match &workload {
         Workload::Average { model } => asap_fed::seeded::vector(spec.seed, rank, *model),
         Workload::Logistic { .. } | Workload::Federated { .. } => vec![0.0; model_len],
     };
+    params.resize(reduced_len, 0.0);
     match spec.engine {
         Engine::Asap => {
             let topology = Topology::new(spec.topology, &mut vec![0.0; spec.topology.scratch_len()])
@@ -351,7 +433,7 @@ pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progre
             drive(spec, node, socket, need, &mut params, &mut workload, report)
         }
         Engine::Allreduce => {
-            let mut work = vec![0.0; model_len];
+            let mut work = vec![0.0; reduced_len];
             let mut bits = vec![0; AllReduce::bitmap_words(&config, world)];
             let buffers = AllReduceBuffers {
                 work: &mut work,
@@ -422,7 +504,8 @@ fn drive<R: Reducer>(
 /// Logs one engine event (the `asap` binary's logger names the worker on each line).
 /// A peer going down mid-run is a `warn`ing
 /// (it is no longer waited for: the average is the remaining members'); after the
-/// last round it is the peers saying goodbye (`info`). Round progress is `trace`.
+/// last round, or past a budget's deadline, it is the peers saying goodbye (`info`).
+/// Round progress is `trace`.
 pub fn log_event(event: &Event, after_last_round: bool) {
     use log::Level::{Debug, Info, Trace, Warn};
     let (level, what) = match event {
@@ -450,6 +533,24 @@ pub fn log_event(event: &Event, after_last_round: bool) {
     log::log!(level, "{what}");
 }
 
+/// Evaluates `model` on `test` as of the end of `round`.
+fn evaluate<R: Reducer, L: Link>(
+    test: &Dataset,
+    model: &[f32],
+    round: u32,
+    started: WallClock,
+    runtime: &Runtime<R, L>,
+) -> Progress {
+    let e = test.evaluate(model);
+    Progress {
+        round,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        loss: Some(e.loss),
+        accuracy: Some(e.accuracy),
+        bytes_sent: runtime.node().stats().bytes_sent,
+    }
+}
+
 /// Takes every event the runtime holds and logs it.
 fn log_events<R: Reducer, L: Link>(runtime: &mut Runtime<R, L>, after_last_round: bool) {
     while let Some(event) = runtime.poll_event() {
@@ -471,40 +572,71 @@ fn rounds<R: Reducer, L: Link>(
         }
         Workload::Average { .. } | Workload::Federated { .. } => None,
     };
+    let model_len = workload.model_len();
+    // The ring's stop vote rides after the model (`Stop::Deadline`).
+    let voting = params.len() > model_len;
+    if let Some(late) = spec.start.and_then(|at| WallClock::now().checked_duration_since(at)) {
+        if !late.is_zero() {
+            log::warn!("ready {:.2} s after the start it was given", late.as_secs_f64());
+        }
+    }
+    if let Some(wait) = spec.start.map(|at| at.saturating_duration_since(WallClock::now())) {
+        runtime.serve(wait).map_err(fail)?;
+    }
     let started = WallClock::now();
-    let mut last = None;
+    let mut last: Option<Progress> = None;
     let mut local_time = Duration::ZERO;
-    for round in 1..=spec.rounds {
+    let mut round = 0;
+    loop {
+        match spec.stop {
+            Stop::Rounds(rounds) if round >= rounds => break,
+            Stop::Deadline(at) if !voting && WallClock::now() >= at => break,
+            _ => {}
+        }
+        round += 1;
+        let (model, vote) = params.split_at_mut(model_len);
         if let (Some(sgd), Workload::Logistic { shard, .. }) = (&mut sgd, &*workload) {
-            sgd.step(shard, params);
+            sgd.step(shard, model);
         }
         if let Workload::Federated { problem, plan } = &*workload {
             let t = WallClock::now();
-            plan.before_round(problem, params, spec.rank, round);
+            plan.before_round(problem, model, spec.rank, round);
             local_time += t.elapsed();
         }
         if !spec.compute.is_zero() {
             runtime.serve(spec.compute).map_err(fail)?;
         }
+        if let (Stop::Deadline(at), [vote]) = (spec.stop, vote) {
+            *vote = f32::from(u8::from(WallClock::now() >= at));
+        }
         let done = runtime.run_round(params, spec.round_timeout);
-        log_events(&mut runtime, false);
+        // Past the deadline, members leaving are expected, not news.
+        let ending = matches!(spec.stop, Stop::Deadline(at) if WallClock::now() >= at);
+        log_events(&mut runtime, ending);
         done.map_err(|e| WorkerError::Run(format!("round {round}: {e}")))?;
         if let Workload::Logistic { test, eval_every, .. } = workload {
-            if round % *eval_every == 0 || round == spec.rounds {
-                let e = test.evaluate(params);
-                let p = Progress {
-                    round,
-                    elapsed_s: started.elapsed().as_secs_f64(),
-                    loss: Some(e.loss),
-                    accuracy: Some(e.accuracy),
-                    bytes_sent: runtime.node().stats().bytes_sent,
-                };
-                report(&p);
-                last = Some(p);
+            if round % *eval_every == 0 {
+                last = Some(evaluate(test, &params[..model_len], round, started, &runtime));
+                report(last.as_ref().expect("just set"));
             }
+        }
+        // Some member's clock passed the deadline: this round was everyone's last.
+        if voting && params[model_len] > 0.0 {
+            break;
+        }
+    }
+    // The final replica is always evaluated.
+    if let Workload::Logistic { test, .. } = workload {
+        if last.as_ref().is_none_or(|p| p.round != round) {
+            last = Some(evaluate(test, &params[..model_len], round, started, &runtime));
+            report(last.as_ref().expect("just set"));
         }
     }
     let elapsed_s = started.elapsed().as_secs_f64();
+    let params = &mut params[..model_len];
+    if let Some(path) = &spec.save_replica {
+        write_replica(path, params).map_err(|e| WorkerError::Run(format!("{}: {e}", path.display())))?;
+    }
     runtime.finish(spec.linger).map_err(fail)?;
     log_events(&mut runtime, true);
     let socket = runtime.stats();
@@ -518,7 +650,7 @@ fn rounds<R: Reducer, L: Link>(
             plan.reference(problem, &mut reference);
             let reference = problem.evaluate(&reference);
             let p = Progress {
-                round: spec.rounds,
+                round,
                 elapsed_s,
                 loss: Some(end.loss),
                 accuracy: Some(end.accuracy),
@@ -554,6 +686,10 @@ fn rounds<R: Reducer, L: Link>(
             Engine::Asap => spec.compression.to_string(),
             Engine::Allreduce => "none".to_string(),
         },
+        wait: match spec.engine {
+            Engine::Asap => spec.wait.to_string(),
+            Engine::Allreduce => String::new(),
+        },
         rounds: stats.rounds,
         elapsed_s,
         bytes_sent: stats.bytes_sent,
@@ -580,4 +716,52 @@ fn rounds<R: Reducer, L: Link>(
             Workload::Logistic { .. } | Workload::Federated { .. } => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_are_read_back_as_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("r.f32");
+        let values = [0.0, -1.5, f32::MIN_POSITIVE, 3.25e7];
+        write_replica(&path, &values).expect("written");
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), 16);
+        assert_eq!(read_replica(&path).expect("read"), values);
+        std::fs::write(&path, [0u8; 7]).expect("written");
+        let err = read_replica(&path).expect_err("7 bytes");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_budget_counts_from_its_opening_not_from_the_call() {
+        let before = WallClock::now();
+        let (opens, closes) = window(2.0, None);
+        let after = WallClock::now();
+        assert!(opens >= before && opens <= after);
+        assert_eq!(closes - opens, Duration::from_secs(2));
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+        // Opened 5 s ago: a 2 s budget is over, a 60 s one has about 55 s left.
+        assert!(window(2.0, Some(unix_now - 5.0)).1 <= WallClock::now());
+        let left = window(60.0, Some(unix_now - 5.0))
+            .1
+            .saturating_duration_since(WallClock::now());
+        assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(55),
+            "{left:?}"
+        );
+        // Opening in 30 s: the window is ahead, whole.
+        let (opens, closes) = window(1.0, Some(unix_now + 30.0));
+        let ahead = opens.saturating_duration_since(WallClock::now());
+        assert!(
+            ahead > Duration::from_secs(25) && ahead <= Duration::from_secs(30),
+            "{ahead:?}"
+        );
+        assert_eq!(closes - opens, Duration::from_secs(1));
+    }
 }

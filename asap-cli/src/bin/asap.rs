@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use asap_cli::demo::{self, Line};
-use asap_cli::worker::{self, Engine, Transport, WorkerError, WorkerSpec, Workload};
+use asap_cli::demo::{self, Line, Run};
+use asap_cli::worker::{self, Engine, Stop, Transport, WorkerError, WorkerSpec, Workload};
 use asap_cli::{config_file, plot, report};
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Compression;
@@ -263,6 +263,25 @@ struct DemoArgs {
     /// Rounds (one SGD step each).
     #[arg(long, default_value_t = 300)]
     rounds: u32,
+    /// Instead of --rounds, the fair comparison: the workers of a run start together (1 s
+    /// after their spawn) and train for this many seconds of wall-clock time, then leave
+    /// (see `asap node --budget`), so workers that do not wait for a straggler keep
+    /// working meanwhile. Times count from that start.
+    #[arg(long, value_name = "SECS", value_parser = parse_budget, conflicts_with = "rounds")]
+    budget: Option<f64>,
+    /// A straggler sweep instead of one comparison: for each factor (e.g. 1,2,4,8) the
+    /// last worker computes that many times slower, and ASAP waiting for all, for 1 and
+    /// for no in-neighbour, and the ring all-reduce, each train for --budget (default 8
+    /// s); writes sweep-time.png and sweep-bytes.png (time and bytes to the target loss
+    /// against the factor) and sweep.json.
+    #[arg(
+        long,
+        value_name = "FACTORS",
+        value_delimiter = ',',
+        value_parser = parse_factor,
+        conflicts_with_all = ["rounds", "straggler", "wait", "compress"]
+    )]
+    sweep: Option<Vec<f64>>,
     /// ASAP's graph (see `asap topology`).
     #[arg(long, default_value = "one-peer-exp", value_parser = parse_graph)]
     topology: Graph,
@@ -311,7 +330,7 @@ struct DemoArgs {
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Directory for loss.png and summary.json.
+    /// Directory for loss.png and summary.json (--sweep: its plots and sweep.json).
     #[arg(long, default_value = "asap-demo")]
     out: PathBuf,
     /// Print the summary as JSON instead of the table.
@@ -363,6 +382,22 @@ struct NodeArgs {
     /// Rounds to run (federated workload: training rounds, before --consensus-rounds).
     #[arg(long, default_value_t = 50)]
     rounds: u32,
+    /// Instead of --rounds: train for this many seconds of wall-clock time, then finish
+    /// the running round and leave (ASAP neighbours stop waiting for a member that left;
+    /// a ring all-reduce agrees on its last round in-band). The window opens at
+    /// --budget-start.
+    #[arg(long, value_name = "SECS", value_parser = parse_budget, conflicts_with = "rounds")]
+    budget: Option<f64>,
+    /// When the --budget window opens, in seconds since the Unix epoch (give every member
+    /// the same: members on several machines need synchronised clocks). A node ready
+    /// sooner waits for it, so all start their first round together. Default: when this
+    /// node is ready.
+    #[arg(long, value_name = "UNIX_SECS", requires = "budget")]
+    budget_start: Option<f64>,
+    /// Write the final replica to FILE as little-endian f32 values (what `asap demo`
+    /// averages).
+    #[arg(long, value_name = "FILE")]
+    save_replica: Option<PathBuf>,
     /// ASAP, or the ring all-reduce baseline.
     #[arg(long, value_enum, default_value_t = Engine::Asap)]
     engine: Engine,
@@ -597,6 +632,20 @@ fn transport_name(t: Transport) -> &'static str {
     }
 }
 
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 1e6 => Ok(secs),
+        _ => Err(format!("budget `{s}`: expected seconds, more than 0 (e.g. 8 or 2.5)")),
+    }
+}
+
+fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!("straggler factor `{s}`: must be a number of at least 1")),
+    }
+}
+
 fn parse_straggler(s: &str) -> Result<(u32, f64), String> {
     let bad = || format!("straggler `{s}`: expected RANK:FACTOR, e.g. 0:4");
     let (rank, factor) = s.split_once(':').ok_or_else(bad)?;
@@ -806,9 +855,16 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
     if args.encrypt && key.is_none() {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
-    let rounds = match &workload {
-        Workload::Federated { plan, .. } => plan.rounds(),
-        _ => args.rounds,
+    let (start, stop) = match (&workload, args.budget) {
+        (Workload::Federated { .. }, Some(_)) => {
+            return Err("--budget: the federated workload runs a plan of rounds (--rounds, --consensus-rounds)".into())
+        }
+        (Workload::Federated { plan, .. }, None) => (None, Stop::Rounds(plan.rounds())),
+        (_, Some(seconds)) => {
+            let (opens, closes) = worker::window(seconds, args.budget_start);
+            (Some(opens), Stop::Deadline(closes))
+        }
+        (_, None) => (None, Stop::Rounds(args.rounds)),
     };
     let spec = WorkerSpec {
         rank,
@@ -821,7 +877,9 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
             ..TopologySpec::new(family, world)
         },
         wait: args.wait,
-        rounds,
+        stop,
+        start,
+        save_replica: args.save_replica.clone(),
         seed: args.seed,
         cluster: args.cluster,
         max_frame: args.max_frame.unwrap_or(args.transport.default_max_frame()),
@@ -887,32 +945,62 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `asap demo`: the same training with ASAP and with the all-reduce baseline.
+/// What every run of a demo shares: the program, ASAP's graph, the test set the final
+/// replicas are scored on, where the workers leave them, and the progress bars.
+struct Bench {
+    exe: PathBuf,
+    family: Family,
+    degree: Option<u32>,
+    test: Dataset,
+    replicas: PathBuf,
+    bars: MultiProgress,
+}
+
+/// One cluster run of a demo.
+struct RunSpec {
+    engine: Engine,
+    compression: Compression,
+    wait: Wait,
+    straggler: Option<(u32, f64)>,
+    /// The progress bar's name.
+    name: String,
+}
+
+/// Seconds a budgeted run allows its workers to start (build their data, bind their
+/// sockets) before its window opens: more than they take on a loaded 2-core machine. A
+/// worker ready later starts late, and says so.
+const START_UP_S: f64 = 1.0;
+
+/// Runs of a sweep use this budget unless --budget says otherwise: 4 runs a factor, 4
+/// factors, a couple of minutes on a 2-core machine.
+const SWEEP_BUDGET_S: f64 = 8.0;
+
+/// `asap demo`: the same training with ASAP and with the all-reduce baseline (or, with
+/// --sweep, a straggler sweep).
 fn demo(args: DemoArgs) -> Result<(), String> {
     if args.workers < 2 {
         return Err(format!("--workers {}: need at least 2", args.workers));
     }
-    let straggler = match args.straggler {
-        Some((rank, _)) if rank >= args.workers => {
-            return Err(format!(
-                "--straggler rank {rank} is not below --workers {}",
-                args.workers
-            ))
-        }
-        s => s,
-    };
+    if let Some((rank, _)) = args.straggler.filter(|(rank, _)| *rank >= args.workers) {
+        return Err(format!(
+            "--straggler rank {rank} is not below --workers {}",
+            args.workers
+        ));
+    }
     // Fail early on a bad key, a bad problem or a bad file rather than in every worker.
     if cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
-    if let Some(path) = &args.train.data {
+    let test = if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        sparse::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
+        let (_, test) = sparse::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        test
     } else {
-        args.train.problem(args.seed)?;
-    }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+        args.train.problem(args.seed)?.test_set()
+    };
+    let replicas = args.out.join("replicas");
+    std::fs::create_dir_all(&replicas).map_err(|e| format!("{}: {e}", replicas.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the asap executable: {e}"))?;
     let features = args.train.features as f64;
     let (family, degree) = choose_graph(
@@ -941,143 +1029,311 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         }
         other => (other, degree),
     };
-    let engines: Vec<(Engine, Compression, String)> = std::iter::once(Compression::None)
-        .chain(compressed)
-        .map(|c| {
-            let label = match c {
-                Compression::None => family.name().to_string(),
-                c => format!("{}, {c}", family.name()),
-            };
-            (Engine::Asap, c, label)
-        })
-        .chain([(Engine::Allreduce, Compression::None, "ring all-reduce".to_string())])
-        .collect();
-    let bars = MultiProgress::with_draw_target(if args.quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    let style = ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos:>4}/{len} rounds {elapsed:>4} {msg}")
-        .expect("template")
-        .progress_chars("=> ");
-    let mut runs = Vec::new();
-    for (engine, compression, graph) in engines {
-        let bar = bars.add(ProgressBar::new(u64::from(args.rounds)));
-        bar.set_style(style.clone());
-        bar.set_prefix(format!("{engine} ({graph})"));
-        let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
-        let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let commands = (0..args.workers)
-            .map(|rank| {
-                let compute = match straggler {
-                    Some((r, factor)) if r == rank => args.compute_ms * factor,
-                    _ => args.compute_ms,
-                };
-                let mut c = std::process::Command::new(&exe);
-                c.args([
-                    "node",
-                    "--rank",
-                    &rank.to_string(),
-                    "--world",
-                    &args.workers.to_string(),
-                ])
-                .args(["--peers", &peers.join(","), "--engine", &engine.to_string()])
-                .args(["--topology", family.name(), "--wait", &args.wait.to_string()])
-                .args(["--workload", "logistic", "--rounds", &args.rounds.to_string()])
-                .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
-                .args(["--linger-ms", "300"])
-                .args(args.max_frame.map(|f| format!("--max-frame={f}")))
-                .args(["--transport", transport_name(args.transport)])
-                .args(["--progress", "--json"])
-                .args(args.pace.map(|p| format!("--pace={p}")))
-                .args(args.train.to_args());
-                if let Some(d) = degree {
-                    c.args(["--degree", &d.to_string()]);
-                }
-                if let Some(k) = &args.key_file {
-                    c.arg("--key-file").arg(k);
-                }
-                if args.encrypt {
-                    c.args(["--encrypt", "--cipher", args.cipher.name()]);
-                }
-                if compression != Compression::None {
-                    c.args(["--compress", &compression.to_string()]);
-                }
-                c
-            })
-            .collect();
-        let mut rounds_seen = vec![0u32; args.workers as usize];
-        let run = demo::run_cluster(commands, std::f64::consts::LN_2, |rank, p, loss| {
-            rounds_seen[rank as usize] = p.round;
-            bar.set_position(u64::from(*rounds_seen.iter().min().unwrap_or(&0)));
-            bar.set_message(format!("loss {loss:.4}"));
-        })
-        .map_err(|e| format!("{engine}: {e}"))?;
-        bar.finish();
-        runs.push(run);
+    let bench = Bench {
+        exe,
+        family,
+        degree,
+        test,
+        replicas,
+        bars: MultiProgress::with_draw_target(if args.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        }),
+    };
+    let result = match &args.sweep {
+        Some(factors) => sweep(&args, &bench, factors),
+        None => compare(&args, &bench, &compressed),
+    };
+    // The replicas were scored; the files are not the demo's output.
+    let _ = std::fs::remove_dir_all(&bench.replicas);
+    result
+}
+
+/// The demo proper: ASAP (and its compressed variants) against the ring all-reduce.
+fn compare(args: &DemoArgs, bench: &Bench, compressed: &[Compression]) -> Result<(), String> {
+    if args.budget.is_none() && args.straggler.is_some() && args.wait != Wait::All && !args.quiet && !args.json {
+        eprintln!(
+            "note: with --rounds, workers that do not wait for the straggler stop early; \
+             --budget SECS compares both engines on the same wall-clock window"
+        );
     }
+    let specs: Vec<RunSpec> = std::iter::once(Compression::None)
+        .chain(compressed.iter().copied())
+        .map(|c| RunSpec {
+            engine: Engine::Asap,
+            compression: c,
+            wait: args.wait,
+            straggler: args.straggler,
+            name: match c {
+                Compression::None => format!("asap ({})", bench.family.name()),
+                c => format!("asap ({}, {c})", bench.family.name()),
+            },
+        })
+        .chain([RunSpec {
+            engine: Engine::Allreduce,
+            compression: Compression::None,
+            wait: Wait::All,
+            straggler: args.straggler,
+            name: "allreduce (ring all-reduce)".into(),
+        }])
+        .collect();
+    let runs = specs
+        .iter()
+        .map(|spec| run_one(args, bench, spec, args.budget))
+        .collect::<Result<Vec<Run>, String>>()?;
     let target = args.target_loss.unwrap_or_else(|| demo::default_target(&runs, 0.01));
+    let straggler = args.straggler;
     let title = format!(
         "{} workers, logistic regression ({} features){}",
         args.workers,
-        runs[0].workers.first().map_or(0, |_| args.train.features),
+        args.train.features,
         straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower"))
     );
     let png = args.out.join("loss.png");
     let plotted = plot::loss_curves(&runs, target, &title, &png);
     let summary = serde_json::json!({
         "workers": args.workers,
-        "rounds": args.rounds,
+        "rounds": args.budget.is_none().then_some(args.rounds),
+        "budget_s": args.budget,
         "compute_ms": args.compute_ms,
         "straggler": straggler.map(|(r, f)| serde_json::json!({"rank": r, "factor": f})),
         "target_loss": target,
-        "runs": runs.iter().map(|r| serde_json::json!({
-            "engine": r.engine,
-            "topology": r.topology,
-            "compression": r.compression,
-            "rounds": r.rounds,
-            "train_s": r.train_s,
-            "wall_s": r.wall_s,
-            "ms_per_round": 1e3 * r.seconds_per_round(),
-            "time_to_target_s": r.time_to(target),
-            "final_loss": r.final_loss,
-            "final_accuracy": r.final_accuracy,
-            "bytes_per_worker": r.bytes_per_worker,
-            "bytes_to_target": r.bytes_to(target),
-            "chunks_resent": r.chunks_resent,
-            "curve": r.curve,
-        })).collect::<Vec<_>>(),
+        "runs": runs.iter().map(|r| demo::run_json(r, target)).collect::<Vec<_>>(),
     });
-    let json_path = args.out.join("summary.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&summary).expect("serialisable"),
-    )
-    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let json_path = write_json(&args.out, "summary.json", &summary)?;
     if args.json {
         println!("{summary}");
-    } else {
-        println!("{title}; {} ms of compute a round (emulated)", args.compute_ms);
-        println!("target loss {target:.4} (time from the workers' start)\n");
-        print!("{}", demo::table(&runs, target));
-        let (a, b) = (&runs[0], &runs[runs.len() - 1]);
-        if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
-            println!(
-                "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
-                tb / ta,
-                a.bytes_per_worker / b.bytes_per_worker
-            );
+        return Ok(());
+    }
+    let window = args
+        .budget
+        .map_or(String::new(), |b| format!("; each run trains for {b} s of wall time"));
+    println!("{title}; {} ms of compute a round (emulated){window}", args.compute_ms);
+    let origin = match args.budget {
+        Some(_) => "the window's opening",
+        None => "the workers' spawn",
+    };
+    println!("target loss {target:.4} (time from {origin})\n");
+    print!("{}", demo::table(&runs, target));
+    let (a, b) = (&runs[0], &runs[runs.len() - 1]);
+    if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
+        println!(
+            "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
+            tb / ta,
+            a.bytes_per_worker / b.bytes_per_worker
+        );
+    }
+    if runs.iter().any(|r| r.final_loss >= std::f64::consts::LN_2) {
+        println!("\nThe loss did not fall below its start (ln 2): the learning rate is too high for this data; lower --rate.");
+    }
+    match &plotted {
+        Ok(()) => println!("plot: {}", png.display()),
+        Err(e) => println!("plot: not drawn: {e}"),
+    }
+    println!("summary: {}", json_path.display());
+    Ok(())
+}
+
+/// `--sweep`: for each straggler factor, ASAP waiting for all in-neighbours, for one,
+/// for none, and the ring all-reduce, each for the same wall-clock budget; one target
+/// for all; two plots against the factor.
+fn sweep(args: &DemoArgs, bench: &Bench, factors: &[f64]) -> Result<(), String> {
+    let budget = args.budget.unwrap_or(SWEEP_BUDGET_S);
+    // The last rank is the straggler (every rank is alike on the graphs the demo uses).
+    let slow = args.workers - 1;
+    let mut points = Vec::new();
+    for &factor in factors {
+        let straggler = (factor > 1.0).then_some((slow, factor));
+        let asap = |wait: Wait| RunSpec {
+            engine: Engine::Asap,
+            compression: Compression::None,
+            wait,
+            straggler,
+            name: format!("{factor}x: asap wait {wait}"),
+        };
+        let specs = [
+            asap(Wait::All),
+            asap(Wait::AtLeast(1)),
+            asap(Wait::None),
+            RunSpec {
+                engine: Engine::Allreduce,
+                compression: Compression::None,
+                wait: Wait::All,
+                straggler,
+                name: format!("{factor}x: allreduce"),
+            },
+        ];
+        for spec in &specs {
+            let run = run_one(args, bench, spec, Some(budget))?;
+            points.push(demo::SweepPoint { factor, run });
         }
-        if runs.iter().any(|r| r.final_loss >= std::f64::consts::LN_2) {
-            println!("\nThe loss did not fall below its start (ln 2): the learning rate is too high for this data; lower --rate.");
-        }
-        match &plotted {
+    }
+    let target = args
+        .target_loss
+        .unwrap_or_else(|| demo::default_target(points.iter().map(|p| &p.run), 0.01));
+    let title = format!("{} workers, worker {slow} slower, {budget} s a run", args.workers);
+    let time_png = args.out.join("sweep-time.png");
+    let bytes_png = args.out.join("sweep-bytes.png");
+    let plotted = [
+        plot::sweep(
+            &points,
+            |r| r.time_to(target),
+            "seconds to the target loss",
+            &title,
+            &time_png,
+        ),
+        plot::sweep(
+            &points,
+            |r| r.bytes_to(target).map(|b| b / 1e6),
+            "MB sent per worker to the target loss",
+            &title,
+            &bytes_png,
+        ),
+    ];
+    let summary = serde_json::json!({
+        "workers": args.workers,
+        "budget_s": budget,
+        "compute_ms": args.compute_ms,
+        "straggler_rank": slow,
+        "target_loss": target,
+        "points": points.iter().map(|p| serde_json::json!({
+            "factor": p.factor,
+            "run": demo::run_json(&p.run, target),
+        })).collect::<Vec<_>>(),
+    });
+    let json_path = write_json(&args.out, "sweep.json", &summary)?;
+    if args.json {
+        println!("{summary}");
+        return Ok(());
+    }
+    println!(
+        "{title}; {} ms of compute a round (emulated), target loss {target:.4}\n",
+        args.compute_ms
+    );
+    print!("{}", demo::sweep_table(&points, target));
+    for (png, plotted) in [&time_png, &bytes_png].into_iter().zip(&plotted) {
+        match plotted {
             Ok(()) => println!("plot: {}", png.display()),
             Err(e) => println!("plot: not drawn: {e}"),
         }
-        println!("summary: {}", json_path.display());
     }
+    println!("summary: {}", json_path.display());
     Ok(())
+}
+
+/// Writes `value` as `out/name`, pretty, and says where.
+fn write_json(out: &std::path::Path, name: &str, value: &serde_json::Value) -> Result<PathBuf, String> {
+    let path = out.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(value).expect("serialisable"))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs one cluster (`args.workers` `asap node` processes) for `args.rounds` rounds, or
+/// for `budget` seconds from a common start, and scores the workers' final replicas.
+fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) -> Result<Run, String> {
+    let bar = bench.bars.add(ProgressBar::new(match budget {
+        Some(b) => (b * 1e3) as u64,
+        None => u64::from(args.rounds),
+    }));
+    let template = match budget {
+        Some(_) => "{prefix:>28} [{bar:30}] {elapsed:>4} {msg}",
+        None => "{prefix:>28} [{bar:30}] {pos:>4}/{len} rounds {elapsed:>4} {msg}",
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(spec.name.clone());
+    let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    // The budget's window opens a start-up allowance after the spawn, the same instant
+    // for every worker of the run: they start their first round together, and the time
+    // to the target counts from there.
+    let opens_after = budget.map_or(0.0, |_| START_UP_S);
+    let opens = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs_f64()
+        + opens_after;
+    let replica = |rank: u32| bench.replicas.join(format!("rank-{rank}.f32"));
+    let commands = (0..args.workers)
+        .map(|rank| {
+            let compute = match spec.straggler {
+                Some((r, factor)) if r == rank => args.compute_ms * factor,
+                _ => args.compute_ms,
+            };
+            let mut c = std::process::Command::new(&bench.exe);
+            c.args([
+                "node",
+                "--rank",
+                &rank.to_string(),
+                "--world",
+                &args.workers.to_string(),
+            ])
+            .args(["--peers", &peers.join(","), "--engine", &spec.engine.to_string()])
+            .args(["--topology", bench.family.name(), "--wait", &spec.wait.to_string()])
+            .args(["--workload", "logistic"])
+            .args(["--seed", &args.seed.to_string(), "--compute-ms", &compute.to_string()])
+            .args(["--linger-ms", "300"])
+            .arg("--save-replica")
+            .arg(replica(rank))
+            .args(args.max_frame.map(|f| format!("--max-frame={f}")))
+            .args(["--transport", transport_name(args.transport)])
+            .args(["--progress", "--json"])
+            .args(args.pace.map(|p| format!("--pace={p}")))
+            .args(args.train.to_args());
+            match budget {
+                Some(b) => c.args([format!("--budget={b}"), format!("--budget-start={opens}")]),
+                None => c.args(["--rounds", &args.rounds.to_string()]),
+            };
+            if let Some(d) = bench.degree {
+                c.args(["--degree", &d.to_string()]);
+            }
+            if let Some(k) = &args.key_file {
+                c.arg("--key-file").arg(k);
+            }
+            if args.encrypt {
+                c.args(["--encrypt", "--cipher", args.cipher.name()]);
+            }
+            if spec.compression != Compression::None {
+                c.args(["--compress", &spec.compression.to_string()]);
+            }
+            c
+        })
+        .collect();
+    let engine = spec.engine;
+    let spawned = std::time::Instant::now();
+    let mut rounds_seen = vec![0u32; args.workers as usize];
+    let mut run = demo::run_cluster(commands, std::f64::consts::LN_2, opens_after, |rank, p, loss| {
+        rounds_seen[rank as usize] = p.round;
+        let fewest = *rounds_seen.iter().min().unwrap_or(&0);
+        match budget {
+            Some(_) => {
+                let trained = spawned.elapsed().as_secs_f64() - opens_after;
+                bar.set_position((trained.max(0.0) * 1e3) as u64);
+                bar.set_message(format!("round {fewest}, loss {loss:.4}"));
+            }
+            None => {
+                bar.set_position(u64::from(fewest));
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+    })
+    .map_err(|e| format!("{engine}: {e}"))?;
+    bar.finish();
+    let replicas = (0..args.workers)
+        .map(|rank| {
+            let path = replica(rank);
+            let values = worker::read_replica(&path).map_err(|e| format!("{engine}: worker {rank}'s replica: {e}"));
+            let _ = std::fs::remove_file(&path);
+            values
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    run.models = Some(demo::FinalModels::score(&replicas, &bench.test).map_err(|e| format!("{engine}: {e}"))?);
+    Ok(run)
 }
 
 /// Free loopback UDP ports (bound, noted, released: a race with other programs is
