@@ -5,16 +5,14 @@
 //! facade as it happens ([`log_event`]).
 
 use std::fmt;
-use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant as WallClock};
 
-use asap_core::topology::{Topology, TopologySpec};
-use asap_core::{AllReduce, AllReduceBuffers};
-use asap_core::{Buffers, Config, Event, Node, NodeId, Reducer, Stats, Wait};
+use asap_core::{Event, Reducer, Stats};
 use serde::{Deserialize, Serialize};
 
 use asap_fed::sparse::{Dataset, Sgd};
-use transport_mio::runtime::{Link, Runtime, RuntimeError, MAX_PEERS, SOCKET_BUFFER};
+use transport_mio::member::{self, Bound, Drive, MemberSpec};
+use transport_mio::runtime::{Link, Runtime, RuntimeError};
 
 /// Which reduce a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -46,22 +44,46 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The frame size when none is given: the 1,400 bytes a 1,500-byte-MTU network
-    /// carries as one datagram; a stream is not cut into datagrams, and large frames
-    /// halve its per-frame work (measured 2026-12-02: 63 ms a round at 1,400 B, 31 ms at
-    /// 65,000 B, 8 processes, 1M floats).
-    pub const fn default_max_frame(self) -> usize {
-        match self {
-            Transport::Udp => 1_400,
-            Transport::Tcp => 65_000,
+    /// The frame size when none is given (see `transport_mio::member::Transport`).
+    pub fn default_max_frame(self) -> usize {
+        member::Transport::from(self).default_max_frame()
+    }
+}
+
+impl From<Transport> for member::Transport {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Udp => member::Transport::Udp,
+            Transport::Tcp => member::Transport::Tcp,
         }
     }
 }
 
-/// The socket a worker listens on.
-enum Bound {
-    Udp(std::net::UdpSocket),
-    Tcp(std::net::TcpListener),
+impl From<member::Transport> for Transport {
+    fn from(t: member::Transport) -> Self {
+        match t {
+            member::Transport::Udp => Transport::Udp,
+            member::Transport::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+impl From<Engine> for member::Engine {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Asap => member::Engine::Asap,
+            Engine::Allreduce => member::Engine::Allreduce,
+        }
+    }
+}
+
+impl From<member::Engine> for Engine {
+    fn from(e: member::Engine) -> Self {
+        match e {
+            member::Engine::Asap => Engine::Asap,
+            member::Engine::Allreduce => Engine::Allreduce,
+        }
+    }
 }
 
 /// What a worker does between rounds.
@@ -174,21 +196,13 @@ pub fn read_replica(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
         .collect())
 }
 
-/// Everything a worker needs.
+/// Everything a worker needs: the cluster member it is (engine, graph, wait policy,
+/// keys, ...: transport-mio's [`MemberSpec`]) and what it does between rounds.
 #[derive(Debug)]
 pub struct WorkerSpec {
-    /// This worker.
-    pub rank: u32,
-    /// Every worker's address, by rank.
-    pub peers: Vec<SocketAddr>,
-    /// ASAP or all-reduce.
-    pub engine: Engine,
-    /// UDP or TCP.
-    pub transport: Transport,
-    /// ASAP's graph.
-    pub topology: TopologySpec,
-    /// ASAP's wait policy.
-    pub wait: Wait,
+    /// The member: rank, peers, engine, transport, graph, wait policy, frames, pace,
+    /// timeouts, keys or identity, compression, incarnation, clip.
+    pub member: MemberSpec,
     /// Rounds to run, or the deadline.
     pub stop: Stop,
     /// Start the first round no sooner than this (serving peers until then), so that
@@ -198,51 +212,9 @@ pub struct WorkerSpec {
     pub save_replica: Option<std::path::PathBuf>,
     /// Seed of the replicas and of the SGD order.
     pub seed: u64,
-    /// Cluster id.
-    pub cluster: u32,
-    /// Largest datagram.
-    pub max_frame: usize,
-    /// Sending held to this many bytes a second (`None`: as fast as the socket takes it).
-    pub pace: Option<u64>,
-    /// Give up on a round after this long.
-    pub round_timeout: Duration,
     /// Emulated compute a round (the event loop keeps serving peers meanwhile, as a
     /// communication thread beside a GPU would).
     pub compute: Duration,
-    /// After the last round, keep answering peers until the engine is drained (its last
-    /// update delivered), at most this long.
-    pub linger: Duration,
-    /// The cluster key: frames are authenticated (keyed BLAKE3 tags; see asap-core's README).
-    pub key: Option<asap_core::Key>,
-    /// With a key: payloads are encrypted too (`asap_core::Config::encrypt`).
-    pub encrypt: bool,
-    /// The cipher it encrypts with (`asap_core::Config::cipher`).
-    pub cipher: asap_core::CipherSuite,
-    /// The compressed mode (`asap_core::Config::compression`).
-    pub compression: asap_core::Compression,
-    /// Its consensus step (`None`: the compression's default for the graph).
-    pub consensus_step: Option<f32>,
-    /// This start of the worker ([`fresh_incarnation`]): peers tell a restart by it,
-    /// and encryption's nonces depend on it being new.
-    pub incarnation: u32,
-    /// The poisoning guard (`asap_core::Config::clip`).
-    pub clip: Option<asap_core::Clip>,
-}
-
-/// An incarnation no earlier start of a worker on this machine had: tenths of a second
-/// since 2025-01-01 UTC (good until 2038), after waiting for that tenth to pass, so a
-/// process restarted at once still gets a larger one. Costs at most 100 ms at start.
-pub fn fresh_incarnation() -> u32 {
-    const EPOCH_2025: u64 = 1_735_689_600;
-    let tenths = |t: std::time::SystemTime| {
-        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        (since.as_millis() / 100).saturating_sub(u128::from(EPOCH_2025) * 10)
-    };
-    let mine = tenths(std::time::SystemTime::now());
-    while tenths(std::time::SystemTime::now()) == mine {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    u32::try_from(mine).unwrap_or(u32::MAX).max(1)
 }
 
 /// One line of progress.
@@ -369,135 +341,41 @@ impl std::error::Error for WorkerError {}
 
 /// Runs one worker to the end; `report` sees every evaluation.
 pub fn run(spec: &WorkerSpec, mut workload: Workload, report: impl FnMut(&Progress)) -> Result<Summary, WorkerError> {
-    let setup = WorkerError::Setup;
-    let world = spec.peers.len() as u32;
-    let rank = spec.rank;
+    let m = &spec.member;
     let model_len = workload.model_len();
     // What the engine reduces: the model, and the ring's stop vote when a deadline ends it.
-    let reduced_len = match (spec.engine, spec.stop) {
-        (Engine::Allreduce, Stop::Deadline(_)) => model_len + RING_VOTE,
+    let reduced_len = match (m.engine, spec.stop) {
+        (member::Engine::Allreduce, Stop::Deadline(_)) => model_len + RING_VOTE,
         _ => model_len,
     };
-    let bind = spec.peers[rank as usize];
-    let socket = match spec.transport {
-        Transport::Udp => UdpSocket::bind(bind).map(Bound::Udp),
-        Transport::Tcp => std::net::TcpListener::bind(bind).map(Bound::Tcp),
-    }
-    .map_err(|e| setup(format!("cannot listen on {bind}: {e}")))?;
-    let config = Config {
-        cluster: spec.cluster,
-        wait: spec.wait,
-        max_frame: spec.max_frame,
-        key: spec.key,
-        encrypt: spec.encrypt,
-        cipher: spec.cipher,
-        compression: spec.compression,
-        consensus_step: spec.consensus_step,
-        incarnation: spec.incarnation,
-        clip: spec.clip,
-        ..Config::new(spec.cluster, NodeId(rank as u16), reduced_len)
-    };
+    let bound = Bound::listen(m.transport, m.peers[m.rank as usize]).map_err(WorkerError::Setup)?;
     let mut params = match &workload {
-        Workload::Average { model } => asap_fed::seeded::vector(spec.seed, rank, *model),
+        Workload::Average { model } => asap_fed::seeded::vector(spec.seed, m.rank, *model),
         Workload::Logistic { .. } | Workload::Federated { .. } => vec![0.0; model_len],
     };
     params.resize(reduced_len, 0.0);
-    match spec.engine {
-        Engine::Asap => {
-            let topology = Topology::new(spec.topology, &mut vec![0.0; spec.topology.scratch_len()])
-                .map_err(|e| setup(format!("topology: {e}")))?;
-            let layout = config
-                .layout(topology.peers_of(rank).count())
-                .map_err(|e| setup(e.to_string()))?;
-            let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.accumulator]);
-            let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
-            let buffers = Buffers {
-                snapshot: &mut snapshot,
-                accumulator: &mut acc,
-                chunk_weights: &mut weights,
-                chunk_bits: &mut bits,
-            };
-            // In-neighbours whose updates may arrive in the same round.
-            let senders = (0..topology.period())
-                .map(|r| {
-                    let from = topology
-                        .peers_of(rank)
-                        .filter(|&j| topology.edge_weight(j, rank, r) > 0.0);
-                    from.count()
-                })
-                .max()
-                .unwrap_or(0);
-            let need = receive_need(&config, senders);
-            let node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
-                .map_err(|e| setup(e.to_string()))?;
-            drive(spec, node, socket, need, &mut params, &mut workload, report)
-        }
-        Engine::Allreduce => {
-            let mut work = vec![0.0; reduced_len];
-            let mut bits = vec![0; AllReduce::bitmap_words(&config, world)];
-            let buffers = AllReduceBuffers {
-                work: &mut work,
-                chunk_bits: &mut bits,
-            };
-            // One segment a step, from the left neighbour.
-            let need = receive_need(&config, 1) / world.max(1) as usize;
-            let ring = AllReduce::new(config, world, buffers).map_err(|e| setup(e.to_string()))?;
-            drive(spec, ring, socket, need, &mut params, &mut workload, report)
-        }
-    }
-}
-
-/// Bytes of datagrams a round may bring at once: `senders` whole updates in frames of
-/// `max_frame` bytes (a sender bursts its update, then waits for the ACK).
-fn receive_need(config: &Config, senders: usize) -> usize {
-    senders * config.model_len.div_ceil(config.chunk_len()) * config.max_frame
-}
-
-/// Asks for a receive buffer that holds a round's burst (`need` bytes) and warns when the
-/// kernel grants less: datagrams past it are dropped and sent again after a
-/// retransmission timeout.
-fn request_receive_buffer<R: Reducer, L: Link>(runtime: &mut Runtime<R, L>, need: usize) {
-    if need <= SOCKET_BUFFER {
-        return;
-    }
-    // Linux reports twice what the buffer holds in payload (its own bookkeeping).
-    let Ok(granted) = runtime.request_recv_buffer(need) else {
-        return;
+    let driver = Rounds {
+        spec,
+        params: &mut params,
+        workload: &mut workload,
+        report,
     };
-    if granted / 2 < need {
-        log::warn!(
-            "the socket receive buffer holds ~{} KiB, a round's updates may bring {} KiB at once: \
-             raise net.core.rmem_max (sysctl) to {need} or more, or expect retransmissions \
-             (counted as kernel_drops)",
-            granted / 2 / 1024,
-            need / 1024,
-        );
-    }
+    member::with_runtime(m, reduced_len, bound, driver).map_err(WorkerError::Setup)?
 }
 
-fn drive<R: Reducer>(
-    spec: &WorkerSpec,
-    engine: R,
-    socket: Bound,
-    need: usize,
-    params: &mut [f32],
-    workload: &mut Workload,
-    report: impl FnMut(&Progress),
-) -> Result<Summary, WorkerError> {
-    let peers = spec.peers.clone();
-    let setup = |e: std::io::Error| WorkerError::Setup(e.to_string());
-    match socket {
-        Bound::Udp(s) => {
-            let mut runtime = Runtime::new(engine, s, peers).map_err(setup)?;
-            request_receive_buffer(&mut runtime, need);
-            runtime.set_pacing(spec.pace);
-            rounds(spec, runtime, params, workload, report)
-        }
-        Bound::Tcp(l) => {
-            let mut runtime = Runtime::tcp(engine, l, peers).map_err(setup)?;
-            runtime.set_pacing(spec.pace);
-            rounds(spec, runtime, params, workload, report)
-        }
+/// The worker's rounds, over whichever engine and link [`member::with_runtime`] built.
+struct Rounds<'a, F> {
+    spec: &'a WorkerSpec,
+    params: &'a mut [f32],
+    workload: &'a mut Workload,
+    report: F,
+}
+
+impl<F: FnMut(&Progress)> Drive for Rounds<'_, F> {
+    type Output = Result<Summary, WorkerError>;
+
+    fn drive<R: Reducer, L: Link>(self, runtime: Runtime<R, L>) -> Self::Output {
+        rounds(self.spec, runtime, self.params, self.workload, self.report)
     }
 }
 
@@ -567,9 +445,12 @@ fn rounds<R: Reducer, L: Link>(
 ) -> Result<Summary, WorkerError> {
     let fail = |e: RuntimeError| WorkerError::Run(e.to_string());
     let mut sgd = match workload {
-        Workload::Logistic { shard, batch, rate, .. } => {
-            Some(Sgd::new(shard.len(), *batch, *rate, spec.seed ^ u64::from(spec.rank)))
-        }
+        Workload::Logistic { shard, batch, rate, .. } => Some(Sgd::new(
+            shard.len(),
+            *batch,
+            *rate,
+            spec.seed ^ u64::from(spec.member.rank),
+        )),
         Workload::Average { .. } | Workload::Federated { .. } => None,
     };
     let model_len = workload.model_len();
@@ -600,7 +481,7 @@ fn rounds<R: Reducer, L: Link>(
         }
         if let Workload::Federated { problem, plan } = &*workload {
             let t = WallClock::now();
-            plan.before_round(problem, model, spec.rank, round);
+            plan.before_round(problem, model, spec.member.rank, round);
             local_time += t.elapsed();
         }
         if !spec.compute.is_zero() {
@@ -609,7 +490,7 @@ fn rounds<R: Reducer, L: Link>(
         if let (Stop::Deadline(at), [vote]) = (spec.stop, vote) {
             *vote = f32::from(u8::from(WallClock::now() >= at));
         }
-        let done = runtime.run_round(params, spec.round_timeout);
+        let done = runtime.run_round(params, spec.member.round_timeout);
         // Past the deadline, members leaving are expected, not news.
         let ending = matches!(spec.stop, Stop::Deadline(at) if WallClock::now() >= at);
         log_events(&mut runtime, ending);
@@ -637,7 +518,7 @@ fn rounds<R: Reducer, L: Link>(
     if let Some(path) = &spec.save_replica {
         write_replica(path, params).map_err(|e| WorkerError::Run(format!("{}: {e}", path.display())))?;
     }
-    runtime.finish(spec.linger).map_err(fail)?;
+    runtime.finish(spec.member.linger).map_err(fail)?;
     log_events(&mut runtime, true);
     let socket = runtime.stats();
     if socket.refused > 0 {
@@ -664,7 +545,7 @@ fn rounds<R: Reducer, L: Link>(
                 consensus_rounds: plan.consensus_rounds,
                 test_accuracy: end.accuracy,
                 test_loss: end.loss,
-                shard_accuracy: problem.evaluate_shard(params, spec.rank).accuracy,
+                shard_accuracy: problem.evaluate_shard(params, spec.member.rank).accuracy,
                 reference_accuracy: reference.accuracy,
                 reference_loss: reference.loss,
                 local_steps_s: local_time.as_secs_f64(),
@@ -673,21 +554,23 @@ fn rounds<R: Reducer, L: Link>(
         _ => None,
     };
     let stats: Stats = *runtime.node().stats();
+    let m = &spec.member;
+    let engine = Engine::from(m.engine);
     Ok(Summary {
-        rank: spec.rank,
-        world: spec.peers.len() as u32,
-        engine: spec.engine,
-        transport: spec.transport,
-        topology: match spec.engine {
-            Engine::Asap => spec.topology.family.name().to_string(),
+        rank: m.rank,
+        world: m.world(),
+        engine,
+        transport: m.transport.into(),
+        topology: match engine {
+            Engine::Asap => m.topology.family.name().to_string(),
             Engine::Allreduce => "ring all-reduce".to_string(),
         },
-        compression: match spec.engine {
-            Engine::Asap => spec.compression.to_string(),
+        compression: match engine {
+            Engine::Asap => m.compression.to_string(),
             Engine::Allreduce => "none".to_string(),
         },
-        wait: match spec.engine {
-            Engine::Asap => spec.wait.to_string(),
+        wait: match engine {
+            Engine::Asap => m.wait.to_string(),
             Engine::Allreduce => String::new(),
         },
         rounds: stats.rounds,
@@ -708,11 +591,7 @@ fn rounds<R: Reducer, L: Link>(
             .then(|| params.to_vec()),
         federated,
         max_error_to_mean: match workload {
-            Workload::Average { .. } => Some(asap_fed::seeded::max_error_to_mean(
-                params,
-                spec.seed,
-                spec.peers.len() as u32,
-            )),
+            Workload::Average { .. } => Some(asap_fed::seeded::max_error_to_mean(params, spec.seed, m.world())),
             Workload::Logistic { .. } | Workload::Federated { .. } => None,
         },
     })

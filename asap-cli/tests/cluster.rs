@@ -768,3 +768,81 @@ fn topology_auto_picks_the_predicted_winner_and_says_so() {
         assert!(r["max_error_to_mean"].as_f64().unwrap() <= 1e-5, "{r}");
     }
 }
+
+/// `asap keygen --node FILE`: writes a secret, prints its public key (as `asap pubkey`).
+fn node_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["keygen", "--node"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let again = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .arg("pubkey")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), public);
+    (path, public)
+}
+
+#[test]
+fn with_per_node_keys_a_fifth_process_cannot_speak_for_member_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let (world, rounds, model) = (4usize, 40u32, 300usize);
+    let ports = free_ports(world + 1);
+    let keys: Vec<_> = (0..world)
+        .map(|r| node_key(dir.path(), &format!("node{r}.key")))
+        .collect();
+    let (fake_key, fake_public) = node_key(dir.path(), "fake.key");
+    let line = |id: usize, public: &str, port: u16| format!("{id} {public} 127.0.0.1:{port}\n");
+    let members: String = (0..world).map(|r| line(r, &keys[r].1, ports[r])).collect();
+    // The impostor's own view: member 2 is itself, listening elsewhere.
+    let forged: String = (0..world)
+        .map(|r| match r {
+            2 => line(2, &fake_public, ports[world]),
+            _ => line(r, &keys[r].1, ports[r]),
+        })
+        .collect();
+    std::fs::write(dir.path().join("members.txt"), members).unwrap();
+    std::fs::write(dir.path().join("forged.txt"), forged).unwrap();
+    let node = |rank: usize, file: &str, key: &std::path::Path, rounds: u32| {
+        Command::new(env!("CARGO_BIN_EXE_asap"))
+            .args(["node", "--rank", &rank.to_string(), "--members"])
+            .arg(dir.path().join(file))
+            .arg("--node-key")
+            .arg(key)
+            .args(["--topology", "one-peer-exp", "--rounds", &rounds.to_string()])
+            .args(["--model", &model.to_string(), "--json", "--round-timeout", "5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("asap node starts")
+    };
+    let mut impostor = node(2, "forged.txt", &fake_key, 1_000);
+    let real: Vec<Child> = (0..world).map(|r| node(r, "members.txt", &keys[r].0, rounds)).collect();
+    let results = results(real);
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    // No replica moved toward what the impostor sent: the four reach their exact mean.
+    assert_exact_mean(&results, rounds, model);
+    // Its out-neighbours on one-peer-exp refused its frames as not from member 2.
+    let refused: u64 = results.iter().map(|r| r["auth_failures"].as_u64().unwrap()).sum();
+    assert!(refused > 0, "{results:?}");
+    // Misuse is a one-line setup error.
+    let out = Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--rank", "0", "--members"])
+        .arg(dir.path().join("members.txt"))
+        .arg("--node-key")
+        .arg(&keys[1].0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("membership lists") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

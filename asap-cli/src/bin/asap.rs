@@ -1,6 +1,6 @@
 //! The `asap` command.
 
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use asap_core::Wait;
 use asap_fed::sparse::{self, Dataset, Synthetic};
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use transport_mio::launch;
+use transport_mio::member::{Identity, MemberSpec};
 
 #[derive(Parser)]
 #[command(
@@ -72,8 +74,23 @@ enum Command {
     /// The main job: N worker processes on this machine train logistic regression with
     /// ASAP, then with a ring all-reduce; prints a comparison, draws the loss curves.
     Demo(DemoArgs),
-    /// Print a new random cluster key (64 hex digits) for --key-file.
-    Keygen,
+    /// Print a new random cluster key (64 hex digits) for --key-file; with --node FILE,
+    /// write a new node secret (per-node identities) to FILE and print its public key
+    /// for the membership file.
+    Keygen(KeygenArgs),
+    /// Print the public key of a node secret (written by `asap keygen --node`).
+    Pubkey {
+        /// The node secret's file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeygenArgs {
+    /// Write a node secret to this file (created, owner-only, never overwritten) and
+    /// print its public key, instead of printing a cluster key.
+    #[arg(long, value_name = "FILE")]
+    node: Option<PathBuf>,
 }
 
 /// The AEAD of `--encrypt` (`asap_core::CipherSuite`).
@@ -454,6 +471,16 @@ struct NodeArgs {
     /// digits; never on the command line itself.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Per-node identities instead of a cluster key: the membership file, one member a
+    /// line, `ID PUBLIC_KEY HOST:PORT` (public keys from `asap keygen --node`). Every
+    /// pair of members then seals its frames with its own key, so no member can speak
+    /// for another; the file also gives the addresses and the world size.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["peers", "hosts"])]
+    members: Option<PathBuf>,
+    /// With --members: this node's secret (from `asap keygen --node FILE`); also
+    /// ASAP_NODE_KEY_FILE.
+    #[arg(long, value_name = "FILE")]
+    node_key: Option<PathBuf>,
     /// With a key: encrypt every payload instead of only authenticating it (--cipher);
     /// update values are then hidden from the network (headers are not). Every member
     /// must agree. On servers also the fastest way to authenticate: AES-256-GCM seals a
@@ -679,13 +706,24 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Keygen => match keygen() {
-            Ok(key) => {
-                println!("{key}");
+        Command::Keygen(args) => match keygen(args.node.as_deref()) {
+            Ok(line) => {
+                println!("{line}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("asap keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Pubkey { file } => match launch::node_secret(Some(&file)) {
+            Ok(Some(secret)) => {
+                println!("{}", secret.public_key());
+                ExitCode::SUCCESS
+            }
+            Ok(None) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("asap pubkey: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -699,100 +737,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// A new key: 32 bytes from the operating system's CSPRNG, as hex.
-fn keygen() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; asap_core::KEY_LEN];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// A new cluster key (printed), or with `node` a new node secret written to that file
+/// (its public key printed): 32 bytes from the operating system's CSPRNG, as hex.
+fn keygen(node: Option<&std::path::Path>) -> Result<String, String> {
+    use std::io::Write;
+    let bytes = launch::random_secret()?;
+    let Some(path) = node else {
+        return Ok(launch::hex(&bytes));
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(file, "{}", launch::hex(&bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(asap_core::NodeSecret::new(bytes).public_key().to_string())
 }
 
-/// The cluster key from `--key-file`, else ASAP_KEY_FILE, else ASAP_KEY; none: frames
-/// are CRC-protected only.
-fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::Key>, String> {
-    let (text, source) = match (file, std::env::var_os("ASAP_KEY_FILE"), std::env::var("ASAP_KEY")) {
-        (Some(path), _, _) => (read_key_file(path)?, path.display().to_string()),
-        (None, Some(path), _) => (read_key_file(path.as_ref())?, "ASAP_KEY_FILE".into()),
-        (None, None, Ok(hex)) => (hex, "ASAP_KEY".into()),
-        (None, None, Err(_)) => return Ok(None),
-    };
-    asap_core::Key::from_hex(&text)
-        .map(Some)
-        .map_err(|e| format!("key from {source}: {e}"))
-}
-
-fn read_key_file(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()))
-}
-
-/// Rank and world size from the flags, else from the conventions of launchers.
-fn rank_and_world(args: &NodeArgs) -> Result<(u32, u32), String> {
-    let env = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok())
-            .map(|v| v.parse::<u32>().map_err(|_| format!("bad {names:?}: {v}")))
-    };
-    let rank = match args.rank {
-        Some(r) => r,
-        None => env(&["RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"])
-            .ok_or("no --rank (nor RANK, SLURM_PROCID, OMPI_COMM_WORLD_RANK)")??,
-    };
-    let world = match args.world {
-        Some(w) => w,
-        None => env(&["WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"])
-            .ok_or("no --world (nor WORLD_SIZE, SLURM_NTASKS, OMPI_COMM_WORLD_SIZE)")??,
-    };
-    if world < 2 {
-        return Err(format!("world size {world}: need at least 2 workers"));
+/// Every worker's address, by rank: the membership file's, a hosts file's, --peers, or
+/// consecutive ports on one host (torchrun's MASTER_ADDR and MASTER_PORT + 1 by default).
+fn addresses(args: &NodeArgs, world: u32, listed: Option<&[launch::Listed]>) -> Result<Vec<SocketAddr>, String> {
+    if let Some(listed) = listed {
+        return Ok(listed.iter().map(|l| l.addr).collect());
     }
-    if rank >= world {
-        return Err(format!("rank {rank} is not below world size {world}"));
-    }
-    Ok((rank, world))
-}
-
-fn addresses(args: &NodeArgs, world: u32) -> Result<Vec<SocketAddr>, String> {
     if let Some(path) = &args.hosts {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let hosts: Vec<&str> = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .collect();
-        if hosts.len() != world as usize {
-            return Err(format!(
-                "{} lists {} addresses for a world of {world}",
-                path.display(),
-                hosts.len()
-            ));
-        }
-        return hosts.iter().map(|h| resolve(h)).collect();
+        return launch::parse_hosts(&text, world, &path.display().to_string());
     }
     if args.peers.is_empty() {
-        // torchrun names the rendezvous host and port; single-machine clusters live there.
-        let host = args
-            .host
-            .clone()
-            .or_else(|| std::env::var("MASTER_ADDR").ok())
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let base_port = match (args.base_port, std::env::var("MASTER_PORT")) {
-            (Some(p), _) => p,
-            (None, Ok(p)) => p
-                .parse::<u16>()
-                .ok()
-                .and_then(|p| p.checked_add(1))
-                .ok_or(format!("bad MASTER_PORT: {p}"))?,
-            (None, Err(_)) => 47_000,
-        };
-        return (0..world)
-            .map(|r| {
-                let port = u32::from(base_port) + r;
-                let port =
-                    u16::try_from(port).map_err(|_| format!("base port {base_port} + rank {r} exceeds 65535"))?;
-                resolve(&format!("{host}:{port}"))
-            })
-            .collect();
+        return launch::consecutive_ports(args.host.as_deref(), args.base_port, world);
     }
     if args.peers.len() != world as usize {
         return Err(format!(
@@ -800,14 +773,24 @@ fn addresses(args: &NodeArgs, world: u32) -> Result<Vec<SocketAddr>, String> {
             args.peers.len()
         ));
     }
-    args.peers.iter().map(|p| resolve(p)).collect()
+    args.peers.iter().map(|p| launch::resolve(p)).collect()
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("address {addr}: {e}"))?
-        .next()
-        .ok_or(format!("address {addr}: nothing to connect to"))
+/// The membership file of --members (per-node identities), read and checked.
+fn membership(args: &NodeArgs) -> Result<Option<Vec<launch::Listed>>, String> {
+    let Some(path) = &args.members else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let listed = launch::parse_membership(&text, &path.display().to_string())?;
+    if let Some(w) = args.world.filter(|&w| w as usize != listed.len()) {
+        return Err(format!(
+            "--world {w}, but {} lists {} members",
+            path.display(),
+            listed.len()
+        ));
+    }
+    Ok(Some(listed))
 }
 
 /// The workload a `node` (or each of the demo's workers) runs.
@@ -840,9 +823,11 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
 }
 
 fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
-    let (rank, world) = rank_and_world(&args)?;
+    let listed = membership(&args)?;
+    let world = args.world.or(listed.as_ref().map(|l| l.len() as u32));
+    let (rank, world) = launch::rank_and_world(args.rank, world)?;
     init_log(log, format!("node {rank}"));
-    let peers = addresses(&args, world)?;
+    let peers = addresses(&args, world, listed.as_deref())?;
     let (family, degree) = choose_graph(
         args.topology,
         args.degree,
@@ -851,9 +836,27 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         args.compute_ms / 1e3,
     );
     let workload = workload(&args, rank, world)?;
-    let key = cluster_key(args.key_file.as_deref())?;
-    if args.encrypt && key.is_none() {
-        return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
+    let key = launch::cluster_key(args.key_file.as_deref())?;
+    let identity = match listed {
+        None if args.node_key.is_some() => return Err("--node-key needs --members (the membership file)".into()),
+        None => None,
+        Some(listed) => {
+            if key.is_some() {
+                return Err(
+                    "--members (per-node keys) replaces the cluster key: drop --key-file (and ASAP_KEY_FILE, ASAP_KEY)"
+                        .into(),
+                );
+            }
+            let secret = launch::node_secret(args.node_key.as_deref())?
+                .ok_or("--members needs this node's secret: --node-key FILE or ASAP_NODE_KEY_FILE")?;
+            Some(std::sync::Arc::new(Identity {
+                secret,
+                members: listed.iter().map(|l| l.public).collect(),
+            }))
+        }
+    };
+    if args.encrypt && key.is_none() && identity.is_none() {
+        return Err("--encrypt needs a cluster key (--key-file, ASAP_KEY_FILE or ASAP_KEY) or --members".into());
     }
     let (start, stop) = match (&workload, args.budget) {
         (Workload::Federated { .. }, Some(_)) => {
@@ -866,34 +869,38 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         }
         (_, None) => (None, Stop::Rounds(args.rounds)),
     };
-    let spec = WorkerSpec {
+    let member = MemberSpec {
         rank,
         peers,
-        engine: args.engine,
-        transport: args.transport,
+        engine: args.engine.into(),
+        transport: args.transport.into(),
         topology: TopologySpec {
             degree,
             seed: args.seed,
             ..TopologySpec::new(family, world)
         },
         wait: args.wait,
-        stop,
-        start,
-        save_replica: args.save_replica.clone(),
-        seed: args.seed,
         cluster: args.cluster,
         max_frame: args.max_frame.unwrap_or(args.transport.default_max_frame()),
         pace: args.pace.map(|mbit| (mbit * 1e6 / 8.0) as u64),
         round_timeout: Duration::from_secs(args.round_timeout),
-        compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
         linger: Duration::from_millis(args.linger_ms),
         key,
         encrypt: args.encrypt,
         cipher: args.cipher.suite(),
         compression: args.compress,
         consensus_step: args.consensus_step,
-        incarnation: worker::fresh_incarnation(),
+        incarnation: launch::fresh_incarnation(),
         clip: args.clip,
+        identity,
+    };
+    let spec = WorkerSpec {
+        member,
+        stop,
+        start,
+        save_replica: args.save_replica.clone(),
+        seed: args.seed,
+        compute: Duration::from_micros((args.compute_ms * 1e3) as u64),
     };
     let progress = args.progress;
     let summary = worker::run(&spec, workload, |p| {
@@ -988,7 +995,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         ));
     }
     // Fail early on a bad key, a bad problem or a bad file rather than in every worker.
-    if cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
+    if launch::cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
     let test = if let Some(path) = &args.train.data {
