@@ -4,7 +4,10 @@
 //!
 //! The input's first byte picks which of two keys the attacker holds (the cluster's or
 //! another, bit 0), whether the cluster encrypts (bit 1) and with which suite
-//! (XChaCha20-Poly1305 or AES-256-GCM, bit 2); the rest is the frame.
+//! (XChaCha20-Poly1305 or AES-256-GCM, bit 2), and whether the node runs per-node
+//! identities (bit 3: `Config::identities`, its one peer's link key being the cluster's
+//! key, so a frame naming any other sender is refused before it is opened); the rest is
+//! the frame.
 //! Checks: decoding never panics; a frame that opens under the key re-seals to exactly
 //! its bytes (the AEAD is deterministic given its nonce); no frame decodes both with and
 //! without a key; a refused frame's bytes are left as they came (an AES-256-GCM payload
@@ -101,8 +104,10 @@ pub fn run(data: &[u8]) {
     }
 
     // A keyed node (node 1 of the pair) fed the raw bytes.
+    let identities = selector & 8 != 0;
     let cfg = asap_core::Config {
-        key: Some(CLUSTER_KEY),
+        key: (!identities).then_some(CLUSTER_KEY),
+        identities,
         encrypt,
         cipher: suite,
         incarnation: 1,
@@ -110,6 +115,9 @@ pub fn run(data: &[u8]) {
     };
     let mut mem = Mem::new(&cfg, 1);
     let mut node = Node::<4>::new(cfg, &peers_of(NodeId(1)), mem.buffers(), Instant::ZERO).expect("fixture");
+    if identities {
+        node.set_link_key(NodeId(0), CLUSTER_KEY).expect("fixture");
+    }
     let now = Instant::from_millis(1);
     let raw = node.handle_frame_mut(now, &mut frame.to_vec());
     if opened.is_err() {
@@ -138,7 +146,13 @@ pub fn run(data: &[u8]) {
     let first = node.handle_frame_mut(now, &mut sealed.clone());
     let second = node.handle_frame_mut(now, &mut sealed.clone());
     let after = *node.stats();
-    if attacker == OTHER_KEY {
+    if identities && header.from != NodeId(0) {
+        // Not a peer: no link key to open it with.
+        assert_eq!(first, Err(FrameError::UnknownPeer(header.from)));
+        assert_eq!(second, Err(FrameError::UnknownPeer(header.from)));
+        assert_eq!(after.frames_refused, before.frames_refused + 2);
+        assert_eq!(after.frames_received, before.frames_received);
+    } else if attacker == OTHER_KEY {
         assert_eq!(first, Err(FrameError::Decode(DecodeError::BadTag)));
         assert_eq!(second, Err(FrameError::Decode(DecodeError::BadTag)));
         assert_eq!(after.auth_failures, before.auth_failures + 2);
