@@ -58,6 +58,14 @@ pub fn all_finite(values: &[f32]) -> bool {
     carry & 0x8000_0000 == 0
 }
 
+/// `true` when every `x[i] − p[i]` is finite (computed as the caller computes it).
+pub(crate) fn all_finite_differences(x: &[f32], p: &[f32]) -> bool {
+    let carry = x.iter().zip(p).fold(0u32, |acc, (x, p)| {
+        acc | ((x - p).to_bits() & EXPONENT).wrapping_add(0x0080_0000)
+    });
+    carry & 0x8000_0000 == 0
+}
+
 /// `acc[i] = weight * values[i]`: the first update into a chunk that holds no weight
 /// yet. Checks and stores in one pass; on error the slice holds garbage, which is fine
 /// because a chunk without weight is never read.

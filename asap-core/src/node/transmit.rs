@@ -3,7 +3,6 @@
 
 use super::Node;
 use crate::batch::{self, DataFrames};
-use crate::compress;
 use crate::config::Config;
 use crate::flow::{bits, Emit, Owed};
 use crate::output::Transmit;
@@ -82,14 +81,11 @@ impl<const P: usize> Node<'_, P> {
         let mut header = Self::header_for(&self.config, to, round, kind);
         header.integrity = header.integrity.with_seq(self.send_seq);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
-        let compression = self.config.compression;
-        let len = match kind {
-            Kind::Update { .. } if self.config.is_compressed() => {
-                let payload = compression.payload_len(values.len());
+        let len = match (kind, self.choco) {
+            (Kind::Update { .. }, Some(choco)) => {
+                let payload = self.config.compression.payload_len(values.len());
                 wire::seal_with(header, payload, buf, Sealing::from(&self.secret), |out| {
-                    // Cannot fail: the snapshot is finite (checked when the round
-                    // started) and `out` has the payload's length.
-                    let _ = compress::encode(compression, values, out);
+                    choco.write_payload(values, out);
                 })?
             }
             _ => wire::seal(header, values, buf, Sealing::from(&self.secret))?,
