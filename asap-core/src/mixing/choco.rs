@@ -204,9 +204,11 @@ impl Choco {
             let mut ok = true;
             let finite = if compress::packs(compression, s.len()) {
                 compress::q8_pack_difference(x, p, s, |at, q| {
-                    for ((q, p), t) in q.iter().zip(&p[at..]).zip(&t[at..]) {
-                        ok &= (p + q).is_finite() & (t - total * q).is_finite();
-                    }
+                    // Folded into a local first, so the loop vectorises.
+                    let block = q.iter().zip(&p[at..]).zip(&t[at..]);
+                    ok &= block.fold(true, |ok, ((q, p), t)| {
+                        ok & (p + q).is_finite() & (t - total * q).is_finite()
+                    });
                 })
             } else {
                 for ((d, x), p) in s.iter_mut().zip(x).zip(p) {
