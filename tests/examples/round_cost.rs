@@ -8,23 +8,25 @@
 //! valgrind --tool=callgrind target/release/examples/round_cost q8 1000000 6
 //! ```
 //!
-//! Arguments: `plain` or `q8`, the model length (default 1,000,000), rounds (default 6).
+//! Arguments: `plain`, `q8` or `ring` (our ring all-reduce), the model length (default
+//! 1,000,000), rounds (default 6).
 //! Prints what it ran (divide the instruction count by nodes × rounds) and a checksum of
 //! the replicas.
 
 use asap_core::compress::Compression;
 use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Config, Duration, Instant, Node, NodeId, Reducer};
+use asap_core::{AllReduce, AllReduceBuffers, Config, Duration, Instant, Node, NodeId, Reducer};
 use asap_tests::{random_vectors, NodeMemory};
 
 const NODES: u16 = 8;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let compression = match args.next().as_deref() {
-        None | Some("plain") => Compression::None,
-        Some("q8") => Compression::Q8,
-        Some(other) => panic!("{other}: plain or q8"),
+    let mode = args.next().unwrap_or_else(|| "plain".into());
+    let compression = match mode.as_str() {
+        "plain" | "ring" => Compression::None,
+        "q8" => Compression::Q8,
+        other => panic!("{other}: plain, q8 or ring"),
     };
     let model: usize = args.next().map_or(1_000_000, |a| a.parse().expect("a model length"));
     let rounds: u32 = args.next().map_or(6, |a| a.parse().expect("a number of rounds"));
@@ -42,12 +44,31 @@ fn main() {
         .iter()
         .map(|c| NodeMemory::new(&c.layout(peers).expect("a layout")))
         .collect();
-    let t0 = Instant::from_millis(1);
-    let mut nodes: Vec<Node<'_, 8>> = configs
+    let world = u32::from(NODES);
+    let mut work: Vec<(Vec<f32>, Vec<u32>)> = configs
         .iter()
-        .zip(memory.iter_mut())
-        .map(|(c, m)| Node::with_topology(*c, &topology, m.buffers(), t0).expect("a node"))
+        .map(|c| (vec![0.0; model], vec![0; AllReduce::bitmap_words(c, world)]))
         .collect();
+    let t0 = Instant::from_millis(1);
+    let mut nodes: Vec<Box<dyn Reducer + '_>> = if mode == "ring" {
+        let buffers = work
+            .iter_mut()
+            .map(|(work, chunk_bits)| AllReduceBuffers { work, chunk_bits });
+        configs
+            .iter()
+            .zip(buffers)
+            .map(|(c, b)| Box::new(AllReduce::new(*c, world, b).expect("a ring member")) as Box<dyn Reducer>)
+            .collect()
+    } else {
+        configs
+            .iter()
+            .zip(memory.iter_mut())
+            .map(|(c, m)| {
+                let node = Node::<'_, 8>::with_topology(*c, &topology, m.buffers(), t0).expect("a node");
+                Box::new(node) as Box<dyn Reducer>
+            })
+            .collect()
+    };
     let mut params = random_vectors(usize::from(NODES), model, 7);
     let max_frame = configs[0].max_frame;
     let (mut buf, mut received) = (vec![0u8; max_frame * 40], vec![0u8; max_frame]);
@@ -81,5 +102,5 @@ fn main() {
         }
     }
     let checksum: f64 = params.iter().flatten().map(|v| f64::from(*v)).sum();
-    println!("{NODES} nodes, {rounds} rounds of {model} floats, {compression}: checksum {checksum}");
+    println!("{NODES} nodes, {rounds} rounds of {model} floats, {mode}: checksum {checksum}");
 }
