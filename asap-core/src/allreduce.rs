@@ -205,8 +205,8 @@ impl<'a> AllReduce<'a> {
     /// Starts a round with this node's contribution `params`.
     pub fn start_round(&mut self, _now: Instant, params: &[f32]) -> Result<(), RoundError> {
         self.can_start_round()?;
-        self.layout.check_params(params)?;
-        self.take_params(params);
+        self.layout.check_params_len(params)?;
+        self.take_params(params)?;
         self.started = true;
         self.send_step = 0;
         self.recv_step = 0;
@@ -226,12 +226,21 @@ impl<'a> AllReduce<'a> {
     /// neighbour's addend alone, and get `params` added, exactly the sum the fold would
     /// have made (f32 addition commutes). A sum that overflows is dropped, as the fold
     /// would have refused it: the chunk is asked for again.
-    fn take_params(&mut self, params: &[f32]) {
+    ///
+    /// Refuses non-finite parameters, checked as they are copied: the early chunks are
+    /// checked first and left as they were; the rest of the work buffer, which no one
+    /// reads between rounds (nothing is in flight when a round may start), may hold
+    /// part of the copy.
+    fn take_params(&mut self, params: &[f32]) -> Result<(), RoundError> {
         let range = self.segment(self.sent_segment(self.left_index(), 0));
         let chunk_len = self.config.chunk_len();
         let (work, bits) = (&mut *self.buffers.work, &mut *self.buffers.chunk_bits);
-        work[..range.start].copy_from_slice(&params[..range.start]);
-        work[range.end..].copy_from_slice(&params[range.end..]);
+        let finite = reduce::all_finite(&params[range.clone()])
+            && reduce::copy_finite(&mut work[..range.start], &params[..range.start])
+            && reduce::copy_finite(&mut work[range.end..], &params[range.end..]);
+        if !finite {
+            return Err(RoundError::NonFiniteParams);
+        }
         let early = work[range.clone()]
             .chunks_mut(chunk_len)
             .zip(params[range].chunks(chunk_len));
@@ -246,6 +255,7 @@ impl<'a> AllReduce<'a> {
             }
             w.copy_from_slice(p);
         }
+        Ok(())
     }
 
     /// Ends the round: `params` becomes the average of every node's contribution.

@@ -241,7 +241,7 @@ pub fn encode(compression: Compression, values: &[f32], out: &mut [u8]) -> Resul
             }
         }
         Compression::Q8 => {
-            let q = Q8::of(values);
+            let q = Q8::of(values.iter().copied());
             let (head, codes) = out.split_at_mut(Q8_HEADER);
             head[..4].copy_from_slice(&q.lo.to_le_bytes());
             head[4..].copy_from_slice(&q.step.to_le_bytes());
@@ -319,6 +319,83 @@ pub fn for_each_decoded(
     Ok(())
 }
 
+/// Whether a chunk of `values` values keeps its payload packed in its own `values` words
+/// of the sender's snapshot (see [`q8_pack_difference`]): q8 chunks of three values or
+/// more (a payload of `8 + n` bytes takes `2 + ⌈n/4⌉` words). The compressed mode keeps
+/// every other chunk as values, quantised again for each frame.
+pub(crate) const fn packs(compression: Compression, values: usize) -> bool {
+    matches!(compression, Compression::Q8) && (Q8_HEADER + values).div_ceil(4) <= values
+}
+
+/// Values a packed q8 chunk is quantised or decoded at a time, on the stack.
+const Q8_BLOCK: usize = 64;
+
+/// Quantises the chunk `x − p` as q8, once: writes its payload's bytes into `packed`
+/// as little-endian words (`lo`, `step`, then the codes four a word) and calls
+/// `f(index of a block's first value, block)` with what the receiver decodes of each
+/// value, a block at a time (as [`q8_unpack`]). Returns `false`, having quantised and
+/// written nothing, when a difference is not finite. `packed` must hold the payload
+/// ([`packs`]).
+///
+/// The codes travel in `f32` words as bit patterns: only `to_bits` and `from_bits`
+/// touch them, never arithmetic, so they come back out exactly as written.
+pub(crate) fn q8_pack_difference(x: &[f32], p: &[f32], packed: &mut [f32], mut f: impl FnMut(usize, &[f32])) -> bool {
+    if !crate::reduce::all_finite_differences(x, p) {
+        return false;
+    }
+    let q = Q8::of(x.iter().zip(p).map(|(x, p)| x - p));
+    let (head, words) = packed.split_at_mut(Q8_HEADER / 4);
+    let blocks = x.chunks(Q8_BLOCK).zip(p.chunks(Q8_BLOCK));
+    for ((b, (x, p)), words) in blocks.enumerate().zip(words.chunks_mut(Q8_BLOCK / 4)) {
+        let (mut codes, mut decoded) = ([0u8; Q8_BLOCK], [0.0f32; Q8_BLOCK]);
+        for (((c, v), x), p) in codes.iter_mut().zip(decoded.iter_mut()).zip(x).zip(p) {
+            *c = q.code(x - p);
+            *v = q.value(*c);
+        }
+        f(b * Q8_BLOCK, &decoded[..x.len()]);
+        // Past the chunk's end the codes are zeros, as padding of the last word.
+        let (groups, _) = codes.as_chunks::<4>();
+        for (w, group) in words.iter_mut().zip(&groups[..x.len().div_ceil(4)]) {
+            *w = f32::from_bits(u32::from_le_bytes(*group));
+        }
+    }
+    head[0] = q.lo;
+    head[1] = q.step;
+    true
+}
+
+/// What each of the `values` values of a packed q8 payload ([`q8_pack_difference`])
+/// decodes to, in blocks on the stack: `f(index of the block's first value, block)`, so
+/// the caller's loops over a block vectorise.
+pub(crate) fn q8_unpack(packed: &[f32], values: usize, mut f: impl FnMut(usize, &[f32])) {
+    const BLOCK: usize = Q8_BLOCK;
+    let q = Q8 {
+        lo: packed[0],
+        step: packed[1],
+        inverse: 0.0,
+    };
+    let words = &packed[Q8_HEADER / 4..Q8_HEADER / 4 + values.div_ceil(4)];
+    let mut block = [0.0f32; BLOCK];
+    for (b, words) in words.chunks(BLOCK / 4).enumerate() {
+        let at = b * BLOCK;
+        let (groups, _) = block.as_chunks_mut::<4>();
+        for (group, w) in groups.iter_mut().zip(words) {
+            *group = w.to_bits().to_le_bytes().map(|c| q.value(c));
+        }
+        f(at, &block[..(values - at).min(BLOCK)]);
+    }
+}
+
+/// Writes the payload held packed in `packed` ([`q8_pack_difference`]) into `out`, whose
+/// length is the payload's.
+pub(crate) fn unpack(packed: &[f32], out: &mut [u8]) {
+    let (groups, rest) = out.as_chunks_mut::<4>();
+    crate::reduce::write_f32_le(&packed[..groups.len()], groups.as_flattened_mut());
+    if let Some(last) = packed.get(groups.len()) {
+        rest.copy_from_slice(&last.to_le_bytes()[..rest.len()]);
+    }
+}
+
 fn quantized(compression: Compression, values: &[f32], mut f: impl FnMut(usize, f32)) {
     match compression {
         Compression::None => values.iter().enumerate().for_each(|(i, v)| f(i, *v)),
@@ -333,7 +410,7 @@ fn quantized(compression: Compression, values: &[f32], mut f: impl FnMut(usize, 
         }
         Compression::Bf16 => values.iter().enumerate().for_each(|(i, v)| f(i, to_bf16(*v).to_f32())),
         Compression::Q8 => {
-            let q = Q8::of(values);
+            let q = Q8::of(values.iter().copied());
             values.iter().enumerate().for_each(|(i, v)| f(i, q.value(q.code(*v))));
         }
         Compression::TopK { .. } => top_k(values, compression.kept(values.len()), f),
@@ -377,11 +454,11 @@ struct Q8 {
 }
 
 impl Q8 {
-    fn of(values: &[f32]) -> Self {
-        let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-        let (lo, hi) = if values.is_empty() { (0.0, 0.0) } else { (lo, hi) };
+    /// The quantisation of a chunk of finite `values`.
+    fn of(values: impl Iterator<Item = f32>) -> Self {
+        let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        // No value (finite values leave `lo <= hi`).
+        let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
         let step = hi / 255.0 - lo / 255.0;
         // A range too narrow for its reciprocal (subnormal steps) is sent as `lo` alone.
         let inverse = if step > 0.0 && (1.0 / step).is_finite() {
@@ -682,6 +759,36 @@ mod tests {
         }
 
         #[test]
+        fn a_packed_q8_chunk_is_the_payload_encode_writes(
+            x in prop::collection::vec(-1e3f32..1e3, 3..200),
+            shift in -10f32..10.0,
+        ) {
+            let p: heapless::Vec<f32, 200> = x.iter().map(|v| v * 0.5 + shift).collect();
+            let d: heapless::Vec<f32, 200> = x.iter().zip(&p).map(|(x, p)| x - p).collect();
+            prop_assert!(packs(Compression::Q8, x.len()));
+            // The snapshot's words hold junk from the last round.
+            let mut packed = [f32::from_bits(0x7fc0_1234); 200];
+            let packed = &mut packed[..x.len()];
+            let mut decoded = [f32::NAN; 200];
+            let finite = q8_pack_difference(&x, &p, packed, |at, q| decoded[at..at + q.len()].copy_from_slice(q));
+            prop_assert!(finite);
+            let len = Compression::Q8.payload_len(x.len());
+            let (mut by_encode, mut by_unpack) = ([0u8; 8 + 200], [0xa5u8; 8 + 200]);
+            prop_assert_eq!(encode(Compression::Q8, &d, &mut by_encode), Ok(len));
+            unpack(packed, &mut by_unpack[..len]);
+            prop_assert_eq!(&by_unpack[..len], &by_encode[..len]);
+            prop_assert_eq!(by_unpack[len], 0xa5, "nothing written past the payload");
+            // What the sender moves its public copy by, three ways, bit for bit.
+            let mut quantized = [f32::NAN; 200];
+            for_each_quantized(Compression::Q8, &d, |k, q| quantized[k] = q);
+            let mut unpacked = [f32::NAN; 200];
+            q8_unpack(packed, x.len(), |at, q| unpacked[at..at + q.len()].copy_from_slice(q));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<heapless::Vec<u32, 200>>();
+            prop_assert_eq!(bits(&decoded[..x.len()]), bits(&quantized[..x.len()]));
+            prop_assert_eq!(bits(&unpacked[..x.len()]), bits(&quantized[..x.len()]));
+        }
+
+        #[test]
         fn fold_adds_the_weighted_decoded_values(values in prop::collection::vec(-1e3f32..1e3, 1..100), w in 0.01f32..1.0) {
             for c in ALL {
                 let mut buf = [0u8; 8 + 8 * 100];
@@ -693,6 +800,19 @@ mod tests {
                 prop_assert_eq!(&acc, &expected);
             }
         }
+    }
+
+    #[test]
+    fn q8_packs_chunks_of_three_values_or_more_and_refuses_non_finite_differences() {
+        assert!(!packs(Compression::Q8, 1) && !packs(Compression::Q8, 2));
+        assert!(packs(Compression::Q8, 3) && packs(Compression::Q8, 1_000));
+        assert!(!packs(Compression::F16, 1_000) && !packs(Compression::TopK { fraction: 0.1 }, 1_000));
+        let mut packed = [7.0f32; 4];
+        let finite = q8_pack_difference(&[f32::MAX, 0.0, 1.0, 2.0], &[-f32::MAX, 0.0, 0.0, 0.0], &mut packed, |_, _| {
+            panic!("nothing decoded")
+        });
+        assert!(!finite);
+        assert_eq!(packed, [7.0; 4], "nothing written");
     }
 
     #[test]

@@ -421,14 +421,20 @@ impl Layout {
     /// The checks every round makes of the application's parameters: the model's
     /// length, and only finite values (a NaN sent would be refused by every peer).
     pub(crate) fn check_params(&self, params: &[f32]) -> Result<(), RoundError> {
+        self.check_params_len(params)?;
+        if !crate::reduce::all_finite(params) {
+            return Err(RoundError::NonFiniteParams);
+        }
+        Ok(())
+    }
+
+    /// The model's length alone, for a caller that checks the values as it reads them.
+    pub(crate) fn check_params_len(&self, params: &[f32]) -> Result<(), RoundError> {
         if params.len() != self.model_len {
             return Err(RoundError::ParamsLength {
                 expected: self.model_len,
                 got: params.len(),
             });
-        }
-        if !crate::reduce::all_finite(params) {
-            return Err(RoundError::NonFiniteParams);
         }
         Ok(())
     }

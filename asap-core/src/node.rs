@@ -10,6 +10,7 @@ use crate::flow::{Control, InEdge, OutEdge, RtoBounds, Timer, Timers};
 use crate::mixing::choco::{Choco, Membership};
 use crate::mixing::{self, Mass};
 use crate::output::{Accepted, Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
+use crate::reduce;
 use crate::time::Instant;
 use crate::topology::Topology;
 use crate::wire::{self, BufferTooSmall, NodeId, Sealing};
@@ -475,14 +476,20 @@ impl<'a, const P: usize> Node<'a, P> {
     }
 
     /// Starts the current round: snapshots `params` and begins sending them to every
-    /// live out-neighbour.
+    /// live out-neighbour. Non-finite parameters are refused
+    /// ([`RoundError::NonFiniteParams`]); the snapshot is checked as it is copied, so a
+    /// refused start leaves no update of the last round for a peer that comes back.
     pub fn start_round(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
         self.can_start_round()?;
         let round = self.next_round();
         if round != self.round {
             self.advance_to(round);
         }
-        self.layout.check_params(params)?;
+        match self.choco {
+            // The plain snapshot checks the values as it copies them, below.
+            None => self.layout.check_params_len(params)?,
+            Some(_) => self.layout.check_params(params)?,
+        }
         if let Some(choco) = &mut self.choco {
             if choco.begins_mid_epoch(self.round) {
                 self.peers.iter_mut().for_each(|p| p.choco.excluded = true);
@@ -498,12 +505,24 @@ impl<'a, const P: usize> Node<'a, P> {
                     ..
                 } = &mut self.buffers;
                 let words = self.layout.words_per_peer;
-                choco.start(params, snapshot, accumulator, chunk_bits, words, &sharers)?;
+                let started = choco.start(params, snapshot, accumulator, chunk_bits, words, &sharers);
+                if started.is_err() {
+                    // A refused start leaves the snapshot partly rewritten.
+                    self.snapshot_round = None;
+                }
+                started?;
             }
             // A time-varying graph's `q` (the snapshot) goes to this round's partner as
             // it is.
             Some(_) => {}
-            None => self.buffers.snapshot.copy_from_slice(params),
+            None => {
+                if !reduce::copy_finite(self.buffers.snapshot, params) {
+                    // The snapshot no longer holds the last round's update: no peer
+                    // that comes back gets it.
+                    self.snapshot_round = None;
+                    return Err(RoundError::NonFiniteParams);
+                }
+            }
         }
         let barrier = self.config.wait == Wait::Barrier;
         let stale = self.config.staleness.is_some();

@@ -58,6 +58,24 @@ pub fn all_finite(values: &[f32]) -> bool {
     carry & 0x8000_0000 == 0
 }
 
+/// `dst = src` in one pass that also checks the values: `true` when every one is
+/// finite (`dst` holds the copy either way).
+pub fn copy_finite(dst: &mut [f32], src: &[f32]) -> bool {
+    let carry = dst.iter_mut().zip(src).fold(0u32, |acc, (d, s)| {
+        *d = *s;
+        acc | (s.to_bits() & EXPONENT).wrapping_add(0x0080_0000)
+    });
+    carry & 0x8000_0000 == 0
+}
+
+/// `true` when every `x[i] − p[i]` is finite (computed as the caller computes it).
+pub(crate) fn all_finite_differences(x: &[f32], p: &[f32]) -> bool {
+    let carry = x.iter().zip(p).fold(0u32, |acc, (x, p)| {
+        acc | ((x - p).to_bits() & EXPONENT).wrapping_add(0x0080_0000)
+    });
+    carry & 0x8000_0000 == 0
+}
+
 /// `acc[i] = weight * values[i]`: the first update into a chunk that holds no weight
 /// yet. Checks and stores in one pass; on error the slice holds garbage, which is fine
 /// because a chunk without weight is never read.
@@ -229,7 +247,12 @@ mod tests {
         ] {
             assert!(!all_finite(&[1.0, bad, 2.0]));
             assert!(!all_finite_le(&le(&[1.0, bad, 2.0])));
+            let mut copy = [0.0f32; 3];
+            assert!(!copy_finite(&mut copy, &[1.0, bad, 2.0]));
+            assert_eq!(copy[1].to_bits(), bad.to_bits(), "copied as it was checked");
+            assert!(!all_finite_differences(&[1.0, bad], &[0.0, 0.0]));
         }
+        assert!(!all_finite_differences(&[f32::MAX], &[f32::MIN]), "overflows");
         for good in [
             0.0,
             -0.0,
@@ -241,6 +264,10 @@ mod tests {
         ] {
             assert!(all_finite(&[good]));
             assert!(all_finite_le(&le(&[good])));
+            let mut copy = [7.0f32];
+            assert!(copy_finite(&mut copy, &[good]));
+            assert_eq!(copy[0].to_bits(), good.to_bits());
+            assert!(all_finite_differences(&[good], &[0.0]));
         }
     }
 

@@ -14,9 +14,10 @@ fn config(id: u16) -> Config {
 }
 
 /// A starts round 0 and sends to B, which has not started; `deliver(k)` says whether
-/// A's k-th frame reaches B. Then B starts. Returns what B sends A at once, and both
-/// engines' replicas after the round ends.
-fn early_round(deliver: impl Fn(usize) -> bool) -> (Vec<Kind>, [Vec<f32>; 2]) {
+/// A's k-th frame reaches B. Then B starts (after a refused start with a NaN at each
+/// index of `refused`). Returns what B sends A at once, and both engines' replicas
+/// after the round ends.
+fn early_round(deliver: impl Fn(usize) -> bool, refused: &[usize]) -> (Vec<Kind>, [Vec<f32>; 2]) {
     let (ca, cb) = (config(0), config(1));
     let mut work = [vec![0.0f32; MODEL], vec![0.0f32; MODEL]];
     let mut bits = [
@@ -58,6 +59,11 @@ fn early_round(deliver: impl Fn(usize) -> bool) -> (Vec<Kind>, [Vec<f32>; 2]) {
         k += 1;
     }
     let t1 = Instant::from_millis(2);
+    for &k in refused {
+        let mut bad = params[1].clone();
+        bad[k] = f32::NAN;
+        assert_eq!(b.start_round(t1, &bad), Err(asap_core::RoundError::NonFiniteParams));
+    }
     b.start_round(t1, &params[1]).unwrap();
     let mut first_answers = Vec::new();
     while let Some(t) = b.poll_transmit(t1, &mut buf).unwrap() {
@@ -99,7 +105,7 @@ fn expected_mean() -> Vec<f32> {
 /// its first answer is the ACK, nothing is sent twice, and the sum is exact.
 #[test]
 fn chunks_that_come_before_the_round_starts_are_kept() {
-    let (answers, params) = early_round(|_| true);
+    let (answers, params) = early_round(|_| true, &[]);
     assert_eq!(answers.first(), Some(&Kind::Ack), "{answers:?}");
     assert!(
         !answers.iter().any(|k| matches!(k, Kind::Missing { .. })),
@@ -113,10 +119,20 @@ fn chunks_that_come_before_the_round_starts_are_kept() {
 /// once, not a retransmission timeout later; the round still ends exact.
 #[test]
 fn an_early_notify_with_a_lost_chunk_is_answered_when_the_round_starts() {
-    let (answers, params) = early_round(|k| k != 2);
+    let (answers, params) = early_round(|k| k != 2, &[]);
     assert!(
         matches!(answers.first(), Some(Kind::Missing { .. })),
         "B reports the lost chunk at once: {answers:?}"
     );
+    assert!(params[0] == expected_mean() && params[1] == expected_mean());
+}
+
+/// A start refused for a non-finite value, inside the segment whose chunks came early or
+/// outside it, changes none of those chunks: the round that starts next answers with the
+/// ACK at once and ends exact.
+#[test]
+fn a_refused_start_keeps_the_chunks_that_came_early() {
+    let (answers, params) = early_round(|_| true, &[0, MODEL / 2, MODEL - 1]);
+    assert_eq!(answers.first(), Some(&Kind::Ack), "{answers:?}");
     assert!(params[0] == expected_mean() && params[1] == expected_mean());
 }

@@ -207,3 +207,47 @@ fn ring_allreduce_batches_its_segments_and_stays_exact() {
     assert!(single == batched, "batching changed the all-reduce");
     assert!(seen.segments > 4 * seen.batches, "{seen:?}");
 }
+
+/// FNV-1a over the bits of every replica.
+fn digest(replicas: &[Vec<f32>]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in replicas.iter().flatten().flat_map(|v| v.to_bits().to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// A time-varying graph sends one period's compressed payload to a partner a round:
+/// how the sender keeps that payload between rounds must not change a bit of what the
+/// nodes compute. The digests were recorded before such a change (8 nodes on the
+/// one-peer exponential graph, two periods, every 37th segment lost).
+#[test]
+fn compressed_one_peer_exponential_runs_end_as_recorded() {
+    use asap_core::topology::{Family, Topology, TopologySpec};
+    let spec = TopologySpec::new(Family::OnePeerExponential, 8);
+    let topology = Topology::new(spec, &mut vec![0.0; spec.scratch_len()]).unwrap();
+    let recorded = [
+        (Compression::Q8, 0xd850_6515_61aa_4999u64),
+        (Compression::F16, 0x20e5_3f05_6182_b158),
+        (Compression::TopK { fraction: 0.1 }, 0x7980_5d16_20b6_a2bd),
+    ];
+    for (compression, expected) in recorded {
+        let configs: Vec<Config> = (0..8)
+            .map(|i| Config {
+                compression,
+                ..config(i, |_| {})
+            })
+            .collect();
+        let peers = topology.peers_of(0).count();
+        let mut mems: Vec<Mem> = configs.iter().map(|c| Mem::new(c, peers)).collect();
+        let t0 = Instant::from_millis(1);
+        let mut nodes: Vec<Node<'_, 8>> = configs
+            .iter()
+            .zip(mems.iter_mut())
+            .map(|(c, m)| Node::with_topology(*c, &topology, m.buffers(), t0).unwrap())
+            .collect();
+        let mut refs: Vec<&mut dyn Reducer> = nodes.iter_mut().map(|n| n as &mut dyn Reducer).collect();
+        let replicas = run(&mut refs, 16, 37, &mut Seen::default());
+        assert_eq!(digest(&replicas), expected, "{compression:?}: {:#x}", digest(&replicas));
+    }
+}

@@ -1,6 +1,7 @@
 //! Plain-timer companion of the `core` bench: times, in one run, folding, encoding +
 //! decoding (plain, authenticated, encrypted, and each compressed encoding: encode +
-//! fold) and `memcpy` of the same 4 MiB (1,048,576 `f32`) model and prints ONE JSON
+//! fold), the round's snapshot of the parameters (checked, then copied; or both in one
+//! pass) and `memcpy` of the same 4 MiB (1,048,576 `f32`) model and prints ONE JSON
 //! object with the medians (µs) and the ratios to `memcpy`, plus the header overhead of a
 //! realistic 1,400-byte update frame.
 //!
@@ -73,6 +74,8 @@ fn main() {
         "codec_bf16",
         "codec_q8",
         "codec_topk_0.01",
+        "snapshot_check_then_copy",
+        "snapshot_copy_finite",
         "memcpy",
     ];
     let memcpy_op = names.len() - 1;
@@ -132,6 +135,17 @@ fn main() {
                 compress::fold(compression.encoding(), &buf[..len], 0.5, a).expect("finite");
             }
             black_box(&mut acc);
+        }
+        // A round's snapshot of the parameters, checked for non-finite values: a check
+        // pass, then the copy; or both in one pass (what `Node::start_round` does).
+        15 => {
+            assert!(reduce::all_finite(black_box(&src)));
+            copy.copy_from_slice(&src);
+            black_box(&mut copy);
+        }
+        16 => {
+            assert!(reduce::copy_finite(&mut copy, black_box(&src)));
+            black_box(&mut copy);
         }
         _ => {
             copy.copy_from_slice(black_box(&src));

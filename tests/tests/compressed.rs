@@ -6,7 +6,7 @@
 use asap_core::compress::Compression;
 use asap_core::topology::{Family, Topology, TopologySpec};
 use asap_core::{Config, ConfigError, Duration, NodeId, Wait};
-use asap_tests::sim::{Network, Scenario, Sim};
+use asap_tests::sim::{Crash, Network, Scenario, Sim};
 use asap_tests::NodeMemory;
 
 const MODEL: usize = 1_000;
@@ -180,4 +180,106 @@ fn members_with_another_encoding_are_incompatible_from_the_handshake() {
         Err(FrameError::Incompatible(NodeId(0)))
     );
     assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == Event::PeerIncompatible(NodeId(0))));
+}
+
+/// FNV-1a over 64 bits: a digest of a run's end state that any change of a bit shows.
+fn fnv(hash: &mut u64, word: u64) {
+    for byte in word.to_le_bytes() {
+        *hash = (*hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// Digest of every replica, public copy and disagreement (`hi`, `lo`) and of the bytes
+/// each node sent, after `rounds` rounds of `scenario`.
+fn end_state(name: &str, scenario: Scenario, rounds: u32) -> u64 {
+    let nodes = scenario.nodes;
+    let mut sim = Sim::new(scenario).expect("a valid scenario");
+    sim.run_until(rounds).unwrap_or_else(|v| panic!("{name}: {v}"));
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for i in 0..nodes {
+        sim.replica(i).iter().for_each(|v| fnv(&mut hash, v.to_bits().into()));
+        let node = sim.node(i).expect("every node is up at the end");
+        let copies = node.public_copies().expect("compressed");
+        for part in [copies.public, copies.hi, copies.lo] {
+            part.iter().for_each(|v| fnv(&mut hash, v.to_bits().into()));
+        }
+        fnv(&mut hash, node.stats().bytes_sent);
+        fnv(&mut hash, node.stats().chunks_resent);
+    }
+    hash
+}
+
+/// Changes to how the sender computes its compressed payloads (when it quantises, where
+/// it keeps the result) must not change one bit of what the nodes compute or send: each
+/// digest was recorded before such a change, on lossy links (resends), on a static and a
+/// time-varying graph (where one period's payload goes to several partners), with a
+/// crash and restart, and with models whose last chunk holds one value, or whose only
+/// chunk holds two.
+#[test]
+fn compressed_runs_end_bit_for_bit_as_recorded() {
+    let chunk = Config {
+        compression: Compression::Q8,
+        max_frame: 512,
+        ..Config::new(0, NodeId(0), 1)
+    }
+    .chunk_len();
+    let lossy = Network {
+        latency: Duration::from_micros(300),
+        jitter: Duration::from_micros(200),
+        loss: 0.05,
+        duplicate: 0.02,
+        bandwidth: None,
+    };
+    let scenario = |compression, family, nodes, model_len| Scenario {
+        model_len,
+        compression,
+        compute: Duration::from_micros(100),
+        network: lossy,
+        ..Scenario::new(0x5eed, nodes, family)
+    };
+    let q8 = Compression::Q8;
+    let mut crashed = scenario(q8, Family::Ring, 6, 3_000);
+    crashed.crashes = vec![Crash {
+        node: 2,
+        at: asap_core::Instant::from_millis(8),
+        down_for: Duration::from_millis(5),
+    }];
+    let cases: [(&str, Scenario, u64); 8] = [
+        ("q8 ring", scenario(q8, Family::Ring, 8, 3_000), 0x5886_d22c_2247_8e17),
+        (
+            "q8 exponential",
+            scenario(q8, Family::Exponential, 8, 2 * chunk + 1),
+            0x2b46_dbf6_c95b_0d95,
+        ),
+        ("q8 two values", scenario(q8, Family::Ring, 4, 2), 0x2db5_0320_adb7_121e),
+        ("q8 crash", crashed, 0x4d63_9723_99b6_68dc),
+        (
+            "f16 ring",
+            scenario(Compression::F16, Family::Ring, 8, 3_000),
+            0xe748_5062_476a_1267,
+        ),
+        (
+            "bf16 expander",
+            scenario(Compression::Bf16, Family::Expander, 8, 3_000),
+            0x7a13_4a7c_f99d_b3b4,
+        ),
+        (
+            "top-k 0.1 ring",
+            scenario(Compression::TopK { fraction: 0.1 }, Family::Ring, 8, 3_000),
+            0x6b63_f7ed_7c75_e766,
+        ),
+        (
+            "top-k 0.75 ring",
+            scenario(Compression::TopK { fraction: 0.75 }, Family::Ring, 4, 3_000),
+            0xed06_7f1b_94f1_312f,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, scenario, expected) in cases {
+        let got = end_state(name, scenario, 24);
+        if got != expected {
+            wrong.push(format!("{name}: {got:#018x}, recorded {expected:#018x}"));
+        }
+    }
+    assert!(wrong.is_empty(), "end states changed:\n{}", wrong.join("\n"));
 }

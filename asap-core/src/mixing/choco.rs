@@ -4,7 +4,8 @@
 //! The node keeps its public copy `x̂` (what its neighbours know of its replica) and the
 //! disagreement `t = Σ_j w_j·x̂_j − W·x̂` with its in-neighbours' public copies (`W = Σ_j
 //! w_j`) as a compensated pair `t = hi + lo`, in an accumulator of three model lengths
-//! (`hi`, `lo`, `x̂`). A round sends `q = Q(x − x̂)` (the snapshot holds `x − x̂`), moves
+//! (`hi`, `lo`, `x̂`). A round sends `q = Q(x − x̂)` (the snapshot holds it: q8's payload
+//! itself, quantised once a round, or `x − x̂` for the other encodings), moves
 //! `x̂` by what the receivers decode from it, folds the neighbours' `q` into `t`, and
 //! mixes `x ← x + γ·t`: what compression drops stays in `x − x̂` and goes out later, and
 //! the average is kept exactly.
@@ -170,10 +171,14 @@ impl Choco {
         self.union_weight().is_some() && !round.is_multiple_of(self.period)
     }
 
-    /// A round starts from `params`: the snapshot becomes `d = x − x̂` (what this
-    /// round's chunks encode) and `x̂` moves by what the receivers will decode from
-    /// them, `t` losing `w·q` for every sharer — checked for every chunk before anything
-    /// changes.
+    /// A round starts from `params`: the snapshot takes this round's `q = Q(x − x̂)`
+    /// and `x̂` moves by what the receivers will decode from it, `t` losing `w·q` for
+    /// every sharer — checked for every chunk before anything but the snapshot changes.
+    ///
+    /// Each chunk is quantised once: a q8 chunk keeps its payload packed in its own words
+    /// of the snapshot ([`compress::packs`]), which every frame, every resend and the move
+    /// of `x̂` then read; the other encodings keep `d = x − x̂` there, quantised again
+    /// where needed.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &self,
@@ -188,40 +193,78 @@ impl Choco {
         let total: f32 = sharers.iter().map(|s| s.weight).sum();
         let (hi, rest) = accumulator.split_at_mut(self.model);
         let (lo, public) = rest.split_at_mut(self.model);
-        for ((d, x), p) in snapshot.iter_mut().zip(params).zip(public.iter()) {
-            *d = x - p;
-        }
-        let unfit = snapshot
-            .chunks(chunk_len)
+        // Both sums must stay finite for every value of every chunk.
+        let fits = |p: &[f32], t: &[f32], k: usize, q: f32| (p[k] + q).is_finite() && (t[k] - total * q).is_finite();
+        let chunks = snapshot
+            .chunks_mut(chunk_len)
+            .zip(params.chunks(chunk_len))
             .zip(public.chunks(chunk_len))
-            .zip(hi.chunks(chunk_len))
-            .any(|((d, p), t)| {
+            .zip(hi.chunks(chunk_len));
+        for (((s, x), p), t) in chunks {
+            let mut ok = true;
+            let finite = if compress::packs(compression, s.len()) {
+                compress::q8_pack_difference(x, p, s, |at, q| {
+                    // Folded into a local first, so the loop vectorises.
+                    let block = q.iter().zip(&p[at..]).zip(&t[at..]);
+                    ok &= block.fold(true, |ok, ((q, p), t)| {
+                        ok & (p + q).is_finite() & (t - total * q).is_finite()
+                    });
+                })
+            } else {
+                for ((d, x), p) in s.iter_mut().zip(x).zip(p) {
+                    *d = x - p;
+                }
                 // One quantisation pass checks both sums (top-k's costs 32 counting
                 // passes: it is not done twice).
-                let mut fits = reduce::all_finite(d);
-                if fits {
-                    compress::for_each_quantized(compression, d, |k, q| {
-                        fits &= (p[k] + q).is_finite() && (t[k] - total * q).is_finite();
-                    });
+                let finite = reduce::all_finite(s);
+                if finite {
+                    compress::for_each_quantized(compression, s, |k, q| ok &= fits(p, t, k, q));
                 }
-                !fits
-            });
-        if unfit {
-            return Err(RoundError::NonFiniteParams);
+                finite
+            };
+            if !(finite && ok) {
+                return Err(RoundError::NonFiniteParams);
+            }
         }
         let bitmap = |peer: usize| &chunk_bits[peer * words_per_peer..(peer + 1) * words_per_peer];
-        for (c, d) in snapshot.chunks(chunk_len).enumerate() {
+        for (c, s) in snapshot.chunks(chunk_len).enumerate() {
             let in_chunk = |s: &&Sharer| s.all_chunks || bits::get(bitmap(s.peer), c as u32);
             let base = c * chunk_len;
-            compress::for_each_quantized(compression, d, |k, q| {
-                let k = base + k;
-                public[k] += q;
-                for s in sharers.iter().filter(in_chunk) {
-                    reduce::add_two(&mut hi[k], &mut lo[k], -(s.weight * q));
-                }
-            });
+            if compress::packs(compression, s.len()) {
+                compress::q8_unpack(s, s.len(), |at, q| {
+                    let r = base + at..base + at + q.len();
+                    for (x, q) in public[r.clone()].iter_mut().zip(q) {
+                        *x += q;
+                    }
+                    for s in sharers.iter().filter(in_chunk) {
+                        for ((h, l), q) in hi[r.clone()].iter_mut().zip(&mut lo[r.clone()]).zip(q) {
+                            reduce::add_two(h, l, -(s.weight * q));
+                        }
+                    }
+                });
+            } else {
+                compress::for_each_quantized(compression, s, |k, q| {
+                    let k = base + k;
+                    public[k] += q;
+                    for s in sharers.iter().filter(in_chunk) {
+                        reduce::add_two(&mut hi[k], &mut lo[k], -(s.weight * q));
+                    }
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Writes the payload of the snapshot's chunk `chunk` (as [`start`](Self::start)
+    /// left it) into `out`, whose length is the payload's.
+    pub(crate) fn write_payload(&self, chunk: &[f32], out: &mut [u8]) {
+        if compress::packs(self.compression, chunk.len()) {
+            compress::unpack(chunk, out);
+        } else {
+            // Cannot fail: the snapshot is finite (checked when the round started) and
+            // `out` has the payload's length.
+            let _ = compress::encode(self.compression, chunk, out);
+        }
     }
 
     /// Folds a neighbour's chunk (`range` of the model, `weight`) into `t`. An excluded
@@ -315,6 +358,9 @@ impl Choco {
         _: usize,
         _: &[Sharer],
     ) -> Result<(), RoundError> {
+        match *self {}
+    }
+    pub(crate) fn write_payload(&self, _: &[f32], _: &mut [u8]) {
         match *self {}
     }
     pub(crate) fn fold(

@@ -298,3 +298,35 @@ fn lost_ack_is_asked_for_again_once_the_receiver_moved_on() {
     from_a(&mut b, T0, 0, 1, Kind::Heartbeat);
     assert!(sent(&mut b, T0).is_empty());
 }
+
+/// A start refused for non-finite parameters has overwritten the snapshot as it checked
+/// it (the copy and the check are one pass): the last round's update is gone, so a
+/// peer that restarts between rounds is not sent what the snapshot now holds.
+#[test]
+fn a_refused_start_leaves_no_update_to_resend() {
+    let updates_after_restart = |refuse: bool| {
+        let mut mem = Mem::new();
+        let mut b = mem.node(Wait::All, None);
+        let mut params = [0.0f32; MODEL];
+        from_a(&mut b, T0, 0, 0, HELLO);
+        b.start_round(T0, &params).unwrap();
+        for c in 0..CHUNKS {
+            from_a(&mut b, T0, 0, 0, update(c));
+        }
+        from_a(&mut b, T0, 0, 0, NOTIFY);
+        b.finish_round(T0, &mut params).unwrap();
+        sent(&mut b, T0);
+        from_a(&mut b, T0, 0, 0, Kind::Ack);
+        if refuse {
+            params[200] = f32::NAN;
+            assert_eq!(b.start_round(T0, &params), Err(RoundError::NonFiniteParams));
+            assert!(!b.is_started());
+        }
+        // "a" restarts, as a new incarnation.
+        from_a(&mut b, T0, 1, 0, HELLO);
+        let frames = sent(&mut b, T0);
+        frames.iter().filter(|(k, _)| matches!(k, Kind::Update { .. })).count()
+    };
+    assert_eq!(updates_after_restart(false), CHUNKS as usize, "round 0's update again");
+    assert_eq!(updates_after_restart(true), 0);
+}

@@ -3,7 +3,6 @@
 
 use super::Node;
 use crate::batch::{self, DataFrames};
-use crate::compress;
 use crate::config::Config;
 use crate::flow::{bits, Emit, Owed};
 use crate::output::Transmit;
@@ -84,14 +83,11 @@ impl<const P: usize> Node<'_, P> {
         // Peers without a link key are skipped before any frame is made for them.
         let sealing = self.sealing(i).unwrap_or(Sealing::Crc);
         let values = self.buffers.snapshot.get(values).unwrap_or(&[]);
-        let compression = self.config.compression;
-        let len = match kind {
-            Kind::Update { .. } if self.config.is_compressed() => {
-                let payload = compression.payload_len(values.len());
+        let len = match (kind, self.choco) {
+            (Kind::Update { .. }, Some(choco)) => {
+                let payload = self.config.compression.payload_len(values.len());
                 wire::seal_with(header, payload, buf, sealing, |out| {
-                    // Cannot fail: the snapshot is finite (checked when the round
-                    // started) and `out` has the payload's length.
-                    let _ = compress::encode(compression, values, out);
+                    choco.write_payload(values, out);
                 })?
             }
             _ => wire::seal(header, values, buf, sealing)?,
