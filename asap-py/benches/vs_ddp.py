@@ -31,6 +31,7 @@ CASES = [
     ("asap", ["--engine", "asap"]),
     ("asap q8", ["--engine", "asap", "--compress", "q8"]),
     ("asap wait=none", ["--engine", "asap", "--wait", "none"]),
+    ("asap exp wait=1", ["--engine", "asap", "--topology", "exp", "--wait", "1"]),
 ]
 
 
