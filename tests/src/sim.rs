@@ -1276,7 +1276,10 @@ impl Sim {
             let Some(mine) = copies(i) else { continue };
             for k in 0..self.scenario.model_len {
                 let mut expected = 0.0f64;
-                for j in self.topology.peers_of(i) {
+                // In-neighbours in the period's union (a directed graph's out-neighbours
+                // send nothing to i).
+                let sends_to_i = |j: &u32| (0..period).any(|r| self.topology.edge_weight(*j, i, r) > 0.0);
+                for j in self.topology.peers_of(i).filter(sends_to_i) {
                     if let Some(theirs) = copies(j) {
                         let w = f64::from(weight(j, i) as f32);
                         expected += w * (f64::from(theirs.public[k]) - f64::from(mine.public[k]));

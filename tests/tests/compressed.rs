@@ -129,6 +129,13 @@ fn expander_static_and_one_peer_exponential_graphs_converge_compressed() {
         let invariant = sim.public_copy_gap();
         assert!(invariant <= 1e-4, "{family:?}: {invariant:e}");
     }
+    // Without loss no peer is ever down, so the simulator checks the invariant at the
+    // end of every period on the way (over in-neighbours only: one-peer-exp is directed).
+    for seed in [1, 2, 3] {
+        let mut sim = cluster(Family::OnePeerExponential, 8, Compression::Q8, 1.0, 0.0, seed);
+        run_to(&mut sim, 60);
+        assert!(sim.error() <= 1e-5, "seed {seed}: {:e}", sim.error());
+    }
 }
 
 #[test]
