@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use asap_cli::demo::{self, Line, Run};
 use asap_cli::worker::{self, Engine, Stop, Transport, WorkerError, WorkerSpec, Workload};
-use asap_cli::{config_file, plot, report};
+use asap_cli::{config_file, netns, plot, report};
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Compression;
 use asap_core::Wait;
@@ -306,9 +306,17 @@ struct DemoArgs {
     /// carries whole; 65,000 over TCP, whose stream is not cut into datagrams).
     #[arg(long)]
     max_frame: Option<usize>,
-    /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`).
-    #[arg(long, value_name = "MBIT")]
+    /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`). With
+    /// --netns the default is 95% of each worker's own link rate.
+    #[arg(long, value_name = "MBIT", value_parser = parse_pace)]
     pace: Option<f64>,
+    /// Network-bound runs: worker r runs in network namespace asap-n{r} and listens on
+    /// 10.77.0.(r+1), so its frames cross that namespace's rate-limited link instead of
+    /// loopback. Make the namespaces first (root): `scripts/netns up N --rate 100mbit
+    /// [--slow RANK:RATE] [--loss RANK:PCT]`; the demo reads each link's rate from its
+    /// qdisc to pace the worker (see --pace).
+    #[arg(long)]
+    netns: bool,
     /// How frames travel (both runs).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
@@ -954,6 +962,9 @@ struct Bench {
     test: Dataset,
     replicas: PathBuf,
     bars: MultiProgress,
+    /// With --netns, each worker's link rate in bits a second (`None`: unshaped); empty
+    /// on loopback.
+    links: Vec<Option<f64>>,
 }
 
 /// One cluster run of a demo.
@@ -991,6 +1002,11 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     if cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
+    let links = if args.netns {
+        netns::links(args.workers)?
+    } else {
+        Vec::new()
+    };
     let test = if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (_, test) = sparse::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
@@ -1035,6 +1051,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         degree,
         test,
         replicas,
+        links,
         bars: MultiProgress::with_draw_target(if args.quiet {
             ProgressDrawTarget::hidden()
         } else {
@@ -1247,8 +1264,12 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
             .progress_chars("=> "),
     );
     bar.set_prefix(spec.name.clone());
-    let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
-    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers: Vec<String> = if args.netns {
+        (0..args.workers).map(|r| netns::address(r).to_string()).collect()
+    } else {
+        let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
+        ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    };
     // The budget's window opens a start-up allowance after the spawn, the same instant
     // for every worker of the run: they start their first round together, and the time
     // to the target counts from there.
@@ -1265,7 +1286,13 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
                 Some((r, factor)) if r == rank => args.compute_ms * factor,
                 _ => args.compute_ms,
             };
-            let mut c = std::process::Command::new(&bench.exe);
+            let mut c = if args.netns {
+                netns::command(rank, &bench.exe)
+            } else {
+                std::process::Command::new(&bench.exe)
+            };
+            // Paced at the link's rate unless the user said otherwise.
+            let link_pace = bench.links.get(rank as usize).copied().flatten().map(netns::pace_for);
             c.args([
                 "node",
                 "--rank",
@@ -1283,7 +1310,7 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
             .args(args.max_frame.map(|f| format!("--max-frame={f}")))
             .args(["--transport", transport_name(args.transport)])
             .args(["--progress", "--json"])
-            .args(args.pace.map(|p| format!("--pace={p}")))
+            .args(args.pace.or(link_pace).map(|p| format!("--pace={p}")))
             .args(args.train.to_args());
             match budget {
                 Some(b) => c.args([format!("--budget={b}"), format!("--budget-start={opens}")]),
