@@ -100,6 +100,21 @@ pub fn pace_for(bits_per_second: f64) -> f64 {
     PACE_SHARE * bits_per_second / 1e6
 }
 
+/// The links in a title: "links 100 Mbit/s", and the odd ones out by worker ("links 100
+/// Mbit/s, worker 7's 50 Mbit/s"); the most common rate is the rule.
+pub fn describe(links: &[Option<f64>]) -> String {
+    let show = |l: Option<f64>| l.map_or("unshaped".to_string(), |b| format!("{} Mbit/s", b / 1e6));
+    let shown: Vec<String> = links.iter().map(|l| show(*l)).collect();
+    let Some(rule) = shown.iter().max_by_key(|s| shown.iter().filter(|t| t == s).count()) else {
+        return "no links".into();
+    };
+    let mut out = format!("links {rule}");
+    for (rank, s) in shown.iter().enumerate().filter(|(_, s)| *s != rule) {
+        out += &format!(", worker {rank}'s {s}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +153,16 @@ mod tests {
             (Some("ip"), &["netns", "exec", "asap-n3", "/bin/asap"][..])
         );
         assert!((pace_for(1e8) - 95.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_title_names_the_common_rate_and_the_odd_links() {
+        let links = [Some(1e8), Some(1e8), Some(1e8), Some(5e7)];
+        assert_eq!(describe(&links), "links 100 Mbit/s, worker 3's 50 Mbit/s");
+        assert_eq!(describe(&[Some(1e9), Some(1e9)]), "links 1000 Mbit/s");
+        assert_eq!(
+            describe(&[None, None, Some(2.5e6)]),
+            "links unshaped, worker 2's 2.5 Mbit/s"
+        );
     }
 }

@@ -338,7 +338,8 @@ struct DemoArgs {
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Directory for loss.png and summary.json (--sweep: its plots and sweep.json).
+    /// Directory for loss.png (loss against time), loss-bytes.png (against bytes sent)
+    /// and summary.json (--sweep: its plots and sweep.json).
     #[arg(long, default_value = "asap-demo")]
     out: PathBuf,
     /// Print the summary as JSON instead of the table.
@@ -1102,21 +1103,37 @@ fn compare(args: &DemoArgs, bench: &Bench, compressed: &[Compression]) -> Result
     let target = args.target_loss.unwrap_or_else(|| demo::default_target(&runs, 0.01));
     let straggler = args.straggler;
     let title = format!(
-        "{} workers, logistic regression ({} features){}",
+        "{} workers, logistic regression ({} features){}{}",
         args.workers,
         args.train.features,
-        straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower"))
+        straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower")),
+        if args.netns {
+            format!(", {}", netns::describe(&bench.links))
+        } else {
+            String::new()
+        }
     );
     let png = args.out.join("loss.png");
-    let plotted = plot::loss_curves(&runs, target, &title, &png);
+    let bytes_png = args.out.join("loss-bytes.png");
+    let plotted = [
+        plot::loss_curves(&runs, target, &title, plot::Axis::Time, &png),
+        plot::loss_curves(&runs, target, &title, plot::Axis::Bytes, &bytes_png),
+    ];
     let summary = serde_json::json!({
         "workers": args.workers,
         "rounds": args.budget.is_none().then_some(args.rounds),
         "budget_s": args.budget,
         "compute_ms": args.compute_ms,
         "straggler": straggler.map(|(r, f)| serde_json::json!({"rank": r, "factor": f})),
+        // --netns: each worker's link rate (bits a second, null: unshaped).
+        "links": args.netns.then_some(&bench.links),
         "target_loss": target,
         "runs": runs.iter().map(|r| demo::run_json(r, target)).collect::<Vec<_>>(),
+        // Each ASAP run's ratios to the ring (the last run), in the order of "runs".
+        "against_ring": runs[..runs.len() - 1]
+            .iter()
+            .map(|a| demo::Ratios::of(a, &runs[runs.len() - 1], target))
+            .collect::<Vec<_>>(),
     });
     let json_path = write_json(&args.out, "summary.json", &summary)?;
     if args.json {
@@ -1133,20 +1150,19 @@ fn compare(args: &DemoArgs, bench: &Bench, compressed: &[Compression]) -> Result
     };
     println!("target loss {target:.4} (time from {origin})\n");
     print!("{}", demo::table(&runs, target));
-    let (a, b) = (&runs[0], &runs[runs.len() - 1]);
-    if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
-        println!(
-            "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
-            tb / ta,
-            a.bytes_per_worker / b.bytes_per_worker
-        );
+    let (ring, asap_runs) = runs.split_last().expect("ASAP runs and the ring");
+    println!();
+    for line in asap_runs.iter().filter_map(|a| demo::against_ring(a, ring, target)) {
+        println!("{line}");
     }
     if runs.iter().any(|r| r.final_loss >= std::f64::consts::LN_2) {
         println!("\nThe loss did not fall below its start (ln 2): the learning rate is too high for this data; lower --rate.");
     }
-    match &plotted {
-        Ok(()) => println!("plot: {}", png.display()),
-        Err(e) => println!("plot: not drawn: {e}"),
+    for (png, plotted) in [&png, &bytes_png].into_iter().zip(&plotted) {
+        match plotted {
+            Ok(()) => println!("plot: {}", png.display()),
+            Err(e) => println!("plot: not drawn: {e}"),
+        }
     }
     println!("summary: {}", json_path.display());
     Ok(())
