@@ -358,6 +358,45 @@ pub fn run_json(r: &Run, target: f64) -> serde_json::Value {
     })
 }
 
+/// How `asap` did against the `ring` all-reduce, both timed to `target`: ring's time
+/// to the target over ASAP's (above 1: ASAP is faster), ASAP's bytes to the target over
+/// the ring's (below 1: ASAP sends less), and the test loss of ASAP's averaged model over
+/// the ring's (1: the same final model quality). `None` where either did not reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Ratios {
+    /// The ring's time to the target over ASAP's.
+    pub speedup: f64,
+    /// ASAP's bytes to the target over the ring's.
+    pub bytes: f64,
+    /// ASAP's averaged model's final test loss over the ring's (the mean final loss of
+    /// the workers when the replicas were not scored).
+    pub final_loss: f64,
+}
+
+impl Ratios {
+    /// `asap` against `ring` at `target`.
+    pub fn of(asap: &Run, ring: &Run, target: f64) -> Option<Ratios> {
+        let loss = |r: &Run| r.models.map_or(r.final_loss, |m| m.averaged_loss);
+        Some(Ratios {
+            speedup: ring.time_to(target)? / asap.time_to(target).filter(|t| *t > 0.0)?,
+            bytes: asap.bytes_to(target)? / ring.bytes_to(target).filter(|b| *b > 0.0)?,
+            final_loss: loss(asap) / loss(ring),
+        })
+    }
+}
+
+/// A line that says how `asap` did against the `ring` (see [`Ratios`]).
+pub fn against_ring(asap: &Run, ring: &Run, target: f64) -> Option<String> {
+    let r = Ratios::of(asap, ring, target)?;
+    Some(format!(
+        "{}: reached the target {:.2}x as fast as the ring all-reduce, with {:.2}x its bytes; final loss {:.3}x the ring's",
+        asap.label(),
+        r.speedup,
+        r.bytes,
+        r.final_loss
+    ))
+}
+
 /// One run of a straggler sweep: one worker `factor` times slower.
 #[derive(Debug)]
 pub struct SweepPoint {
@@ -433,6 +472,33 @@ mod tests {
         assert_eq!(r.bytes_to(0.3), Some(3e5));
         assert_eq!(r.bytes_to(0.2), None);
         assert_eq!(r.label(), "asap wait all");
+    }
+
+    #[test]
+    fn ratios_to_the_ring_are_read_at_the_target() {
+        let ring = run(vec![(0.0, 0.69), (2.0, 0.5), (4.0, 0.3)], 0.3);
+        let mut asap = run(vec![(0.0, 0.69), (1.0, 0.3)], 0.33);
+        asap.compression = "q8".into();
+        // Time: 4 s against 1 s; bytes: 1e5 (first point) against 2e5 (second).
+        let r = Ratios::of(&asap, &ring, 0.3).expect("both reach it");
+        assert_eq!((r.speedup, r.bytes), (4.0, 0.5));
+        assert!((r.final_loss - 1.1).abs() < 1e-12, "{r:?}");
+        let line = against_ring(&asap, &ring, 0.3).expect("a line");
+        assert!(line.starts_with("asap q8 wait all: reached the target 4.00x"), "{line}");
+        assert!(line.contains("0.50x its bytes") && line.contains("1.100x"), "{line}");
+        // The scored averaged models decide the loss ratio when there are some.
+        let scored = |averaged_loss| FinalModels {
+            averaged_loss,
+            averaged_accuracy: 0.7,
+            worst_loss: 0.5,
+            worst_accuracy: 0.6,
+            worst_rank: 0,
+        };
+        asap.models = Some(scored(0.3));
+        let mut ring = ring;
+        ring.models = Some(scored(0.3));
+        assert_eq!(Ratios::of(&asap, &ring, 0.3).map(|r| r.final_loss), Some(1.0));
+        assert_eq!(Ratios::of(&asap, &ring, 0.2), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The demo's figures, as PNGs (plotters): loss against wall time for each run, and a
-//! straggler sweep's time and bytes to the target against the straggler's factor.
+//! The demo's figures, as PNGs (plotters): loss against wall time, or against bytes
+//! sent, for each run, and a straggler sweep's time and bytes to the target against the
+//! straggler's factor.
 //!
 //! Text needs a TrueType font; plotters' `ab_glyph` backend is given the first of a few
 //! common system fonts (`scripts/setup` installs DejaVu on Debian).
@@ -41,14 +42,45 @@ fn load_font() -> Result<(), String> {
         .map_err(|_| format!("{path}: not a usable font"))
 }
 
-/// Draws the loss curves of `runs` into `path`, with the target loss as a dashed line.
-pub fn loss_curves(runs: &[Run], target: f64, title: &str, path: &Path) -> Result<(), String> {
+/// What the loss is drawn against: where a curve crosses the target line reads as the
+/// time, or the bytes, to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Wall time in seconds.
+    Time,
+    /// Megabytes each worker had sent (the mean over workers).
+    Bytes,
+}
+
+impl Axis {
+    /// `run`'s loss curve against this axis.
+    fn curve(self, run: &Run) -> Vec<(f64, f64)> {
+        match self {
+            Axis::Time => run.curve.clone(),
+            Axis::Bytes => run
+                .bytes_curve
+                .iter()
+                .zip(&run.curve)
+                .map(|(b, p)| (b / 1e6, p.1))
+                .collect(),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Axis::Time => "wall time (s)",
+            Axis::Bytes => "MB sent per worker",
+        }
+    }
+}
+
+/// Draws the loss curves of `runs` against `axis` into `path`, with the target loss as
+/// a dashed line.
+pub fn loss_curves(runs: &[Run], target: f64, title: &str, axis: Axis, path: &Path) -> Result<(), String> {
     load_font()?;
     let draw = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
-    let t_max = runs
-        .iter()
-        .flat_map(|r| r.curve.iter().map(|p| p.0))
-        .fold(1e-3, f64::max);
+    let curves: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| axis.curve(r)).collect();
+    let t_max = curves.iter().flatten().map(|p| p.0).fold(1e-3, f64::max);
     let losses = runs.iter().flat_map(|r| r.curve.iter().map(|p| p.1));
     let (lo, hi) = losses.fold((f64::MAX, f64::MIN), |(lo, hi), l| (lo.min(l), hi.max(l)));
     let (lo, hi) = if lo < hi { (lo, hi) } else { (0.0, 1.0) };
@@ -64,15 +96,15 @@ pub fn loss_curves(runs: &[Run], target: f64, title: &str, path: &Path) -> Resul
         .map_err(|e| draw(&e))?;
     chart
         .configure_mesh()
-        .x_desc("wall time (s)")
+        .x_desc(axis.description())
         .y_desc("test loss (mean over workers)")
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| draw(&e))?;
-    for (r, colour) in runs.iter().zip(COLOURS.iter().cycle()) {
+    for ((r, curve), colour) in runs.iter().zip(&curves).zip(COLOURS.iter().cycle()) {
         let style = ShapeStyle::from(colour).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(r.curve.iter().copied(), style))
+            .draw_series(LineSeries::new(curve.iter().copied(), style))
             .map_err(|e| draw(&e))?
             .label(format!("{} ({})", r.label(), r.topology))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));

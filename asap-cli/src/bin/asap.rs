@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use asap_cli::demo::{self, Line, Run};
 use asap_cli::worker::{self, Engine, Stop, Transport, WorkerError, WorkerSpec, Workload};
-use asap_cli::{config_file, plot, report};
+use asap_cli::{config_file, netns, plot, report};
 use asap_core::topology::{Family, TopologySpec, DEFAULT_MIN_GAP};
 use asap_core::Compression;
 use asap_core::Wait;
@@ -323,9 +323,17 @@ struct DemoArgs {
     /// carries whole; 65,000 over TCP, whose stream is not cut into datagrams).
     #[arg(long)]
     max_frame: Option<usize>,
-    /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`).
-    #[arg(long, value_name = "MBIT")]
+    /// Hold each worker's sending to this many Mbit/s (see `asap node --pace`). With
+    /// --netns the default is 95% of each worker's own link rate.
+    #[arg(long, value_name = "MBIT", value_parser = parse_pace)]
     pace: Option<f64>,
+    /// Network-bound runs: worker r runs in network namespace asap-n{r} and listens on
+    /// 10.77.0.(r+1), so its frames cross that namespace's rate-limited link instead of
+    /// loopback. Make the namespaces first (root): `scripts/netns up N --rate 100mbit
+    /// [--slow RANK:RATE] [--loss RANK:PCT]`; the demo reads each link's rate from its
+    /// qdisc to pace the worker (see --pace).
+    #[arg(long)]
+    netns: bool,
     /// How frames travel (both runs).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
@@ -347,7 +355,8 @@ struct DemoArgs {
     /// Seed of the data, the SGD order and random graphs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Directory for loss.png and summary.json (--sweep: its plots and sweep.json).
+    /// Directory for loss.png (loss against time), loss-bytes.png (against bytes sent)
+    /// and summary.json (--sweep: its plots and sweep.json).
     #[arg(long, default_value = "asap-demo")]
     out: PathBuf,
     /// Print the summary as JSON instead of the table.
@@ -961,6 +970,9 @@ struct Bench {
     test: Dataset,
     replicas: PathBuf,
     bars: MultiProgress,
+    /// With --netns, each worker's link rate in bits a second (`None`: unshaped); empty
+    /// on loopback.
+    links: Vec<Option<f64>>,
 }
 
 /// One cluster run of a demo.
@@ -998,6 +1010,11 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     if launch::cluster_key(args.key_file.as_deref())?.is_none() && args.encrypt {
         return Err("--encrypt needs a cluster key: --key-file, ASAP_KEY_FILE or ASAP_KEY".into());
     }
+    let links = if args.netns {
+        netns::links(args.workers)?
+    } else {
+        Vec::new()
+    };
     let test = if let Some(path) = &args.train.data {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (_, test) = sparse::read_libsvm(std::io::BufReader::new(file), 0, args.workers)
@@ -1042,6 +1059,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         degree,
         test,
         replicas,
+        links,
         bars: MultiProgress::with_draw_target(if args.quiet {
             ProgressDrawTarget::hidden()
         } else {
@@ -1092,21 +1110,37 @@ fn compare(args: &DemoArgs, bench: &Bench, compressed: &[Compression]) -> Result
     let target = args.target_loss.unwrap_or_else(|| demo::default_target(&runs, 0.01));
     let straggler = args.straggler;
     let title = format!(
-        "{} workers, logistic regression ({} features){}",
+        "{} workers, logistic regression ({} features){}{}",
         args.workers,
         args.train.features,
-        straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower"))
+        straggler.map_or(String::new(), |(r, f)| format!(", worker {r} {f}x slower")),
+        if args.netns {
+            format!(", {}", netns::describe(&bench.links))
+        } else {
+            String::new()
+        }
     );
     let png = args.out.join("loss.png");
-    let plotted = plot::loss_curves(&runs, target, &title, &png);
+    let bytes_png = args.out.join("loss-bytes.png");
+    let plotted = [
+        plot::loss_curves(&runs, target, &title, plot::Axis::Time, &png),
+        plot::loss_curves(&runs, target, &title, plot::Axis::Bytes, &bytes_png),
+    ];
     let summary = serde_json::json!({
         "workers": args.workers,
         "rounds": args.budget.is_none().then_some(args.rounds),
         "budget_s": args.budget,
         "compute_ms": args.compute_ms,
         "straggler": straggler.map(|(r, f)| serde_json::json!({"rank": r, "factor": f})),
+        // --netns: each worker's link rate (bits a second, null: unshaped).
+        "links": args.netns.then_some(&bench.links),
         "target_loss": target,
         "runs": runs.iter().map(|r| demo::run_json(r, target)).collect::<Vec<_>>(),
+        // Each ASAP run's ratios to the ring (the last run), in the order of "runs".
+        "against_ring": runs[..runs.len() - 1]
+            .iter()
+            .map(|a| demo::Ratios::of(a, &runs[runs.len() - 1], target))
+            .collect::<Vec<_>>(),
     });
     let json_path = write_json(&args.out, "summary.json", &summary)?;
     if args.json {
@@ -1123,20 +1157,19 @@ fn compare(args: &DemoArgs, bench: &Bench, compressed: &[Compression]) -> Result
     };
     println!("target loss {target:.4} (time from {origin})\n");
     print!("{}", demo::table(&runs, target));
-    let (a, b) = (&runs[0], &runs[runs.len() - 1]);
-    if let (Some(ta), Some(tb)) = (a.time_to(target).filter(|t| *t > 0.0), b.time_to(target)) {
-        println!(
-            "\nASAP reached the target {:.2}x as fast as all-reduce, sending {:.2}x the bytes per node.",
-            tb / ta,
-            a.bytes_per_worker / b.bytes_per_worker
-        );
+    let (ring, asap_runs) = runs.split_last().expect("ASAP runs and the ring");
+    println!();
+    for line in asap_runs.iter().filter_map(|a| demo::against_ring(a, ring, target)) {
+        println!("{line}");
     }
     if runs.iter().any(|r| r.final_loss >= std::f64::consts::LN_2) {
         println!("\nThe loss did not fall below its start (ln 2): the learning rate is too high for this data; lower --rate.");
     }
-    match &plotted {
-        Ok(()) => println!("plot: {}", png.display()),
-        Err(e) => println!("plot: not drawn: {e}"),
+    for (png, plotted) in [&png, &bytes_png].into_iter().zip(&plotted) {
+        match plotted {
+            Ok(()) => println!("plot: {}", png.display()),
+            Err(e) => println!("plot: not drawn: {e}"),
+        }
     }
     println!("summary: {}", json_path.display());
     Ok(())
@@ -1254,8 +1287,12 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
             .progress_chars("=> "),
     );
     bar.set_prefix(spec.name.clone());
-    let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
-    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers: Vec<String> = if args.netns {
+        (0..args.workers).map(|r| netns::address(r).to_string()).collect()
+    } else {
+        let ports = free_ports(args.workers as usize).map_err(|e| format!("no free loopback ports: {e}"))?;
+        ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    };
     // The budget's window opens a start-up allowance after the spawn, the same instant
     // for every worker of the run: they start their first round together, and the time
     // to the target counts from there.
@@ -1272,7 +1309,13 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
                 Some((r, factor)) if r == rank => args.compute_ms * factor,
                 _ => args.compute_ms,
             };
-            let mut c = std::process::Command::new(&bench.exe);
+            let mut c = if args.netns {
+                netns::command(rank, &bench.exe)
+            } else {
+                std::process::Command::new(&bench.exe)
+            };
+            // Paced at the link's rate unless the user said otherwise.
+            let link_pace = bench.links.get(rank as usize).copied().flatten().map(netns::pace_for);
             c.args([
                 "node",
                 "--rank",
@@ -1290,7 +1333,7 @@ fn run_one(args: &DemoArgs, bench: &Bench, spec: &RunSpec, budget: Option<f64>) 
             .args(args.max_frame.map(|f| format!("--max-frame={f}")))
             .args(["--transport", transport_name(args.transport)])
             .args(["--progress", "--json"])
-            .args(args.pace.map(|p| format!("--pace={p}")))
+            .args(args.pace.or(link_pace).map(|p| format!("--pace={p}")))
             .args(args.train.to_args());
             match budget {
                 Some(b) => c.args([format!("--budget={b}"), format!("--budget-start={opens}")]),
