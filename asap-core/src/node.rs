@@ -478,7 +478,9 @@ impl<'a, const P: usize> Node<'a, P> {
     /// Starts the current round: snapshots `params` and begins sending them to every
     /// live out-neighbour. Non-finite parameters are refused
     /// ([`RoundError::NonFiniteParams`]); the snapshot is checked as it is copied, so a
-    /// refused start leaves no update of the last round for a peer that comes back.
+    /// refused start leaves no update of the last round for a peer that comes back —
+    /// unless an edge is still sending that update (asynchronous modes), which then
+    /// keeps it: the values are checked first.
     pub fn start_round(&mut self, now: Instant, params: &[f32]) -> Result<(), RoundError> {
         self.can_start_round()?;
         let round = self.next_round();
@@ -515,6 +517,13 @@ impl<'a, const P: usize> Node<'a, P> {
             // A time-varying graph's `q` (the snapshot) goes to this round's partner as
             // it is.
             Some(_) => {}
+            // An edge still busy with the last round's update (asynchronous modes)
+            // resends its chunks from the snapshot: check before overwriting it, so a
+            // refused start leaves that update whole.
+            None if self.peers.iter().any(|p| !p.out.is_idle()) => {
+                self.layout.check_params(params)?;
+                self.buffers.snapshot.copy_from_slice(params);
+            }
             None => {
                 if !reduce::copy_finite(self.buffers.snapshot, params) {
                     // The snapshot no longer holds the last round's update: no peer

@@ -330,3 +330,55 @@ fn a_refused_start_leaves_no_update_to_resend() {
     assert_eq!(updates_after_restart(false), CHUNKS as usize, "round 0's update again");
     assert_eq!(updates_after_restart(true), 0);
 }
+
+/// Fuzz regression (`node_frames`, 2026-12-03): an edge whose peer is not live does
+/// not hold the snapshot back, so a round may start while that edge is still busy with
+/// the last round's update; if the peer comes back, the edge resends that update from
+/// the snapshot. A start refused for a NaN must not have overwritten it: the chunks "a"
+/// asks for again are the last round's, finite.
+#[test]
+fn a_refused_start_keeps_the_update_an_edge_is_still_sending() {
+    let mut mem = Mem::new();
+    let mut b = mem.node(Wait::All, None);
+    let mut params = [2.0f32; MODEL];
+    from_a(&mut b, T0, 0, 0, HELLO);
+    b.start_round(T0, &params).unwrap();
+    sent(&mut b, T0);
+    // "a" announces another layout before acknowledging: not live, its edge still busy.
+    let other = Kind::Hello {
+        model_len: MODEL as u32 - 1,
+        chunk_len: 116,
+        encoding: Encoding::F32Le,
+        reply: true,
+    };
+    let header = Header {
+        version: wire::VERSION,
+        integrity: Integrity::Crc32,
+        cluster: 9,
+        from: A,
+        incarnation: 0,
+        to: B,
+        round: 0,
+        kind: other,
+        payload_len: 0,
+    };
+    let mut buf = [0u8; 512];
+    let len = wire::encode(header, &[], &mut buf).unwrap();
+    assert!(b.handle_frame(T0, &buf[..len]).is_err());
+    b.finish_round(T0, &mut params).unwrap();
+    params[200] = f32::NAN;
+    assert_eq!(b.start_round(T0, &params), Err(RoundError::NonFiniteParams));
+    // "a" is back with our layout and asks for round 0's chunks again.
+    from_a(&mut b, T0, 0, 0, HELLO);
+    from_a(&mut b, T0, 0, 0, Kind::Missing { base: 0, mask: 0b111 });
+    let mut resent = 0;
+    while let Some(t) = b.poll_transmit(T0, &mut buf).unwrap() {
+        let (frame, _) = wire::decode(&buf[..t.len]).unwrap();
+        if let Kind::Update { .. } = frame.header.kind {
+            let values = wire::F32Le::new(frame.payload).unwrap();
+            assert!(values.iter().all(|v| v == 2.0), "round 0's values, as sent");
+            resent += 1;
+        }
+    }
+    assert_eq!(resent, CHUNKS as usize);
+}
