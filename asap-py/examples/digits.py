@@ -63,8 +63,10 @@ optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 if args.engine == "asap":
     import asap
 
-    asap.init(topology=args.topology, compress=args.compress, wait=args.wait)
-    optimizer = asap.DistributedOptimizer(optimizer, model, every=args.every)  # the one line
+    # The one line (it starts this process's member from torchrun's environment).
+    optimizer = asap.DistributedOptimizer(
+        optimizer, model, every=args.every, topology=args.topology, compress=args.compress, wait=args.wait
+    )
     net = model
 else:
     dist.init_process_group("gloo")

@@ -82,6 +82,8 @@ def test_a_bad_option_is_a_value_error():
         asap.init(rank=2, world=2)
     with pytest.raises(ValueError, match="compress"):
         asap.init(rank=0, world=2, compress="q3")
+    with pytest.raises(ValueError, match="RELATIVE"):
+        asap.init(rank=0, world=2, clip="half")
     assert not asap.is_initialized()
 
 

@@ -113,7 +113,8 @@ def init(**options: Any) -> Cluster:
     `engine` ("asap" or "allreduce", the ring baseline), `transport` ("udp" or "tcp"),
     `key_file` (else ASAP_KEY_FILE / ASAP_KEY), `encrypt`, `cipher` ("aes-256-gcm" or
     "xchacha20-poly1305"), `compress` ("none", "f16", "bf16", "q8", "topk:F"),
-    `consensus_step`, `max_frame` (bytes; 1,400 over UDP), `clip` ((relative, absolute)),
+    `consensus_step`, `max_frame` (bytes; 1,400 over UDP), `clip` (relative, a
+    (relative, absolute) pair, or "RELATIVE[:ABSOLUTE]" as the command spells it),
     `pace` (Mbit/s), `seed`, `cluster` (id), `round_timeout` and `linger` (seconds), and
     `period`: the default `every` of `DistributedOptimizer`.
 
@@ -127,8 +128,17 @@ def init(**options: Any) -> Cluster:
     period = options.pop("period", 1)
     if not isinstance(period, int) or period < 1:
         raise ValueError(f"period {period!r}: a whole number of steps, at least 1")
-    if isinstance(options.get("clip"), (int, float)):
-        options["clip"] = (float(options["clip"]), 0.0)
+    clip = options.get("clip")
+    if isinstance(clip, (int, float)):
+        options["clip"] = (float(clip), 0.0)
+    elif isinstance(clip, str):  # the command's spelling, RELATIVE[:ABSOLUTE]
+        try:
+            relative, _, absolute = clip.partition(":")
+            options["clip"] = (float(relative), float(absolute or 0.0))
+        except ValueError:
+            raise ValueError(
+                f"clip `{clip}`: expected RELATIVE[:ABSOLUTE], positive numbers, e.g. 0.5 or 0.5:0.01"
+            ) from None
     if options.get("peers") is not None:
         options["peers"] = [str(p) for p in options["peers"]]
     for path in ("hosts", "members", "key_file", "node_key_file"):

@@ -17,7 +17,9 @@ from . import _asap, _default_period
 
 class DistributedOptimizer:
     """Wraps `optimizer` (any `torch.optim.Optimizer` over `model`'s parameters) and
-    behaves as it does (`zero_grad`, `step`, `state_dict`, `load_state_dict`,
+    behaves as it does. If `asap.init` has not run, it runs here with `options` (rank,
+    world and peers from torchrun, Slurm or Open MPI), so wrapping the optimizer is the
+    whole change to a training script. It behaves as the optimizer does (`zero_grad`, `step`, `state_dict`, `load_state_dict`,
     `param_groups`, ...). Every `every` steps (default: `init`'s `period`, else 1), after
     `step()`, it starts a round of stochastic reduce with the neighbours.
 
@@ -34,9 +36,21 @@ class DistributedOptimizer:
     `torch.manual_seed`), as DDP's broadcast would make them.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, every: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module,
+        every: Optional[int] = None,
+        **options: Any,
+    ) -> None:
         if not _asap.is_initialized():
-            raise _asap.AsapError("asap is not initialised: call asap.init() first")
+            # The one-line change: the member starts here, from torchrun's (or Slurm's,
+            # or Open MPI's) environment and `options` (as `asap.init` takes them).
+            from . import init
+
+            init(**options)
+        elif options:
+            raise ValueError("asap is already initialised: give the options to asap.init, not here")
         every = _default_period() if every is None else every
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every {every!r}: a whole number of steps, at least 1")
