@@ -19,7 +19,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use transport_mio::launch;
-use transport_mio::member::{Bound as Socket, Engine, Identity, Member, MemberError, MemberSpec, Ticket, Transport};
+use transport_mio::member::{Bound as Socket, Engine, Member, MemberError, MemberSpec, Ticket, Transport};
 
 pyo3::create_exception!(
     _asap,
@@ -92,68 +92,22 @@ fn init(
             "asap is already initialised in this process: call asap.shutdown() first",
         ));
     }
-    // A membership file names every member, its key and its address.
-    let listed = match &members {
-        None => None,
-        Some(path) => {
-            if peers.is_some() || hosts.is_some() {
-                return Err(value_error(
-                    "members lists the addresses: give members, or peers or hosts",
-                ));
-            }
-            let text = std::fs::read_to_string(path).map_err(|e| value_error(format!("{}: {e}", path.display())))?;
-            let listed = launch::parse_membership(&text, &path.display().to_string()).map_err(value_error)?;
-            match world {
-                Some(w) if w as usize != listed.len() => {
-                    return Err(value_error(format!(
-                        "world {w}, but {} lists {} members",
-                        path.display(),
-                        listed.len()
-                    )))
-                }
-                _ => {}
-            }
-            Some(listed)
-        }
-    };
-    let world = world.or(listed.as_ref().map(|l| l.len() as u32));
-    let (rank, world) = launch::rank_and_world(rank, world).map_err(value_error)?;
-    let identity = match &listed {
-        None if node_key_file.is_some() => {
-            return Err(value_error("node_key_file needs members (the membership file)"))
-        }
-        None => None,
-        Some(listed) => {
-            let secret = launch::node_secret(node_key_file.as_deref())
-                .map_err(value_error)?
-                .ok_or_else(|| value_error("members needs this node's key: node_key_file or ASAP_NODE_KEY_FILE"))?;
-            Some(std::sync::Arc::new(Identity {
-                secret,
-                members: listed.iter().map(|l| l.public).collect(),
-            }))
-        }
-    };
-    let peers = match (peers, hosts) {
-        _ if listed.is_some() => listed.iter().flatten().map(|l| l.addr).collect(),
-        (Some(_), Some(_)) => return Err(value_error("give peers or hosts, not both")),
-        (Some(list), None) => {
-            if list.len() != world as usize {
-                return Err(value_error(format!(
-                    "peers lists {} addresses for a world of {world}",
-                    list.len()
-                )));
-            }
-            list.iter()
-                .map(|a| launch::resolve(a))
-                .collect::<Result<_, _>>()
-                .map_err(value_error)?
-        }
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| value_error(format!("{}: {e}", path.display())))?;
-            launch::parse_hosts(&text, world, &path.display().to_string()).map_err(value_error)?
-        }
-        (None, None) => launch::consecutive_ports(host.as_deref(), base_port, world).map_err(value_error)?,
-    };
+    let located = launch::locate(&launch::Placement {
+        rank,
+        world,
+        peers: peers.as_deref().unwrap_or_default(),
+        hosts: hosts.as_deref(),
+        members: members.as_deref(),
+        node_key: node_key_file.as_deref(),
+        key_file: key_file.as_deref(),
+        host: host.as_deref(),
+        base_port,
+    })
+    .map_err(value_error)?;
+    let (rank, world) = (located.rank, located.peers.len() as u32);
+    let launch::Located {
+        peers, key, identity, ..
+    } = located;
     let family = Family::from_name(topology).ok_or_else(|| {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         value_error(format!("unknown topology `{topology}`; one of: {}", names.join(", ")))
@@ -202,12 +156,6 @@ fn init(
         Some(mbit) if mbit.is_finite() && mbit > 0.0 => Some((mbit * 1e6 / 8.0) as u64),
         Some(mbit) => return Err(value_error(format!("pace {mbit}: Mbit/s above 0"))),
     };
-    let key = launch::cluster_key(key_file.as_deref()).map_err(value_error)?;
-    if key.is_some() && identity.is_some() {
-        return Err(value_error(
-            "members (per-node keys) replace the cluster key: drop key_file (and ASAP_KEY_FILE, ASAP_KEY)",
-        ));
-    }
     if encrypt && key.is_none() && identity.is_none() {
         return Err(value_error(
             "encrypt needs a cluster key: key_file, ASAP_KEY_FILE or ASAP_KEY",
@@ -446,17 +394,9 @@ fn shutdown(py: Python<'_>) -> PyResult<()> {
 /// Refuses to overwrite a file.
 #[pyfunction]
 fn keygen(path: PathBuf) -> PyResult<String> {
-    use std::io::Write;
-    let bytes = launch::random_secret().map_err(AsapError::new_err)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .map_err(|e| value_error(format!("{}: {e}", path.display())))?;
-    writeln!(file, "{}", launch::hex(&bytes)).map_err(|e| AsapError::new_err(format!("{}: {e}", path.display())))?;
-    Ok(asap_core::NodeSecret::new(bytes).public_key().to_string())
+    launch::write_node_secret(&path)
+        .map(|public| public.to_string())
+        .map_err(value_error)
 }
 
 /// The public key (64 hex digits) of the node secret in `path`.

@@ -5,6 +5,12 @@
 //! members this way, so a cluster launched by either finds itself the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+
+use asap_core::Key;
+
+use crate::member::Identity;
 
 /// The port worker 0 listens on when neither the caller nor `MASTER_PORT` names one.
 pub const DEFAULT_BASE_PORT: u16 = 47_000;
@@ -101,7 +107,7 @@ pub fn parse_hosts(text: &str, world: u32, name: &str) -> Result<Vec<SocketAddr>
 /// The cluster key from `file`, else the file `ASAP_KEY_FILE` names, else the 64 hex
 /// digits of `ASAP_KEY` (never a command line: it would show in `ps`); `None`: frames
 /// are CRC-protected only.
-pub fn cluster_key(file: Option<&std::path::Path>) -> Result<Option<asap_core::Key>, String> {
+pub fn cluster_key(file: Option<&Path>) -> Result<Option<asap_core::Key>, String> {
     let read =
         |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()));
     let (text, source) = match (file, std::env::var_os("ASAP_KEY_FILE"), std::env::var("ASAP_KEY")) {
@@ -185,7 +191,7 @@ pub fn parse_membership(text: &str, name: &str) -> Result<Vec<Listed>, String> {
 
 /// This member's static secret from `file`, else the file `ASAP_NODE_KEY_FILE` names
 /// (64 hex digits, as `asap keygen --node` writes them).
-pub fn node_secret(file: Option<&std::path::Path>) -> Result<Option<asap_core::NodeSecret>, String> {
+pub fn node_secret(file: Option<&Path>) -> Result<Option<asap_core::NodeSecret>, String> {
     let path = match (file, std::env::var_os("ASAP_NODE_KEY_FILE")) {
         (Some(p), _) => p.to_path_buf(),
         (None, Some(p)) => std::path::PathBuf::from(p),
@@ -207,6 +213,126 @@ pub fn random_secret() -> Result<[u8; 32], String> {
 /// Lower-case hexadecimal, as key files hold keys.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a member was told where it stands, by flags (the command) or keywords (Python),
+/// each `None` or empty when not given: launchers' variables fill in the rest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placement<'a> {
+    /// This member's rank.
+    pub rank: Option<u32>,
+    /// Members in the cluster.
+    pub world: Option<u32>,
+    /// Every member's `HOST:PORT`, in rank order.
+    pub peers: &'a [String],
+    /// A hosts file: one `HOST:PORT` a line, in rank order.
+    pub hosts: Option<&'a Path>,
+    /// A membership file (per-node identities; [`parse_membership`]): ids, public keys
+    /// and addresses.
+    pub members: Option<&'a Path>,
+    /// With `members`: this member's secret (else `ASAP_NODE_KEY_FILE`).
+    pub node_key: Option<&'a Path>,
+    /// The cluster key's file (else `ASAP_KEY_FILE` or `ASAP_KEY`).
+    pub key_file: Option<&'a Path>,
+    /// Without peers, hosts or members: the host all members listen on.
+    pub host: Option<&'a str>,
+    /// ... and the port of rank 0.
+    pub base_port: Option<u16>,
+}
+
+/// Where a member stands, as [`locate`] worked it out.
+#[derive(Debug)]
+pub struct Located {
+    /// This member's rank.
+    pub rank: u32,
+    /// Every member's address, by rank.
+    pub peers: Vec<SocketAddr>,
+    /// The cluster key, if the cluster has one.
+    pub key: Option<Key>,
+    /// Per-node identities, if the cluster lists its members' keys.
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// Rank, peers and keys from what the member was told and from its launcher's
+/// variables: the membership file's addresses, else a hosts file's, else `peers`,
+/// else consecutive ports on one host. Errors are one line, naming the option.
+pub fn locate(p: &Placement<'_>) -> Result<Located, String> {
+    let listed = match p.members {
+        None => None,
+        Some(path) => {
+            if !p.peers.is_empty() || p.hosts.is_some() {
+                return Err("members lists the addresses: give members, or peers or hosts".into());
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let listed = parse_membership(&text, &path.display().to_string())?;
+            if let Some(w) = p.world.filter(|&w| w as usize != listed.len()) {
+                return Err(format!(
+                    "world {w}, but {} lists {} members",
+                    path.display(),
+                    listed.len()
+                ));
+            }
+            Some(listed)
+        }
+    };
+    let world = p.world.or(listed.as_ref().map(|l| l.len() as u32));
+    let (rank, world) = rank_and_world(p.rank, world)?;
+    let peers = match (&listed, p.hosts) {
+        (Some(listed), _) => listed.iter().map(|l| l.addr).collect(),
+        (None, Some(_)) if !p.peers.is_empty() => return Err("give peers or hosts, not both".into()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            parse_hosts(&text, world, &path.display().to_string())?
+        }
+        (None, None) if p.peers.is_empty() => consecutive_ports(p.host, p.base_port, world)?,
+        (None, None) if p.peers.len() != world as usize => {
+            return Err(format!(
+                "peers lists {} addresses for a world of {world}",
+                p.peers.len()
+            ))
+        }
+        (None, None) => p.peers.iter().map(|a| resolve(a)).collect::<Result<_, _>>()?,
+    };
+    let key = cluster_key(p.key_file)?;
+    let identity = match listed {
+        None if p.node_key.is_some() => return Err("node key needs members (the membership file)".into()),
+        None => None,
+        Some(_) if key.is_some() => {
+            return Err(
+                "members (per-node keys) replace the cluster key: drop the key file (and ASAP_KEY_FILE, ASAP_KEY)"
+                    .into(),
+            )
+        }
+        Some(listed) => {
+            let secret = node_secret(p.node_key)?
+                .ok_or("members needs this node's secret: a node key file or ASAP_NODE_KEY_FILE")?;
+            Some(Arc::new(Identity {
+                secret,
+                members: listed.iter().map(|l| l.public).collect(),
+            }))
+        }
+    };
+    Ok(Located {
+        rank,
+        peers,
+        key,
+        identity,
+    })
+}
+
+/// Writes a new node secret (from the system's CSPRNG, 64 hex digits) to `path`, which
+/// must not exist yet (owner-only on Unix), and returns its public key, for the
+/// membership file.
+pub fn write_node_secret(path: &Path) -> Result<asap_core::PublicKey, String> {
+    use std::io::Write;
+    let bytes = random_secret()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(file, "{}", hex(&bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(asap_core::NodeSecret::new(bytes).public_key())
 }
 
 /// One address, resolved (the first the resolver gives).
@@ -306,6 +432,41 @@ mod tests {
         assert!(parse_membership(&format!("0 {} 127.0.0.1:7000\n", key(1)), "m")
             .unwrap_err()
             .contains("at least 2"));
+    }
+
+    #[test]
+    fn locate_takes_one_source_of_addresses_and_says_what_conflicts() {
+        let peers = ["127.0.0.1:7000".to_string(), "127.0.0.1:7001".to_string()];
+        let given = Placement {
+            rank: Some(1),
+            world: Some(2),
+            peers: &peers,
+            ..Placement::default()
+        };
+        let located = locate(&given).unwrap();
+        assert_eq!((located.rank, located.peers[1].port()), (1, 7001));
+        assert!(located.identity.is_none());
+        let short = Placement {
+            world: Some(3),
+            ..given
+        };
+        assert_eq!(locate(&short).unwrap_err(), "peers lists 2 addresses for a world of 3");
+        let path = Path::new("hosts.txt");
+        let both = Placement {
+            hosts: Some(path),
+            ..given
+        };
+        assert_eq!(locate(&both).unwrap_err(), "give peers or hosts, not both");
+        let members = Placement {
+            members: Some(path),
+            ..given
+        };
+        assert!(locate(&members).unwrap_err().starts_with("members lists the addresses"));
+        let key_alone = Placement {
+            node_key: Some(path),
+            ..given
+        };
+        assert!(locate(&key_alone).unwrap_err().contains("needs members"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `asap` command.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use asap_fed::sparse::{self, Dataset, Synthetic};
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use transport_mio::launch;
-use transport_mio::member::{Identity, MemberSpec};
+use transport_mio::member::MemberSpec;
 
 #[derive(Parser)]
 #[command(
@@ -749,57 +749,10 @@ fn main() -> ExitCode {
 /// A new cluster key (printed), or with `node` a new node secret written to that file
 /// (its public key printed): 32 bytes from the operating system's CSPRNG, as hex.
 fn keygen(node: Option<&std::path::Path>) -> Result<String, String> {
-    use std::io::Write;
-    let bytes = launch::random_secret()?;
-    let Some(path) = node else {
-        return Ok(launch::hex(&bytes));
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(file, "{}", launch::hex(&bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(asap_core::NodeSecret::new(bytes).public_key().to_string())
-}
-
-/// Every worker's address, by rank: the membership file's, a hosts file's, --peers, or
-/// consecutive ports on one host (torchrun's MASTER_ADDR and MASTER_PORT + 1 by default).
-fn addresses(args: &NodeArgs, world: u32, listed: Option<&[launch::Listed]>) -> Result<Vec<SocketAddr>, String> {
-    if let Some(listed) = listed {
-        return Ok(listed.iter().map(|l| l.addr).collect());
+    match node {
+        None => Ok(launch::hex(&launch::random_secret()?)),
+        Some(path) => launch::write_node_secret(path).map(|public| public.to_string()),
     }
-    if let Some(path) = &args.hosts {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return launch::parse_hosts(&text, world, &path.display().to_string());
-    }
-    if args.peers.is_empty() {
-        return launch::consecutive_ports(args.host.as_deref(), args.base_port, world);
-    }
-    if args.peers.len() != world as usize {
-        return Err(format!(
-            "--peers lists {} addresses for a world of {world}",
-            args.peers.len()
-        ));
-    }
-    args.peers.iter().map(|p| launch::resolve(p)).collect()
-}
-
-/// The membership file of --members (per-node identities), read and checked.
-fn membership(args: &NodeArgs) -> Result<Option<Vec<launch::Listed>>, String> {
-    let Some(path) = &args.members else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let listed = launch::parse_membership(&text, &path.display().to_string())?;
-    if let Some(w) = args.world.filter(|&w| w as usize != listed.len()) {
-        return Err(format!(
-            "--world {w}, but {} lists {} members",
-            path.display(),
-            listed.len()
-        ));
-    }
-    Ok(Some(listed))
 }
 
 /// The workload a `node` (or each of the demo's workers) runs.
@@ -832,11 +785,19 @@ fn workload(args: &NodeArgs, rank: u32, world: u32) -> Result<Workload, String> 
 }
 
 fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
-    let listed = membership(&args)?;
-    let world = args.world.or(listed.as_ref().map(|l| l.len() as u32));
-    let (rank, world) = launch::rank_and_world(args.rank, world)?;
+    let located = launch::locate(&launch::Placement {
+        rank: args.rank,
+        world: args.world,
+        peers: &args.peers,
+        hosts: args.hosts.as_deref(),
+        members: args.members.as_deref(),
+        node_key: args.node_key.as_deref(),
+        key_file: args.key_file.as_deref(),
+        host: args.host.as_deref(),
+        base_port: args.base_port,
+    })?;
+    let (rank, world) = (located.rank, located.peers.len() as u32);
     init_log(log, format!("node {rank}"));
-    let peers = addresses(&args, world, listed.as_deref())?;
     let (family, degree) = choose_graph(
         args.topology,
         args.degree,
@@ -845,25 +806,9 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         args.compute_ms / 1e3,
     );
     let workload = workload(&args, rank, world)?;
-    let key = launch::cluster_key(args.key_file.as_deref())?;
-    let identity = match listed {
-        None if args.node_key.is_some() => return Err("--node-key needs --members (the membership file)".into()),
-        None => None,
-        Some(listed) => {
-            if key.is_some() {
-                return Err(
-                    "--members (per-node keys) replaces the cluster key: drop --key-file (and ASAP_KEY_FILE, ASAP_KEY)"
-                        .into(),
-                );
-            }
-            let secret = launch::node_secret(args.node_key.as_deref())?
-                .ok_or("--members needs this node's secret: --node-key FILE or ASAP_NODE_KEY_FILE")?;
-            Some(std::sync::Arc::new(Identity {
-                secret,
-                members: listed.iter().map(|l| l.public).collect(),
-            }))
-        }
-    };
+    let launch::Located {
+        peers, key, identity, ..
+    } = located;
     if args.encrypt && key.is_none() && identity.is_none() {
         return Err("--encrypt needs a cluster key (--key-file, ASAP_KEY_FILE or ASAP_KEY) or --members".into());
     }
