@@ -61,6 +61,13 @@ fn from_peer<const P: usize>(
     round: u32,
     kind: Kind,
 ) {
+    let mut buf = [0u8; 512];
+    let len = frame(&mut buf, from, incarnation, round, kind);
+    node.handle_frame(now, &buf[..len]).unwrap();
+}
+
+/// Writes a frame from `from` to "b" into `buf` (an update carries 1s); returns its length.
+fn frame(buf: &mut [u8], from: NodeId, incarnation: u32, round: u32, kind: Kind) -> usize {
     let values = [1.0f32; 116];
     let values = match kind {
         Kind::Update { chunk: 2, .. } => &values[..68],
@@ -78,9 +85,7 @@ fn from_peer<const P: usize>(
         kind,
         payload_len: 0,
     };
-    let mut buf = [0u8; 512];
-    let len = wire::encode(header, values, &mut buf).unwrap();
-    node.handle_frame(now, &buf[..len]).unwrap();
+    wire::encode(header, values, buf).unwrap()
 }
 
 fn update(chunk: u32) -> Kind {
@@ -351,19 +356,8 @@ fn a_refused_start_keeps_the_update_an_edge_is_still_sending() {
         encoding: Encoding::F32Le,
         reply: true,
     };
-    let header = Header {
-        version: wire::VERSION,
-        integrity: Integrity::Crc32,
-        cluster: 9,
-        from: A,
-        incarnation: 0,
-        to: B,
-        round: 0,
-        kind: other,
-        payload_len: 0,
-    };
     let mut buf = [0u8; 512];
-    let len = wire::encode(header, &[], &mut buf).unwrap();
+    let len = frame(&mut buf, A, 0, 0, other);
     assert!(b.handle_frame(T0, &buf[..len]).is_err());
     b.finish_round(T0, &mut params).unwrap();
     params[200] = f32::NAN;
