@@ -114,16 +114,23 @@ pub fn loss_curves(runs: &[Run], target: f64, title: &str, axis: Axis, path: &Pa
         PathElement::new(vec![(a, target), (b, target)], BLACK.mix(0.5))
     });
     chart.draw_series(dashes).map_err(|e| draw(&e))?;
+    legend_and_write(&mut chart, &root, SeriesLabelPosition::UpperRight).map_err(|e| draw(&e))
+}
+
+/// Draws the series' legend in the corner `at`, then writes the file.
+fn legend_and_write<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    at: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| draw(&e))?;
-    root.present().map_err(|e| draw(&e))?;
-    Ok(())
+        .position(at)
+        .draw()?;
+    root.present()
 }
 
 /// Draws `y` of every run of a sweep against the straggler factor (log scale) into
@@ -187,14 +194,5 @@ pub fn sweep(
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| draw(&e))?;
-    root.present().map_err(|e| draw(&e))?;
-    Ok(())
+    legend_and_write(&mut chart, &root, SeriesLabelPosition::UpperLeft).map_err(|e| draw(&e))
 }
