@@ -641,10 +641,8 @@ impl<'a, const P: usize> Node<'a, P> {
     /// frame given here ([`DecodeError::Encrypted`](crate::DecodeError::Encrypted)) and needs
     /// [`handle_frame_mut`](Self::handle_frame_mut).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Accepted, FrameError> {
-        let decoded = match self.opening(bytes) {
-            Ok(sealing) => wire::decode_sealed(bytes, sealing),
-            Err(e) => return Err(self.refuse_unopened(e)),
-        };
+        let decoded = wire::decode_sealed_with(bytes, |h| self.opening(h));
+        let decoded = self.refuse_unopened(decoded)?;
         self.receive(now, decoded, bytes.len())
     }
 
@@ -653,10 +651,8 @@ impl<'a, const P: usize> Node<'a, P> {
     /// buffer should call, whatever the configuration.
     pub fn handle_frame_mut(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Accepted, FrameError> {
         let len = bytes.len();
-        let decoded = match self.opening(bytes) {
-            Ok(sealing) => wire::open(bytes, sealing),
-            Err(e) => return Err(self.refuse_unopened(e)),
-        };
+        let decoded = wire::open_with(bytes, |h| self.opening(h));
+        let decoded = self.refuse_unopened(decoded)?;
         self.receive(now, decoded, len)
     }
 
@@ -681,24 +677,31 @@ impl<'a, const P: usize> Node<'a, P> {
 
     /// What a frame is opened with: the node's secret, or with identities the link key
     /// of the peer its (clear, authenticated) header names as sender.
-    fn opening(&self, bytes: &[u8]) -> Result<Sealing<'_>, FrameError> {
+    fn opening(&self, header: &wire::Header) -> Result<Sealing<'_>, FrameError> {
         if !self.config.identities {
             return Ok(Sealing::from(&self.secret));
         }
-        let (header, _) = wire::peek(bytes)?;
         match self.peers.iter().find(|p| p.spec.id == header.from).map(|p| &p.link) {
             Some(Link::Own(secret)) => Ok(Sealing::from(secret)),
             _ => Err(FrameError::UnknownPeer(header.from)),
         }
     }
 
-    /// Counts a frame refused before it could be opened.
-    fn refuse_unopened(&mut self, e: FrameError) -> FrameError {
-        match &e {
-            FrameError::Decode(d) => self.stats.count_undecodable(d),
-            _ => self.stats.frames_refused += 1,
+    /// Splits what opening a frame gave: bytes that are no frame (or fail their check)
+    /// go on to [`receive`](Self::receive), which counts them; a frame with no key to
+    /// open it is refused and counted here.
+    fn refuse_unopened<T>(
+        &mut self,
+        opened: Result<T, FrameError>,
+    ) -> Result<Result<T, wire::DecodeError>, FrameError> {
+        match opened {
+            Ok(frame) => Ok(Ok(frame)),
+            Err(FrameError::Decode(e)) => Ok(Err(e)),
+            Err(e) => {
+                self.stats.frames_refused += 1;
+                Err(e)
+            }
         }
-        e
     }
 
     /// What frames to peer `i` are sealed with (`None`: its link key is not set).

@@ -522,7 +522,17 @@ pub fn decode_keyed<'a>(bytes: &'a [u8], key: Option<&Key>) -> Result<(Frame<'a>
 /// here they are [`DecodeError::Encrypted`]. The replay check is the caller's: it knows
 /// the sender ([`crate::auth::ReplayWindow`] on [`Integrity::seq`]).
 pub fn decode_sealed<'a>(bytes: &'a [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>, usize), DecodeError> {
+    decode_sealed_with(bytes, |_| Ok(sealing))
+}
+
+/// [`decode_sealed`] with the sealing chosen from the frame's (clear) header, read once:
+/// how a node whose peers each have their own key picks the sender's.
+pub fn decode_sealed_with<'a, 'k, E: From<DecodeError>>(
+    bytes: &'a [u8],
+    choose: impl FnOnce(&Header) -> Result<Sealing<'k>, E>,
+) -> Result<(Frame<'a>, usize), E> {
     let (header, header_len, total) = check_layout(bytes)?;
+    let sealing = choose(&header)?;
     let end = total - header.integrity.trailer_len();
     let (body, trailer) = bytes[..total].split_at(end);
     verify(&header, body, trailer, sealing)?;
@@ -539,13 +549,23 @@ pub fn decode_sealed<'a>(bytes: &'a [u8], sealing: Sealing<'_>) -> Result<(Frame
 /// place once the tag verified. A refused frame holds no plaintext: its bytes are left
 /// as they came, but for an AES-256-GCM payload, which is zeroed.
 pub fn open<'a>(bytes: &'a mut [u8], sealing: Sealing<'_>) -> Result<(Frame<'a>, usize), DecodeError> {
+    open_with(bytes, |_| Ok(sealing))
+}
+
+/// [`open`] with the sealing chosen from the frame's (clear) header, read once (see
+/// [`decode_sealed_with`]).
+pub fn open_with<'a, 'k, E: From<DecodeError>>(
+    bytes: &'a mut [u8],
+    choose: impl FnOnce(&Header) -> Result<Sealing<'k>, E>,
+) -> Result<(Frame<'a>, usize), E> {
     let (header, header_len, total) = check_layout(bytes)?;
+    let sealing = choose(&header)?;
     let end = total - header.integrity.trailer_len();
     let (body, trailer) = bytes[..total].split_at_mut(end);
     match (header.integrity.cipher_suite(), sealing) {
         (Some(suite), Sealing::Encrypt(cipher)) => {
             if !suite.is_available() {
-                return Err(DecodeError::UnsupportedCipher);
+                return Err(DecodeError::UnsupportedCipher.into());
             }
             let (head, payload) = body.split_at_mut(header_len);
             cipher
