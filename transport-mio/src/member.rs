@@ -110,26 +110,37 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The key of the link between member `me` and member `peer` of cluster `cluster`.
-    /// Fails when `me`'s listed public key is not this secret's (the wrong key file, or
-    /// the wrong rank) or the peer's key is unusable.
-    pub fn link_key(&self, cluster: u32, me: u32, peer: u32) -> Result<Key, String> {
+    /// The keys of the links between member `me` and each of `peers` in cluster
+    /// `cluster`: one Diffie-Hellman a peer, after one check that `me`'s listed public
+    /// key is this secret's (not the wrong key file, or the wrong rank).
+    pub fn link_keys(
+        &self,
+        cluster: u32,
+        me: u32,
+        peers: impl Iterator<Item = u32>,
+    ) -> Result<Vec<(u32, Key)>, String> {
         let listed = |id: u32| {
             self.members.get(id as usize).ok_or(format!(
                 "node {id} is not in the membership ({} members)",
                 self.members.len()
             ))
         };
-        let (mine, theirs) = (listed(me)?, listed(peer)?);
-        if *mine != self.secret.public_key() {
+        let mine = listed(me)?;
+        let public = self.secret.public_key();
+        if *mine != public {
             return Err(format!(
-                "this node key's public key is {}, but the membership lists {mine} for node {me}",
-                self.secret.public_key()
+                "this node key's public key is {public}, but the membership lists {mine} for node {me}"
             ));
         }
-        self.secret
-            .link_key(cluster, me as u16, mine, peer as u16, theirs)
-            .map_err(|e| format!("link with node {peer}: {e}"))
+        peers
+            .map(|peer| {
+                let key = self
+                    .secret
+                    .link_key(cluster, me as u16, mine, peer as u16, listed(peer)?)
+                    .map_err(|e| format!("link with node {peer}: {e}"))?;
+                Ok((peer, key))
+            })
+            .collect()
     }
 }
 
@@ -274,9 +285,7 @@ fn with_engine<U: UseEngine>(spec: &MemberSpec, model_len: usize, user: U) -> Re
             let mut node = Node::<MAX_PEERS>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO)
                 .map_err(|e| e.to_string())?;
             if let Some(identity) = &spec.identity {
-                // One Diffie-Hellman a neighbour, at start.
-                for peer in topology.peers_of(spec.rank) {
-                    let key = identity.link_key(spec.cluster, spec.rank, peer)?;
+                for (peer, key) in identity.link_keys(spec.cluster, spec.rank, topology.peers_of(spec.rank))? {
                     node.set_link_key(NodeId(peer as u16), key).map_err(|e| e.to_string())?;
                 }
             }
