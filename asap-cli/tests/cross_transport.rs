@@ -141,6 +141,7 @@ fn inside_the_namespace() {
         snapshot: &mut snapshot,
         accumulator: &mut accumulator,
         chunk_weights: &mut chunk_weights,
+        chunk_mass: &mut vec![0.0; layout.chunk_mass],
         chunk_bits: &mut chunk_bits,
     };
     let node = Node::<8>::with_topology(config, &topology, buffers, asap_core::Instant::ZERO).unwrap();

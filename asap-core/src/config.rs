@@ -354,6 +354,9 @@ impl Config {
                 self.model_len
             },
             chunks,
+            // The compressed mode never runs push-sum (it needs a static, doubly
+            // stochastic graph and exact rounds).
+            chunk_mass: if self.is_compressed() { 0 } else { 2 * chunks },
             words_per_peer,
             bitmap_words: words_per_peer * peers,
         })
@@ -371,6 +374,8 @@ pub struct Layout {
     pub accumulator: usize,
     /// Chunks in an update; the length of `Buffers::chunk_weights`.
     pub chunks: usize,
+    /// Length of `Buffers::chunk_mass`: two masses a chunk (0 in the compressed mode).
+    pub chunk_mass: usize,
     /// Bitmap words each peer's receive state takes.
     pub words_per_peer: usize,
     /// Length of `Buffers::chunk_bits`.
@@ -380,7 +385,7 @@ pub struct Layout {
 impl Layout {
     /// Bytes of all the buffers together.
     pub const fn bytes(&self) -> usize {
-        4 * (self.model_len + self.accumulator + self.chunks + self.bitmap_words)
+        4 * (self.model_len + self.accumulator + self.chunks + self.chunk_mass + self.bitmap_words)
     }
 }
 
@@ -397,6 +402,12 @@ pub struct Buffers<'a> {
     pub accumulator: &'a mut [f32],
     /// Per chunk, the total weight folded into the accumulator.
     pub chunk_weights: &'a mut [f32],
+    /// Push-sum (directed irregular graphs, and the asynchronous modes): per chunk, the
+    /// mass its values carry now, then the mass when the round's snapshot was taken.
+    /// Each chunk is its own push-sum instance, so a chunk mixed from an update that
+    /// arrived in part keeps its mass exact. Unused otherwise, but lent all the same:
+    /// the layout does not know the graph.
+    pub chunk_mass: &'a mut [f32],
     /// Per peer, which chunks of its current update arrived.
     pub chunk_bits: &'a mut [u32],
 }
@@ -413,6 +424,7 @@ impl Buffers<'_> {
         check("snapshot", layout.model_len, self.snapshot.len())?;
         check("accumulator", layout.accumulator, self.accumulator.len())?;
         check("chunk_weights", layout.chunks, self.chunk_weights.len())?;
+        check("chunk_mass", layout.chunk_mass, self.chunk_mass.len())?;
         check("chunk_bits", layout.bitmap_words, self.chunk_bits.len())
     }
 }

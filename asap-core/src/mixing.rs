@@ -23,41 +23,89 @@ pub(crate) const WEIGHT_SLACK: f32 = 1e-4;
 /// 65,536.
 pub(crate) const MAX_PUSH_SUM_WEIGHT: f32 = 65_536.0;
 
-/// Push-sum mass `y` (1 on doubly stochastic graphs, where it is not used): the replica
-/// the application sees is the de-biased `x / y`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Mass {
-    /// The mass now.
-    pub(crate) value: f64,
-    /// The mass when the snapshot was taken (what this round's shares are cut from).
-    at_snapshot: f64,
+/// Push-sum masses `y`, one pair a chunk (`Buffers::chunk_mass`): the mass the chunk's
+/// values carry now, then its mass when the round's snapshot was taken (what this
+/// round's shares are cut from). The replica the application sees is the de-biased
+/// `x / y`, chunk by chunk. A mass per chunk, not per node, because asynchronous modes
+/// mix an update that arrived in part: its chunks that arrived move their mass, the
+/// others do not yet.
+pub(crate) struct Masses<'m>(pub(crate) &'m mut [f32]);
+
+impl Masses<'_> {
+    /// Every chunk starts with mass 1 (the masses add up to the node count).
+    pub(crate) fn reset(&mut self) {
+        self.0.fill(1.0);
+    }
+
+    fn split(&mut self) -> (&mut [f32], &mut [f32]) {
+        let half = self.0.len() / 2;
+        self.0.split_at_mut(half)
+    }
+
+    /// A round started: its shares are cut from the masses now.
+    pub(crate) fn snapshot(&mut self) {
+        let (now, at_snapshot) = self.split();
+        at_snapshot.copy_from_slice(now);
+    }
 }
 
-impl Mass {
-    pub(crate) const ONE: Mass = Mass {
-        value: 1.0,
-        at_snapshot: 1.0,
-    };
+/// The weight chunk `c` of an update carries to an out-neighbour whose share is `share`.
+pub(crate) fn carried(masses: &[f32], c: usize, share: f32) -> f32 {
+    share * masses[masses.len() / 2 + c]
+}
 
-    /// A round started: its shares are cut from the mass now.
-    pub(crate) fn snapshot(&mut self) {
-        self.at_snapshot = self.value;
+/// A share of the snapshot's masses sent after the round's mix: taken from the masses
+/// now (the replica is not at hand to re-weigh, so this is exact only if it did not
+/// move since the snapshot).
+pub(crate) fn give_between_rounds(masses: &mut [f32], share: f32) {
+    let mut masses = Masses(masses);
+    let (now, at_snapshot) = masses.split();
+    for (m, at) in now.iter_mut().zip(at_snapshot.iter()) {
+        *m = (*m - share * *at).max(0.0);
     }
+}
 
-    /// The weight an update carries to an out-neighbour whose share is `share`.
-    pub(crate) fn carried(&self, share: f32) -> f32 {
-        (f64::from(share) * self.at_snapshot) as f32
+/// Folds `share` of the snapshot (at the snapshot's masses) into the accumulator, as an
+/// update from the node itself: a share it set aside to send and could not. Returns
+/// the chunks it could not fold without overflowing (their share is lost).
+pub(crate) fn take_back(
+    accumulator: &mut [f32],
+    chunk_weights: &mut [f32],
+    snapshot: &[f32],
+    masses: &[f32],
+    share: f32,
+    chunk_len: usize,
+) -> u64 {
+    let at_snapshot = &masses[masses.len() / 2..];
+    let mut lost = 0;
+    let parts = accumulator
+        .chunks_mut(chunk_len)
+        .zip(snapshot.chunks(chunk_len))
+        .zip(chunk_weights.iter_mut())
+        .zip(at_snapshot);
+    for (((acc, s), w), at) in parts {
+        let weight = share * *at;
+        if weight == 0.0 {
+            continue;
+        }
+        if *w == 0.0 {
+            acc.fill(0.0);
+        }
+        match reduce::fold(acc, weight, s) {
+            Ok(()) => *w += weight,
+            Err(_) => lost += 1,
+        }
     }
+    lost
+}
 
-    /// The mass this node keeps of its own when its share is `self_share`.
-    pub(crate) fn kept(&self, self_share: f64) -> f32 {
-        (self_share * self.at_snapshot) as f32
+/// The mean of the chunks' masses now (1 when push-sum does not run, or has no drift).
+pub(crate) fn mean_mass(masses: &[f32]) -> f64 {
+    let now = &masses[..masses.len() / 2];
+    if now.is_empty() {
+        return 1.0;
     }
-
-    /// The round finished: the kept share plus what the in-neighbours sent.
-    pub(crate) fn mix(&mut self, self_share: f64, received: f64) {
-        self.value = self_share * self.at_snapshot + received;
-    }
+    now.iter().map(|&m| f64::from(m)).sum::<f64>() / now.len() as f64
 }
 
 /// Folds an f32 chunk `values` of weight `weight` into `acc` (`first`: the chunk's
@@ -95,16 +143,18 @@ pub(crate) fn fold(
 }
 
 /// Mixes every chunk's accumulated updates into `params` at a round's finish and frees
-/// the chunks (zero weight: the next update initialises them). `kept`: push-sum's own
-/// mass, which normalises the mix. Returns the chunks left as they were because mixing
-/// would have overflowed to infinity (finite updates still can).
+/// the chunks (zero weight: the next update initialises them). `push_sum`: the share of
+/// its own mass the node kept this round, and the chunks' masses; each chunk's mix is
+/// normalised by its kept mass plus what it received, which becomes its mass. Returns
+/// the chunks left as they were because mixing would have overflowed to infinity
+/// (finite updates still can); such a chunk keeps only its own mass.
 pub(crate) fn mix(
     params: &mut [f32],
     snapshot: &[f32],
     accumulator: &[f32],
     chunk_weights: &mut [f32],
     chunk_len: usize,
-    kept: Option<f32>,
+    push_sum: Option<(f32, Masses<'_>)>,
 ) -> u64 {
     let mut overflowed = 0;
     let parts = params
@@ -112,13 +162,23 @@ pub(crate) fn mix(
         .zip(snapshot.chunks(chunk_len))
         .zip(accumulator.chunks(chunk_len))
         .zip(chunk_weights.iter_mut());
-    for (((p, s), a), w) in parts {
-        let mixed = match kept {
-            Some(kept) => reduce::mix_chunk_normalised(p, s, a, kept, *w),
-            None => reduce::mix_chunk(p, s, a, *w),
-        };
-        overflowed += u64::from(mixed.is_err());
-        *w = 0.0;
+    match push_sum {
+        Some((kept_share, mut masses)) => {
+            let (now, at_snapshot) = masses.split();
+            for ((((p, s), a), w), (mass, at)) in parts.zip(now.iter_mut().zip(at_snapshot.iter())) {
+                let kept = kept_share * *at;
+                let mixed = reduce::mix_chunk_normalised(p, s, a, kept, *w);
+                overflowed += u64::from(mixed.is_err());
+                *mass = if mixed.is_ok() { kept + *w } else { kept };
+                *w = 0.0;
+            }
+        }
+        None => {
+            for (((p, s), a), w) in parts {
+                overflowed += u64::from(reduce::mix_chunk(p, s, a, *w).is_err());
+                *w = 0.0;
+            }
+        }
     }
     overflowed
 }

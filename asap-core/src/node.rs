@@ -8,7 +8,7 @@ use crate::config::{Buffers, Config, Layout, PeerSpec, Wait};
 use crate::error::{ConfigError, FrameError, RoundError};
 use crate::flow::{Control, InEdge, OutEdge, RtoBounds, Timer, Timers};
 use crate::mixing::choco::{Choco, Membership};
-use crate::mixing::{self, Mass};
+use crate::mixing::{self, Masses};
 use crate::output::{Accepted, Event, Finished, PeerStatus, Stats, Transmit, EVENT_CAPACITY};
 use crate::reduce;
 use crate::time::Instant;
@@ -41,6 +41,10 @@ struct Peer {
     replay: crate::auth::ReplayWindow,
     /// Compressed mode: its standing in the epoch's sums.
     choco: Membership,
+    /// Push-sum, asynchronous rounds: the share of the snapshot's mass set aside for
+    /// this out-neighbour when the round started while the edge was still busy. The
+    /// edge sends it once acknowledged; a round that starts first takes it back.
+    reserved: Option<f32>,
     /// What frames to and from it are sealed with.
     link: Link,
 }
@@ -103,10 +107,12 @@ enum Link {
 /// let layout = config.layout(peers.len())?;
 /// let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.accumulator]);
 /// let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
+/// let mut mass = vec![0.0; layout.chunk_mass];
 /// let buffers = Buffers {
 ///     snapshot: &mut snapshot,
 ///     accumulator: &mut acc,
 ///     chunk_weights: &mut weights,
+///     chunk_mass: &mut mass,
 ///     chunk_bits: &mut bits,
 /// };
 /// let mut node = Node::<4>::new(config, &peers, buffers, now())?;
@@ -153,8 +159,9 @@ pub struct Node<'a, const P: usize> {
     send_seq: u64,
     /// Who sends to whom in which round, when built from a topology.
     schedule: Option<Topology>,
-    /// Push-sum mass (1 on doubly stochastic graphs, where it is not used).
-    mass: Mass,
+    /// Push-sum: the share of its own mass this round keeps (1 less the shares of the
+    /// out-neighbours its update goes to). The masses are in `Buffers::chunk_mass`.
+    kept_share: f32,
     /// The compressed mode's state, when compressing.
     choco: Option<Choco>,
     /// The round the snapshot was taken for.
@@ -260,6 +267,7 @@ impl<'a, const P: usize> Node<'a, P> {
                 sent_round: None,
                 replay: crate::auth::ReplayWindow::default(),
                 choco: Membership::default(),
+                reserved: None,
                 link: if config.identities {
                     Link::Missing
                 } else {
@@ -285,6 +293,7 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(ConfigError::CompressionNeedsStaticGraph);
         }
         buffers.chunk_weights.fill(0.0);
+        Masses(&mut *buffers.chunk_mass).reset();
         buffers.chunk_bits.fill(0);
         buffers.accumulator.fill(0.0);
         Ok(Node {
@@ -292,7 +301,7 @@ impl<'a, const P: usize> Node<'a, P> {
             secret: config.secret()?,
             config,
             schedule,
-            mass: Mass::ONE,
+            kept_share: 1.0,
             snapshot_round: None,
             send_seq: 0,
             catch_up: 0,
@@ -348,9 +357,21 @@ impl<'a, const P: usize> Node<'a, P> {
         self.started
     }
 
-    /// Push-sum mass (1 unless the topology needs push-sum).
+    /// Push-sum mass, the mean over the chunks (1 unless push-sum runs: on directed,
+    /// irregular graphs and in the asynchronous modes).
     pub fn mass(&self) -> f64 {
-        self.mass.value
+        mixing::mean_mass(self.buffers.chunk_mass)
+    }
+
+    /// Push-sum mass of the chunk holding parameter `index` (1 unless push-sum runs,
+    /// or past the model): what the de-biased replica's value there is weighted by in
+    /// the average the cluster converges to.
+    pub fn mass_at(&self, index: usize) -> f64 {
+        let c = index / self.config.chunk_len();
+        if !self.is_push_sum() {
+            return 1.0;
+        }
+        self.buffers.chunk_mass.get(c).map_or(1.0, |&m| f64::from(m))
     }
 
     /// Counters.
@@ -487,6 +508,9 @@ impl<'a, const P: usize> Node<'a, P> {
         if round != self.round {
             self.advance_to(round);
         }
+        if self.is_push_sum() {
+            self.take_back_reserved();
+        }
         match self.choco {
             // The plain snapshot checks the values as it copies them, below.
             None => self.layout.check_params_len(params)?,
@@ -535,23 +559,36 @@ impl<'a, const P: usize> Node<'a, P> {
         }
         let barrier = self.config.wait == Wait::Barrier;
         let stale = self.config.staleness.is_some();
+        let push_sum = self.is_push_sum();
+        let mut given = 0.0f32;
         for i in 0..self.peers.len() {
-            let sends = self.send_weight(i, self.round).is_some();
+            let share = self.send_weight(i, self.round);
             let p = &mut self.peers[i];
             if p.left {
                 continue;
             }
-            let update = sends && p.live() && p.out.is_idle();
+            let update = share.is_some() && p.live() && p.out.is_idle();
             if update {
                 p.out.begin(self.round);
                 p.sent_round = Some(self.round);
+                given += share.unwrap_or(0.0);
+            } else if push_sum && p.live() {
+                // Busy with an earlier update (asynchronous modes): this round's share
+                // waits for the edge, so the round's mix does not count it as kept.
+                p.reserved = share;
+                given += share.unwrap_or(0.0);
             }
             p.control.barrier |= barrier;
             // An out-neighbour held back by the staleness bound learns at once that this
             // node moved, from its update or, without one this round, a heartbeat.
             p.control.heartbeat |= stale && !update && p.spec.send_weight.is_some();
         }
-        self.mass.snapshot();
+        // Push-sum: the shares of out-neighbours that are down stay here, so no mass is
+        // lost.
+        self.kept_share = (1.0 - given).max(0.0);
+        if self.is_push_sum() {
+            Masses(&mut *self.buffers.chunk_mass).snapshot();
+        }
         self.snapshot_round = Some(self.round);
         self.started = true;
         self.sending = Some(self.round);
@@ -575,11 +612,12 @@ impl<'a, const P: usize> Node<'a, P> {
         if !self.is_ready() {
             return Err(RoundError::NotReady);
         }
-        let kept = self.push_sum_self_share().map(|share| self.mass.kept(share));
+        let push_sum = self.is_push_sum().then_some(self.kept_share);
         let Buffers {
             snapshot,
             accumulator,
             chunk_weights,
+            chunk_mass,
             ..
         } = &mut self.buffers;
         // The compressed mode keeps its in-weights from round to round.
@@ -591,10 +629,9 @@ impl<'a, const P: usize> Node<'a, P> {
                 accumulator,
                 chunk_weights,
                 self.config.chunk_len(),
-                kept,
+                push_sum.map(|kept| (kept, Masses(chunk_mass))),
             ),
         };
-        let mut received_mass = 0.0f64;
         let mut updates = 0;
         for i in 0..self.peers.len() {
             let next_turn = self.next_turn(i, self.round);
@@ -610,16 +647,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 p.inn.incoming = None;
             }
             if let Some(inc) = p.inn.incoming.filter(|inc| inc.finished(chunks)) {
-                if !inc.rejected {
-                    received_mass += f64::from(inc.weight);
-                }
                 p.choco.consumed(inc.weight);
                 p.inn.consume(inc.round, round, next_turn);
                 updates += 1;
             }
-        }
-        if let Some(share) = self.push_sum_self_share() {
-            self.mass.mix(share, received_mass);
         }
         let round = self.round;
         self.advance_to(self.round.saturating_add(1).max(self.catch_up));
@@ -825,6 +856,26 @@ impl<'a, const P: usize> Node<'a, P> {
         let len = self.config.chunk_len();
         let start = (chunk as usize).saturating_mul(len).min(self.layout.model_len);
         start..(start + len).min(self.layout.model_len)
+    }
+
+    /// Push-sum: shares set aside last round for edges that never got free to send
+    /// them (see `Peer::reserved`) come back as an update from this node itself, the
+    /// last snapshot at its mass, mixed at the next finish like any other. Must run
+    /// before the snapshot is overwritten.
+    fn take_back_reserved(&mut self) {
+        let share: f32 = self.peers.iter_mut().filter_map(|p| p.reserved.take()).sum();
+        if share > 0.0 {
+            let Buffers {
+                snapshot,
+                accumulator,
+                chunk_weights,
+                chunk_mass,
+                ..
+            } = &mut self.buffers;
+            let chunk_len = self.config.chunk_len();
+            let lost = mixing::take_back(accumulator, chunk_weights, snapshot, chunk_mass, share, chunk_len);
+            self.stats.chunks_overflowed += lost;
+        }
     }
 
     fn bitmap(&mut self, peer: usize) -> &mut [u32] {

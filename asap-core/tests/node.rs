@@ -414,13 +414,12 @@ fn frames_not_for_this_node_are_refused_and_counted() {
 
 #[test]
 fn weights_from_in_neighbours_never_exceed_one() {
-    // Two in-neighbours that (misconfigured) each claim 3/4 of b's mix.
+    // Two in-neighbours that (misconfigured) each claim 3/4 of b's mix. (Rounds are
+    // exact: asynchronous rounds run push-sum, where a weight is a share of the
+    // sender's mass and may add up to more than 1.)
     let c = NodeId(2);
     let peers = [PeerSpec::both(A, 0.25), PeerSpec::both(c, 0.25)];
-    let config = Config {
-        wait: Wait::None,
-        ..config(B)
-    };
+    let config = config(B);
     let mut mb = Mem::new(&config, 2);
     let mut b = Node::<4>::new(config, &peers, mb.buffers(), T0).unwrap();
     let heavy = |chunk| update_kind(chunk, CHUNKS, 0.75);
@@ -652,7 +651,11 @@ fn wait_policies() {
         assert_eq!(n.is_ready(), ready, "{wait:?}");
         if ready {
             n.finish_round(T0, &mut p).unwrap();
-            assert!(p.iter().all(|&x| x == 1.0), "{wait:?}: 0 + 1/4·4");
+            // Asynchronous rounds run push-sum: node 0 gave 3/4 of its mass to its
+            // three out-neighbours and kept 1/4; node 1's update weighs 1/4. The mix is
+            // mass-weighted: (1/4·0 + 1/4·4) / (1/2).
+            assert!(p.iter().all(|&x| x == 2.0), "{wait:?}: {p:?}");
+            assert_eq!(n.mass(), 0.5, "{wait:?}");
         } else {
             assert_eq!(n.finish_round(T0, &mut p), Err(RoundError::NotReady));
         }

@@ -16,6 +16,7 @@ pub struct NodeMemory {
     snapshot: Vec<f32>,
     accumulator: Vec<f32>,
     chunk_weights: Vec<f32>,
+    chunk_mass: Vec<f32>,
     chunk_bits: Vec<u32>,
 }
 
@@ -26,6 +27,7 @@ impl NodeMemory {
             snapshot: vec![0.0; layout.model_len],
             accumulator: vec![0.0; layout.accumulator],
             chunk_weights: vec![0.0; layout.chunks],
+            chunk_mass: vec![0.0; layout.chunk_mass],
             chunk_bits: vec![0; layout.bitmap_words],
         }
     }
@@ -36,6 +38,7 @@ impl NodeMemory {
             snapshot: &mut self.snapshot,
             accumulator: &mut self.accumulator,
             chunk_weights: &mut self.chunk_weights,
+            chunk_mass: &mut self.chunk_mass,
             chunk_bits: &mut self.chunk_bits,
         }
     }

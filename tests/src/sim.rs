@@ -509,10 +509,11 @@ struct SimNode {
 }
 
 impl SimNode {
-    /// Its push-sum mass: 1 unless it runs ASAP on a graph that needs push-sum.
-    fn mass(&self) -> f64 {
+    /// The push-sum mass of its parameter `k`: 1 unless it runs ASAP with push-sum
+    /// (a graph that needs it, or asynchronous rounds).
+    fn mass_at(&self, k: usize) -> f64 {
         match &self.node {
-            Some(Engine::Asap(n)) => n.mass(),
+            Some(Engine::Asap(n)) => n.mass_at(k),
             _ => 1.0,
         }
     }
@@ -759,6 +760,16 @@ impl Sim {
                 };
                 return Err(self.violation(format!("consensus: {what} {err:e} after {} rounds", self.report.rounds)));
             }
+        }
+        // Asynchronous rounds run push-sum: replicas that agree agree on the exact
+        // average, however stale the updates they mixed.
+        let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+        if !synchronous && exact && !self.compressed() && self.spread() < 1e-6 && self.error() > 1e-4 {
+            let err = self.error();
+            return Err(self.violation(format!(
+                "consensus off the average: {err:e} after {} rounds",
+                self.report.rounds
+            )));
         }
         Ok(self.report.clone())
     }
@@ -1292,8 +1303,8 @@ impl Sim {
         worst
     }
 
-    /// Largest distance of the replicas' mean from the target, each replica weighted by
-    /// its push-sum mass (1 unless the graph needs push-sum): what averaging conserves.
+    /// Largest distance of the replicas' mean from the target, each value weighted by
+    /// its chunk's push-sum mass (1 unless push-sum runs): what averaging conserves.
     /// Exact only between rounds, when nothing cost exactness.
     pub fn mean_drift(&self) -> f64 {
         let n = self.nodes.len() as f64;
@@ -1302,7 +1313,7 @@ impl Sim {
                 let mean: f64 = self
                     .nodes
                     .iter()
-                    .map(|s| s.mass() * f64::from(s.params[k]))
+                    .map(|s| s.mass_at(k) * f64::from(s.params[k]))
                     .sum::<f64>()
                     / n;
                 (mean - self.target[k]).abs()

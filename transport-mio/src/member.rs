@@ -265,10 +265,12 @@ fn with_engine<U: UseEngine>(spec: &MemberSpec, model_len: usize, user: U) -> Re
                 .map_err(|e| e.to_string())?;
             let (mut snapshot, mut acc) = (vec![0.0; layout.model_len], vec![0.0; layout.accumulator]);
             let (mut weights, mut bits) = (vec![0.0; layout.chunks], vec![0; layout.bitmap_words]);
+            let mut mass = vec![0.0; layout.chunk_mass];
             let buffers = Buffers {
                 snapshot: &mut snapshot,
                 accumulator: &mut acc,
                 chunk_weights: &mut weights,
+                chunk_mass: &mut mass,
                 chunk_bits: &mut bits,
             };
             // In-neighbours whose updates may arrive in the same round.

@@ -181,6 +181,7 @@ fn boards_with(
                 snapshot: Vec::leak(vec![0.0; layout.model_len]),
                 accumulator: Vec::leak(vec![0.0; layout.accumulator]),
                 chunk_weights: Vec::leak(vec![0.0; layout.chunks]),
+                chunk_mass: Vec::leak(vec![0.0; layout.chunk_mass]),
                 chunk_bits: Vec::leak(vec![0; layout.bitmap_words]),
             };
             let node = Node::with_topology(config, &topology, buffers, asap_core::Instant::ZERO).unwrap();

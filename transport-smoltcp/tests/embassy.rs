@@ -150,6 +150,7 @@ fn embassy_stacks_on_a_lossy_bus_reach_the_exact_mean() {
             snapshot: leak(vec![0.0; layout.model_len]),
             accumulator: leak(vec![0.0; layout.accumulator]),
             chunk_weights: leak(vec![0.0; layout.chunks]),
+            chunk_mass: leak(vec![0.0; layout.chunk_mass]),
             chunk_bits: leak(vec![0; layout.bitmap_words]),
         };
         let start = asap_core::Instant::from_micros(Instant::now().as_micros());

@@ -109,7 +109,7 @@ impl<const P: usize> Node<'_, P> {
             // (A restart, above, is what brings a peer that left back.)
             p.left = false;
             self.push_event(Event::PeerUp(h.from));
-            self.resume_sending(i);
+            self.resume_sending(i, true);
         }
         // What the frame says of the rounds the peer started: an update or NOTIFY is of
         // a round it started, a heartbeat or barrier counts the rounds it started.
@@ -133,7 +133,7 @@ impl<const P: usize> Node<'_, P> {
                     AckOutcome::Stale => self.stats.stale += 1,
                     // An edge skipped this round because it was busy (asynchronous
                     // modes) gets the round's update now.
-                    AckOutcome::Acked => self.resume_sending(i),
+                    AckOutcome::Acked => self.resume_sending(i, false),
                     AckOutcome::Progress => {}
                 }
                 Ok(())
@@ -240,7 +240,7 @@ impl<const P: usize> Node<'_, P> {
         p.sent_round = None;
         p.out.abandon();
         self.push_event(Event::PeerRestarted(id));
-        self.resume_sending(i);
+        self.resume_sending(i, true);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -283,12 +283,15 @@ impl<const P: usize> Node<'_, P> {
         } else if F32Le::new(payload).is_none_or(|v| v.len() != range.len()) {
             return violation(Violation::ChunkLength);
         }
-        let max_weight = if self.is_push_sum() {
-            mixing::MAX_PUSH_SUM_WEIGHT
+        // Push-sum: a weight is a share of the sender's mass, which may be more than 1,
+        // or (a node that long received nothing) as small as 0.
+        let push_sum = self.is_push_sum();
+        let (min_weight, max_weight) = if push_sum {
+            (0.0, mixing::MAX_PUSH_SUM_WEIGHT)
         } else {
-            1.0
+            (f32::MIN_POSITIVE, 1.0)
         };
-        if !(weight.is_finite() && weight > 0.0 && weight <= max_weight) {
+        if !(weight.is_finite() && weight >= min_weight && weight <= max_weight) {
             return violation(Violation::Weight);
         }
         let inn = &mut self.peers[i].inn;
@@ -334,10 +337,13 @@ impl<const P: usize> Node<'_, P> {
         let adds_weight = !compressed || (!share.member && !share.excluded);
         let changed = |w: f32| weight.to_bits() != w.to_bits();
         let reason =
-            if (inc.received > 0 && changed(inc.weight)) || (compressed && share.member && changed(share.weight)) {
+            // Push-sum weights differ chunk by chunk: each chunk carries its own mass.
+            if (inc.received > 0 && !push_sum && changed(inc.weight))
+                || (compressed && share.member && changed(share.weight))
+            {
                 Some(Violation::WeightChanged)
             } else if adds_weight
-                && !self.is_push_sum()
+                && !push_sum
                 && self.buffers.chunk_weights[c] + weight > 1.0 + mixing::WEIGHT_SLACK
             {
                 Some(Violation::WeightOverflow)
@@ -384,21 +390,37 @@ impl<const P: usize> Node<'_, P> {
     /// Between rounds the snapshot still holds the last round's replica, so a peer
     /// that missed that round's update (it was down when the round started) gets it
     /// too: it may be waiting for exactly that update.
-    pub(super) fn resume_sending(&mut self, i: usize) {
+    ///
+    /// Push-sum: an edge that was busy as the round started had its share set aside
+    /// (`Peer::reserved`); it sends that now. Any other share is given up as it is
+    /// sent: during the round, from the share the round keeps. Between rounds the
+    /// round's mix counted it as kept, and only a peer that `came_back` gets it (it may
+    /// be waiting for this update: a restart under a staleness bound, say), its share
+    /// taken from the masses now. That is not exact, as nothing is once a peer was down.
+    pub(super) fn resume_sending(&mut self, i: usize, came_back: bool) {
+        let reserved = self.peers[i].reserved.is_some();
+        let push_sum_between = !self.started && self.is_push_sum() && !reserved;
         let round = match self.snapshot_round {
             Some(r) if self.started => r,
             // Between rounds, only the round just finished (not one skipped over).
-            Some(r) if r.wrapping_add(1) == self.round => r,
+            Some(r) if r.wrapping_add(1) == self.round && (came_back || !push_sum_between) => r,
             _ => return,
         };
-        if self.send_weight(i, round).is_none() {
+        let Some(share) = self.send_weight(i, round) else {
             return;
-        }
+        };
         let p = &mut self.peers[i];
         if p.live() && p.out.is_idle() && p.sent_round != Some(round) {
             p.out.begin(round);
             p.sent_round = Some(round);
             self.sending = Some(round);
+            if p.reserved.take().is_some() {
+                // Set aside when the round started.
+            } else if self.started {
+                self.kept_share = (self.kept_share - share).max(0.0);
+            } else if push_sum_between {
+                mixing::give_between_rounds(self.buffers.chunk_mass, share);
+            }
         }
     }
 

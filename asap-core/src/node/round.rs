@@ -56,15 +56,15 @@ impl<const P: usize> Node<'_, P> {
         }
     }
 
-    /// Whether this node runs push-sum (its topology is directed and irregular).
+    /// Whether this node runs push-sum: its topology is directed and irregular, or its
+    /// rounds are not exact. An asynchronous round mixes whatever arrived, so a sender
+    /// and its receiver need not mix in the same round, and plain averaging would move
+    /// the mean each time (the receiver takes a share of the sender's value, the sender
+    /// gives nothing up). With a mass beside each chunk, a share sent is a share given:
+    /// the mass-weighted average stays exact, however stale the update and whenever it
+    /// is mixed. (The compressed mode needs exact rounds on a static graph.)
     pub(super) fn is_push_sum(&self) -> bool {
-        self.schedule.as_ref().is_some_and(Topology::needs_push_sum)
-    }
-
-    /// Push-sum only: the share of its own mass a node keeps each round.
-    pub(super) fn push_sum_self_share(&self) -> Option<f64> {
-        let t = self.schedule.as_ref().filter(|t| t.needs_push_sum())?;
-        Some(t.weight(u32::from(self.config.id.0), self.round))
+        self.choco.is_none() && (self.schedule.as_ref().is_some_and(Topology::needs_push_sum) || !self.exact_rounds())
     }
 
     /// Whether updates belong to the round they are tagged with: when waiting for every

@@ -17,6 +17,7 @@ struct Mem {
     snapshot: [f32; MODEL],
     acc: [f32; MODEL],
     weights: [f32; CHUNKS as usize],
+    mass: [f32; 2 * CHUNKS as usize],
     bits: [u32; 1],
 }
 
@@ -26,6 +27,7 @@ impl Mem {
             snapshot: [0.0; MODEL],
             acc: [0.0; MODEL],
             weights: [0.0; CHUNKS as usize],
+            mass: [0.0; 2 * CHUNKS as usize],
             bits: [0; 1],
         }
     }
@@ -41,6 +43,7 @@ impl Mem {
             snapshot: &mut self.snapshot,
             accumulator: &mut self.acc,
             chunk_weights: &mut self.weights,
+            chunk_mass: &mut self.mass,
             chunk_bits: &mut self.bits,
         };
         Node::new(config, &[PeerSpec::both(A, 0.5)], buffers, T0).unwrap()
@@ -214,10 +217,12 @@ fn wait_none_on_a_time_varying_graph_mixes_what_arrives_late() {
     let topology = Topology::new(TopologySpec::new(Family::OnePeerExponential, 4), &mut scratch).unwrap();
     let (mut snapshot, mut acc) = ([0.0f32; MODEL], [0.0f32; MODEL]);
     let (mut weights, mut bits) = ([0.0f32; CHUNKS as usize], [0u32; 3]);
+    let mut mass = [0.0f32; 2 * CHUNKS as usize];
     let buffers = Buffers {
         snapshot: &mut snapshot,
         accumulator: &mut acc,
         chunk_weights: &mut weights,
+        chunk_mass: &mut mass,
         chunk_bits: &mut bits,
     };
     let config = Config {
@@ -242,7 +247,11 @@ fn wait_none_on_a_time_varying_graph_mixes_what_arrives_late() {
     b.start_round(T0, &params).unwrap();
     let done = b.finish_round(T0, &mut params).unwrap();
     assert_eq!(done.updates, 1);
-    assert!(params.iter().all(|&x| x == 0.5), "halfway to \"a\"");
+    // Push-sum (asynchronous rounds): "b" gave half its mass to 2 in round 0 and half
+    // of what was left to 3 now, keeping 1/4; "a"'s update weighs 1/2. The mix is
+    // mass-weighted: (1/4·0 + 1/2·1) / (3/4).
+    assert!(params.iter().all(|&x| (x - 2.0 / 3.0).abs() < 1e-6), "{params:?}");
+    assert!((b.mass() - 0.75).abs() < 1e-6, "mass {}", b.mass());
     assert!(sent(&mut b, T0).contains(&(Kind::Ack, 0)));
 }
 

@@ -5,6 +5,7 @@ use super::Node;
 use crate::batch::{self, DataFrames};
 use crate::config::Config;
 use crate::flow::{bits, Emit, Owed};
+use crate::mixing;
 use crate::output::Transmit;
 use crate::time::Instant;
 use crate::wire::{self, BufferTooSmall, Header, Kind, NodeId, Sealing};
@@ -153,7 +154,7 @@ impl<const P: usize> Node<'_, P> {
                 // Push-sum: the share of the mass travels as the weight. Compressed
                 // on a time-varying graph: the edge's weight in the period's union.
                 let weight = if self.is_push_sum() {
-                    self.mass.carried(share)
+                    mixing::carried(self.buffers.chunk_mass, c as usize, share)
                 } else if let Some(w) = self.union_weight() {
                     w
                 } else {

@@ -7,6 +7,7 @@ pub(crate) struct Mem {
     snapshot: Vec<f32>,
     acc: Vec<f32>,
     weights: Vec<f32>,
+    mass: Vec<f32>,
     bits: Vec<u32>,
 }
 
@@ -17,6 +18,7 @@ impl Mem {
             snapshot: vec![0.0; l.model_len],
             acc: vec![0.0; l.accumulator],
             weights: vec![0.0; l.chunks],
+            mass: vec![0.0; l.chunk_mass],
             bits: vec![0; l.bitmap_words],
         }
     }
@@ -26,6 +28,7 @@ impl Mem {
             snapshot: &mut self.snapshot,
             accumulator: &mut self.acc,
             chunk_weights: &mut self.weights,
+            chunk_mass: &mut self.mass,
             chunk_bits: &mut self.bits,
         }
     }

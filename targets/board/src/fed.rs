@@ -43,6 +43,7 @@ static PARAMS: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]
 static SNAPSHOT: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
 static ACCUMULATOR: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
 static CHUNK_WEIGHTS: ConstStaticCell<[f32; CHUNKS]> = ConstStaticCell::new([0.0; CHUNKS]);
+static CHUNK_MASS: ConstStaticCell<[f32; 2 * CHUNKS]> = ConstStaticCell::new([0.0; 2 * CHUNKS]);
 static CHUNK_BITS: ConstStaticCell<[u32; BITMAP_WORDS]> = ConstStaticCell::new([0; BITMAP_WORDS]);
 static PEERS_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
     ConstStaticCell::new([IpEndpoint::new(IpAddress::v4(0, 0, 0, 0), 0); WORLD]);
@@ -98,6 +99,7 @@ pub fn node(incarnation: u32, start: Instant, out: &mut dyn Write) -> Option<Nod
         snapshot: SNAPSHOT.take(),
         accumulator: ACCUMULATOR.take(),
         chunk_weights: CHUNK_WEIGHTS.take(),
+        chunk_mass: CHUNK_MASS.take(),
         chunk_bits: CHUNK_BITS.take(),
     };
     let start = asap_core::Instant::from_micros(start.total_micros() as u64);

@@ -157,6 +157,7 @@ fn main() -> ! {
     let snapshots = singleton!(: [[f32; MODEL]; NODES] = [[0.0; MODEL]; NODES]).unwrap();
     let accumulators = singleton!(: [[f32; MODEL]; NODES] = [[0.0; MODEL]; NODES]).unwrap();
     let weights = singleton!(: [[f32; CHUNKS]; NODES] = [[0.0; CHUNKS]; NODES]).unwrap();
+    let masses = singleton!(: [[f32; 2 * CHUNKS]; NODES] = [[0.0; 2 * CHUNKS]; NODES]).unwrap();
     let bits = singleton!(: [[u32; BITMAP_WORDS]; NODES] = [[0; BITMAP_WORDS]; NODES]).unwrap();
     let storage = singleton!(: [[SocketStorage<'static>; 1]; NODES] = [const { [SocketStorage::EMPTY] }; NODES]).unwrap();
     let metas = singleton!(: [[udp::PacketMetadata; 2 * SOCKET_FRAMES]; NODES] =
@@ -179,14 +180,14 @@ fn main() -> ! {
         .iter_mut()
         .zip(snapshots.iter_mut())
         .zip(accumulators.iter_mut())
-        .zip(weights.iter_mut())
+        .zip(weights.iter_mut().zip(masses.iter_mut()))
         .zip(bits.iter_mut())
         .zip(storage.iter_mut())
         .zip(metas.iter_mut())
         .zip(payloads.iter_mut())
         .zip(endpoints.iter_mut())
         .zip(txs.iter_mut());
-    for (i, (((((((((p, snapshot), accumulator), w), b), store), meta), payload), peers), tx)) in parts.enumerate() {
+    for (i, (((((((((p, snapshot), accumulator), (w, m)), b), store), meta), payload), peers), tx)) in parts.enumerate() {
         let mut port = Port { bus, me: i };
         let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut port, Instant::ZERO);
         iface.update_ip_addrs(|a| {
@@ -209,6 +210,7 @@ fn main() -> ! {
             snapshot,
             accumulator,
             chunk_weights: w,
+            chunk_mass: m,
             chunk_bits: &mut b[..CHUNKS.div_ceil(32) * topology.peers_of(i as u32).count()],
         };
         let node = Node::with_topology(config, &topology, buffers, asap_core::Instant::ZERO).unwrap();

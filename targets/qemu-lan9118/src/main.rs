@@ -82,6 +82,7 @@ static PARAMS: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]
 static SNAPSHOT: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
 static ACCUMULATOR: ConstStaticCell<[f32; MODEL]> = ConstStaticCell::new([0.0; MODEL]);
 static CHUNK_WEIGHTS: ConstStaticCell<[f32; CHUNKS]> = ConstStaticCell::new([0.0; CHUNKS]);
+static CHUNK_MASS: ConstStaticCell<[f32; 2 * CHUNKS]> = ConstStaticCell::new([0.0; 2 * CHUNKS]);
 static CHUNK_BITS: ConstStaticCell<[u32; BITMAP_WORDS]> = ConstStaticCell::new([0; BITMAP_WORDS]);
 static PEERS_TABLE: ConstStaticCell<[IpEndpoint; WORLD]> =
     ConstStaticCell::new([IpEndpoint::new(IpAddress::v4(10, 0, 2, 15), PORT); WORLD]);
@@ -193,6 +194,7 @@ fn main() -> ! {
     let snapshot = SNAPSHOT.take();
     let accumulator = ACCUMULATOR.take();
     let chunk_weights = CHUNK_WEIGHTS.take();
+    let chunk_mass = CHUNK_MASS.take();
     let chunk_bits = CHUNK_BITS.take();
     let peers = PEERS_TABLE.take();
     for (r, p) in peers.iter_mut().enumerate().skip(1) {
@@ -210,6 +212,7 @@ fn main() -> ! {
         snapshot,
         accumulator,
         chunk_weights,
+        chunk_mass,
         chunk_bits,
     };
     let incarnation = fresh_incarnation();

@@ -138,6 +138,7 @@ mod with_core {
         let snapshot = singleton!(: [f32; MODEL] = [0.0; MODEL]).unwrap();
         let accumulator = singleton!(: [f32; MODEL] = [0.0; MODEL]).unwrap();
         let chunk_weights = singleton!(: [f32; CHUNKS] = [0.0; CHUNKS]).unwrap();
+        let chunk_mass = singleton!(: [f32; 2 * CHUNKS] = [0.0; 2 * CHUNKS]).unwrap();
         let chunk_bits = singleton!(: [u32; BITMAP_WORDS] = [0; BITMAP_WORDS]).unwrap();
         let mut rx = [0u8; FRAME];
         let mut tx = [0u8; FRAME];
@@ -164,6 +165,7 @@ mod with_core {
             snapshot,
             accumulator,
             chunk_weights,
+            chunk_mass,
             chunk_bits,
         };
         let Ok(mut node) = Node::<4>::new(config, &peers, buffers, now()) else {
