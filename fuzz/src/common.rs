@@ -56,11 +56,11 @@ pub fn peers_of(id: NodeId) -> [PeerSpec; 1] {
     [PeerSpec::both(NodeId(1 - id.0.min(1)), 0.5)]
 }
 
-/// Checks a frame `poll_transmit` wrote: at most `MAX_FRAME` bytes, decodes whole, says
-/// who sent it and to whom, and an update carries finite values with a weight in (0, 1]
-/// (a node only ever snapshots finite parameters).
-/// Checks a frame a node sent (one transmit, or one segment of a batch).
-pub fn check_transmit(bytes: &[u8], me: NodeId, to: NodeId, chunks: u32) {
+/// Checks a frame a node sent (one transmit, or one segment of a batch): at most
+/// `MAX_FRAME` bytes, decodes whole, says who sent it and to whom, and an update carries
+/// finite values (a node only ever snapshots finite parameters) with a weight in (0, 1],
+/// or with `push_sum` (asynchronous rounds) a share of a mass: in [0, 65,536].
+pub fn check_transmit(bytes: &[u8], me: NodeId, to: NodeId, chunks: u32, push_sum: bool) {
     assert!(bytes.len() <= MAX_FRAME, "frame of {} bytes", bytes.len());
     let (frame, used) = match wire::decode(bytes) {
         Ok(f) => f,
@@ -85,7 +85,12 @@ pub fn check_transmit(bytes: &[u8], me: NodeId, to: NodeId, chunks: u32) {
     {
         assert_eq!(c, chunks, "update announces another chunk count");
         assert!(chunk < chunks, "chunk {chunk} of {chunks}");
-        assert!(weight.is_finite() && weight > 0.0 && weight <= 1.0, "weight {weight}");
+        let weight_ok = if push_sum {
+            (0.0..=65_536.0).contains(&weight)
+        } else {
+            weight > 0.0 && weight <= 1.0
+        };
+        assert!(weight_ok, "weight {weight}");
         let values = F32Le::new(frame.payload).expect("payload of whole f32s");
         assert!(values.iter().all(f32::is_finite), "a node sent a non-finite value");
     }

@@ -1,10 +1,12 @@
 //! `node_frames`: one node (id 1, peer 0 both ways with weight 1/2, a 300-value model
 //! in three chunks of 512-byte frames) driven by a fuzzed sequence of operations: raw
 //! bytes as a frame, well-formed frames built from fuzzed header fields, time passing,
-//! and the application starting and finishing rounds.
+//! and the application starting and finishing rounds. The first byte's low bit picks the
+//! wait policy: all (plain averaging), or none (asynchronous rounds, which run push-sum:
+//! weights are shares of a mass, set aside for busy edges and taken back).
 //!
 //! After every operation: nothing panicked; the parameters the application holds after a
-//! successful `finish_round` are finite; a failed call left them alone; the round never
+//! successful `finish_round` are finite (and the push-sum mass); a failed call left them alone; the round never
 //! goes back; every frame `poll_transmit` writes decodes, fits 512 bytes and carries
 //! finite values; and after the timers that are due were handled and the frames sent,
 //! the next deadline lies in the future (a run loop never spins). Once the node left it
@@ -13,7 +15,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use asap_core::wire::{self, Encoding, Header, Integrity, Kind};
-use asap_core::{Duration, Instant, Node, NodeId, Reducer, RoundError, Stats};
+use asap_core::{Config, Duration, Instant, Node, NodeId, Reducer, RoundError, Stats, Wait};
 
 use crate::common::{self, Mem, CLUSTER, MAX_FRAME};
 
@@ -245,10 +247,11 @@ fn tick(now: Instant, t: &Tick, deadline: Option<Instant>) -> Instant {
 
 /// Sends everything the node has to send, checking each frame; then drains events.
 fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
+    let push_sum = node.config().wait == Wait::None;
     for sent in 0.. {
         match node.poll_transmit(now, buf) {
             Ok(Some(t)) => {
-                common::check_transmit(&buf[..t.len], ME, t.to, CHUNKS);
+                common::check_transmit(&buf[..t.len], ME, t.to, CHUNKS, push_sum);
                 if node.has_left() {
                     let kind = wire::decode(&buf[..t.len]).map(|(f, _)| f.header.kind);
                     assert_eq!(kind, Ok(Kind::Leave), "a node that left sent something else");
@@ -269,15 +272,28 @@ fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
 
 /// The target body.
 pub fn run(data: &[u8]) {
-    let Ok(ops) = Vec::<Op>::arbitrary_take_rest(Unstructured::new(data)) else {
+    let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    run_ops(&ops[..ops.len().min(MAX_OPS)]);
+    let wait = if mode & 1 == 1 { Wait::None } else { Wait::All };
+    let Ok(ops) = Vec::<Op>::arbitrary_take_rest(Unstructured::new(rest)) else {
+        return;
+    };
+    run_ops_waiting(&ops[..ops.len().min(MAX_OPS)], wait);
 }
 
-/// Runs one scenario; returns the node's counters (the seed generator ranks inputs by them).
+/// Runs one scenario waiting for every update; returns the node's counters (the seed
+/// generator ranks inputs by them).
 pub fn run_ops(ops: &[Op]) -> Stats {
-    let config = common::config(ME, MODEL);
+    run_ops_waiting(ops, Wait::All)
+}
+
+/// Runs one scenario under the wait policy `wait`.
+pub fn run_ops_waiting(ops: &[Op], wait: Wait) -> Stats {
+    let config = Config {
+        wait,
+        ..common::config(ME, MODEL)
+    };
     let mut mem = Mem::new(&config, 1);
     let mut node = Node::<4>::new(config, &common::peers_of(ME), mem.buffers(), T0).expect("fixture node");
     assert_eq!(node.layout().chunks, CHUNKS as usize);
@@ -343,6 +359,8 @@ pub fn run_ops(ops: &[Op]) -> Stats {
                         if let Some(i) = params.iter().position(|v| !v.is_finite()) {
                             panic!("params[{i}] = {} after finish_round", params[i]);
                         }
+                        let mass = node.mass();
+                        assert!(mass.is_finite() && mass >= 0.0, "push-sum mass {mass}");
                     }
                     Err(e) => {
                         let same = params.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits());
