@@ -85,6 +85,9 @@ impl<'a> AllReduce<'a> {
         if config.identities {
             return Err(ConfigError::IdentitiesUnsupported);
         }
+        if config.elastic {
+            return Err(ConfigError::ElasticUnsupported);
+        }
         let layout = config.layout(0)?;
         if config.is_compressed() {
             // The baseline sends f32 only.

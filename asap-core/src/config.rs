@@ -151,6 +151,21 @@ pub struct Config {
     /// the link keys. A peer whose key is not set yet is neither heard nor sent to.
     /// ASAP nodes only (not the all-reduce baseline). Default `false`.
     pub identities: bool,
+    /// Elastic membership: members may be absent at the start, join a running cluster
+    /// later ([`join`](Self::join)) and leave it. A peer counts once it is heard from,
+    /// not before (it is not waited for until then), and stops counting when it leaves
+    /// or is silent past `peer_timeout`. The node runs push-sum on any graph: a share
+    /// meant for a member not there stays with its sender, so the mass-weighted average
+    /// of the members present is what converges, exactly, whoever comes and goes. Not
+    /// with compression (its sums assume fixed neighbours) nor the all-reduce baseline.
+    /// Default `false`.
+    pub elastic: bool,
+    /// Elastic membership: this node joins a running cluster. It starts with no mass,
+    /// so its first round's mix makes its replica what its in-neighbours sent: the
+    /// cluster's model, fetched through the ordinary updates and their flow control
+    /// ([`Node::has_model`](crate::Node::has_model) says when; train only after). The
+    /// average of the others does not move. Needs `elastic`. Default `false`.
+    pub join: bool,
     /// How updates travel ([`Compression`]). With anything but `None` the node runs the
     /// compressed mode (CHOCO-gossip, Koloskova, Stich and Jaggi, ICML 2019): it keeps a
     /// public copy `x̂` of its replica and the disagreement `t = Σ_j w_j·x̂_j − W·x̂`
@@ -220,6 +235,8 @@ impl Config {
             encrypt: false,
             cipher: CipherSuite::XChaCha20Poly1305,
             identities: false,
+            elastic: false,
+            join: false,
             compression: Compression::None,
             consensus_step: None,
             compression_epoch: 1_000,
@@ -295,6 +312,12 @@ impl Config {
         }
         if self.is_compressed() && self.clip.is_some() {
             return Err(ConfigError::CompressionWithClip);
+        }
+        if self.join && !self.elastic {
+            return Err(ConfigError::JoinNeedsElastic);
+        }
+        if self.is_compressed() && self.elastic {
+            return Err(ConfigError::CompressionNeedsFixedMembership);
         }
         let chunk_len = self.chunk_len();
         if chunk_len == 0 {

@@ -210,6 +210,12 @@ pub enum ConfigError {
     IdentitiesUnsupported,
     /// A link key set on a node configured without `identities`.
     NoIdentities,
+    /// `join` without `elastic` membership.
+    JoinNeedsElastic,
+    /// Compression with `elastic` membership: its sums assume fixed neighbours.
+    CompressionNeedsFixedMembership,
+    /// `elastic` membership asked of the all-reduce baseline (its ring is fixed).
+    ElasticUnsupported,
     /// A link key for a node that is not a peer.
     UnknownPeer(NodeId),
 }
@@ -262,6 +268,13 @@ impl fmt::Display for ConfigError {
                 f.write_str("per-node identities are for ASAP nodes; the all-reduce baseline takes a cluster key")
             }
             ConfigError::NoIdentities => f.write_str("a link key needs a configuration with identities"),
+            ConfigError::JoinNeedsElastic => f.write_str("joining a running cluster needs elastic membership"),
+            ConfigError::CompressionNeedsFixedMembership => {
+                f.write_str("compression needs a fixed member set: not with elastic membership")
+            }
+            ConfigError::ElasticUnsupported => {
+                f.write_str("elastic membership is for ASAP nodes; the all-reduce ring is fixed")
+            }
             ConfigError::UnknownPeer(p) => write!(f, "{p} is not a peer of this node"),
         }
     }

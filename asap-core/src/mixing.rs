@@ -32,9 +32,15 @@ pub(crate) const MAX_PUSH_SUM_WEIGHT: f32 = 65_536.0;
 pub(crate) struct Masses<'m>(pub(crate) &'m mut [f32]);
 
 impl Masses<'_> {
-    /// Every chunk starts with mass 1 (the masses add up to the node count).
-    pub(crate) fn reset(&mut self) {
-        self.0.fill(1.0);
+    /// Every chunk starts with mass 1 (the masses add up to the node count), or 0 for
+    /// a node joining a running cluster: it brings no replica of its own.
+    pub(crate) fn reset(&mut self, joining: bool) {
+        self.0.fill(if joining { 0.0 } else { 1.0 });
+    }
+
+    /// Whether every chunk has mass (a joining node received the whole model).
+    pub(crate) fn all_positive(&self) -> bool {
+        self.0[..self.0.len() / 2].iter().all(|&m| m > 0.0)
     }
 
     fn split(&mut self) -> (&mut [f32], &mut [f32]) {

@@ -162,6 +162,9 @@ pub struct Node<'a, const P: usize> {
     /// Push-sum: the share of its own mass this round keeps (1 less the shares of the
     /// out-neighbours its update goes to). The masses are in `Buffers::chunk_mass`.
     kept_share: f32,
+    /// The node holds a model: always, unless it joins a running cluster and has not
+    /// received every chunk yet (`Config::join`).
+    joined: bool,
     /// The compressed mode's state, when compressing.
     choco: Option<Choco>,
     /// The round the snapshot was taken for.
@@ -257,7 +260,8 @@ impl<'a, const P: usize> Node<'a, P> {
                 spec: *spec,
                 out: OutEdge::new(RtoBounds::of(&config)),
                 inn: InEdge::default(),
-                up: true,
+                // Elastic membership: a member counts once heard from.
+                up: !config.elastic,
                 left: false,
                 incompatible: false,
                 rounds_started: 0,
@@ -293,7 +297,7 @@ impl<'a, const P: usize> Node<'a, P> {
             return Err(ConfigError::CompressionNeedsStaticGraph);
         }
         buffers.chunk_weights.fill(0.0);
-        Masses(&mut *buffers.chunk_mass).reset();
+        Masses(&mut *buffers.chunk_mass).reset(config.join);
         buffers.chunk_bits.fill(0);
         buffers.accumulator.fill(0.0);
         Ok(Node {
@@ -302,6 +306,7 @@ impl<'a, const P: usize> Node<'a, P> {
             config,
             schedule,
             kept_share: 1.0,
+            joined: !config.join,
             snapshot_round: None,
             send_seq: 0,
             catch_up: 0,
@@ -473,6 +478,14 @@ impl<'a, const P: usize> Node<'a, P> {
                 .peers
                 .iter()
                 .all(|p| !p.live() || (p.out.releases_snapshot() && p.inn.owes_nothing()))
+    }
+
+    /// Whether the node holds a model to train: always, unless it joins a running
+    /// cluster (`Config::join`) and has not yet received every chunk from its
+    /// in-neighbours (the round that completes it emits [`Event::Joined`]). Until then
+    /// the application should only run rounds, without training on the replica.
+    pub fn has_model(&self) -> bool {
+        self.joined
     }
 
     /// Whether [`leave`](Self::leave) was called.
@@ -653,6 +666,10 @@ impl<'a, const P: usize> Node<'a, P> {
             }
         }
         let round = self.round;
+        if !self.joined && Masses(self.buffers.chunk_mass).all_positive() {
+            self.joined = true;
+            self.push_event(Event::Joined { round });
+        }
         self.advance_to(self.round.saturating_add(1).max(self.catch_up));
         self.started = false;
         self.ready_reported = false;

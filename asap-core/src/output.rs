@@ -95,6 +95,12 @@ pub enum Event {
     PeerRestarted(NodeId),
     /// A peer announced a model layout different from ours; its frames are ignored.
     PeerIncompatible(NodeId),
+    /// A joining node (`Config::join`) holds the cluster's model: every chunk got mass
+    /// from its in-neighbours in the round just finished. It may train from now on.
+    Joined {
+        /// The round whose finish completed the model.
+        round: u32,
+    },
     /// An update broke a rule (e.g. a non-finite value); its remaining chunks are dropped.
     UpdateRejected {
         /// The sender.

@@ -63,8 +63,13 @@ impl<const P: usize> Node<'_, P> {
     /// gives nothing up). With a mass beside each chunk, a share sent is a share given:
     /// the mass-weighted average stays exact, however stale the update and whenever it
     /// is mixed. (The compressed mode needs exact rounds on a static graph.)
+    /// Elastic membership runs it on any graph: a share meant for a member not there
+    /// stays with its sender.
     pub(super) fn is_push_sum(&self) -> bool {
-        self.choco.is_none() && (self.schedule.as_ref().is_some_and(Topology::needs_push_sum) || !self.exact_rounds())
+        self.choco.is_none()
+            && (self.config.elastic
+                || self.schedule.as_ref().is_some_and(Topology::needs_push_sum)
+                || !self.exact_rounds())
     }
 
     /// Whether updates belong to the round they are tagged with: when waiting for every
@@ -232,6 +237,11 @@ impl<const P: usize> Node<'_, P> {
         if self.stale_catch_up() > self.round.saturating_add(1) {
             // Far behind an out-neighbour that was not held back: likewise.
             return true;
+        }
+        if !self.joined {
+            // Joining: whatever the policy, a round waits for the model, every chunk of
+            // it from some in-neighbour (a joining neighbour's update weighs nothing).
+            return self.buffers.chunk_weights.iter().all(|&w| w > 0.0);
         }
         // In exact-round modes an update belongs to one round; otherwise the next update
         // of each in-neighbour is the one to wait for.

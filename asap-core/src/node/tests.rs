@@ -385,3 +385,76 @@ fn a_refused_start_keeps_the_update_an_edge_is_still_sending() {
     }
     assert_eq!(resent, CHUNKS as usize);
 }
+
+/// Elastic membership: "b" joins a running cluster. It does not wait for "a" before
+/// hearing from it; its first round waits for the model, whatever the wait policy, and
+/// its mix makes the replica exactly what "a" sent (it had no mass of its own).
+#[test]
+fn a_joining_node_takes_the_model_its_in_neighbour_sends() {
+    let mut m = Mem::new();
+    let config = Config {
+        max_frame: 512,
+        wait: Wait::None,
+        elastic: true,
+        join: true,
+        ..Config::new(9, B, MODEL)
+    };
+    let buffers = Buffers {
+        snapshot: &mut m.snapshot,
+        accumulator: &mut m.acc,
+        chunk_weights: &mut m.weights,
+        chunk_mass: &mut m.mass,
+        chunk_bits: &mut m.bits,
+    };
+    let mut b = Node::<2>::new(config, &[PeerSpec::both(A, 0.5)], buffers, T0).unwrap();
+    assert!(!b.has_model());
+    let mut params = [7.0f32; MODEL];
+    b.start_round(T0, &params).unwrap();
+    assert!(!b.is_ready(), "waits for the model, though it waits for no one");
+    // "a" is not there yet: nothing goes to it.
+    assert!(sent(&mut b, T0).iter().all(|(k, _)| !matches!(k, Kind::Update { .. })));
+    from_a(&mut b, T0, 0, 40, HELLO);
+    for c in 0..CHUNKS - 1 {
+        from_a(&mut b, T0, 0, 40, update(c));
+    }
+    assert!(!b.is_ready(), "two chunks of three");
+    from_a(&mut b, T0, 0, 40, update(CHUNKS - 1));
+    assert!(b.is_ready());
+    b.finish_round(T0, &mut params).unwrap();
+    assert!(params.iter().all(|&x| x == 1.0), "the model \"a\" sent: {params:?}");
+    assert!(b.has_model());
+    assert!(core::iter::from_fn(|| b.poll_event()).any(|e| e == Event::Joined { round: 0 }));
+    assert_eq!(b.mass(), 0.5, "the share \"a\" gave");
+}
+
+/// `join` needs `elastic`; elastic membership excludes compression and the ring.
+#[test]
+fn joining_needs_elastic_membership() {
+    let join = Config {
+        join: true,
+        ..Config::new(9, B, MODEL)
+    };
+    assert_eq!(join.validate(), Err(ConfigError::JoinNeedsElastic));
+    let compressed = Config {
+        elastic: true,
+        compression: crate::compress::Compression::Q8,
+        ..Config::new(9, B, MODEL)
+    };
+    let refused = compressed.validate();
+    assert!(
+        refused == Err(ConfigError::CompressionNeedsFixedMembership)
+            || refused == Err(ConfigError::CompressionUnavailable),
+        "{refused:?}"
+    );
+    let (mut work, mut bits) = ([0.0f32; MODEL], [0u32; 4]);
+    let elastic = Config {
+        elastic: true,
+        ..Config::new(9, B, MODEL)
+    };
+    let buffers = crate::AllReduceBuffers {
+        work: &mut work,
+        chunk_bits: &mut bits,
+    };
+    let ring = crate::AllReduce::new(elastic, 2, buffers);
+    assert_eq!(ring.err(), Some(ConfigError::ElasticUnsupported));
+}
