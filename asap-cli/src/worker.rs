@@ -406,6 +406,7 @@ pub fn log_event(event: &Event, after_last_round: bool) {
         }
         Event::RoundReady { round } => (Trace, format!("round {round} ready")),
         Event::SendComplete { round } => (Trace, format!("round {round} delivered to every live neighbour")),
+        Event::Joined { round } => (Debug, format!("the model is complete (round {round})")),
         other => (Debug, format!("{other:?}")),
     };
     log::log!(level, "{what}");
@@ -463,6 +464,17 @@ fn rounds<R: Reducer, L: Link>(
     }
     if let Some(wait) = spec.start.map(|at| at.saturating_duration_since(WallClock::now())) {
         runtime.serve(wait).map_err(fail)?;
+    }
+    if !runtime.node().has_model() {
+        let waited = WallClock::now();
+        let rounds = runtime
+            .join(params, spec.member.round_timeout)
+            .map_err(|e| WorkerError::Run(format!("joining: {e}")))?;
+        log_events(&mut runtime, false);
+        log::info!(
+            "joined: the model arrived from the neighbours in {rounds} round(s), {:.2} s",
+            waited.elapsed().as_secs_f64()
+        );
     }
     let started = WallClock::now();
     let mut last: Option<Progress> = None;

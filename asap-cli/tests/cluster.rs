@@ -846,3 +846,90 @@ fn with_per_node_keys_a_fifth_process_cannot_speak_for_member_two() {
         "{err}"
     );
 }
+
+/// Starts worker `rank` of `peers` (loopback ports) with `flags`.
+fn spawn_member(rank: usize, ports: &[u16], flags: &[&str]) -> Child {
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    Command::new(env!("CARGO_BIN_EXE_asap"))
+        .args(["node", "--rank", &rank.to_string(), "--world", &ports.len().to_string()])
+        .args(["--peers", &peers.join(","), "--json"])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("asap node starts")
+}
+
+/// Elastic membership: four members of a five-member cluster start without the fifth
+/// (they do not wait for it), which joins 0.4 s later with `--join`: it fetches the
+/// model from its neighbours and trains from it. The join does not move the average:
+/// every replica, the joiner's too, ends within 1e-5 of the four founders' initial mean.
+#[test]
+fn a_member_joins_a_running_cluster_and_takes_its_model() {
+    let (model, ports) = (100usize, free_ports(5));
+    let founders: Vec<Child> = (0..4)
+        .map(|rank| {
+            let flags = ["--elastic", "--rounds", "300", "--compute-ms", "5", "--model", "100"];
+            spawn_member(rank, &ports, &flags)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let joiner = spawn_member(
+        4,
+        &ports,
+        &[
+            "--join",
+            "--rounds",
+            "60",
+            "--compute-ms",
+            "5",
+            "--model",
+            "100",
+            "--log",
+            "info",
+        ],
+    );
+    let mut children = founders;
+    children.push(joiner);
+    let done = results_and_logs(children);
+    let founders_mean = initial_mean(4, model);
+    for (rank, (r, log)) in done.iter().enumerate() {
+        let values = final_replica(r);
+        let err = values
+            .iter()
+            .zip(&founders_mean)
+            .map(|(x, m)| (x - m).abs())
+            .fold(0.0, f64::max);
+        assert!(err <= 1e-5, "rank {rank}: {err:e} from the founders' mean\n{log}");
+        if rank == 4 {
+            assert!(log.contains("joined: the model arrived"), "{log}");
+            // 60 training rounds, after the round(s) that fetched the model.
+            assert!(r["rounds"].as_u64().unwrap() > 60, "{r}");
+        }
+    }
+}
+
+/// Elastic membership: a member that leaves (its rounds done, it says goodbye) stops
+/// counting at once: the others neither wait out a peer timeout for it nor lose their
+/// agreement, and end on the average (reached before it left, as it was present).
+#[test]
+fn a_member_that_leaves_stops_counting_and_the_rest_agree() {
+    let (model, ports) = (100usize, free_ports(5));
+    let children: Vec<Child> = (0..5)
+        .map(|rank| {
+            let rounds = if rank == 2 { "40" } else { "200" };
+            let flags = ["--elastic", "--rounds", rounds, "--compute-ms", "5", "--model", "100"];
+            spawn_member(rank, &ports, &flags)
+        })
+        .collect();
+    let done = results_and_logs(children);
+    let mean = initial_mean(5, model);
+    for (rank, (r, log)) in done.iter().enumerate() {
+        let values = final_replica(r);
+        let err = values.iter().zip(&mean).map(|(x, m)| (x - m).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-5, "rank {rank}: {err:e} from the mean\n{log}");
+        // 200 rounds of 5 ms: a wait of the 2 s peer timeout for the leaver would show.
+        let elapsed = r["elapsed_s"].as_f64().expect("elapsed_s");
+        assert!(elapsed < 1.9 + 0.005 * 200.0, "rank {rank}: {elapsed} s\n{log}");
+    }
+}

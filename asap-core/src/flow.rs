@@ -411,13 +411,15 @@ impl InEdge {
         self.missing_due = self.missing_due.filter(|&r| r != update);
     }
 
-    /// The node moved to `round` (the next one, or further when catching up). When
-    /// rounds are exact, an update of a round now passed is acknowledged and dropped
-    /// (returns `true`: it came late); an ACK deferred to a round now passed is due; an
-    /// early NOTIFY of this round is answered, one of a passed round acknowledged.
-    pub(crate) fn advance(&mut self, round: u32, exact: bool) -> bool {
+    /// The node moved to `round` (the next one, or further when catching up). When it
+    /// `drops_late` (exact rounds, no push-sum), an update of a round now passed is
+    /// acknowledged and dropped (returns `true`: it came late); an ACK deferred to a
+    /// round now passed is due; an early NOTIFY of this round is answered, one of a
+    /// passed round acknowledged — or under push-sum asked for in full (its chunks were
+    /// dropped as early, and its sender gave their mass up: they are mixed late).
+    pub(crate) fn advance(&mut self, round: u32, drops_late: bool) -> bool {
         let mut late = false;
-        if exact {
+        if drops_late {
             if let Some(inc) = self.incoming.filter(|inc| inc.round < round) {
                 self.consumed = Some(self.consumed.map_or(inc.round, |c| c.max(inc.round)));
                 self.incoming = None;
@@ -433,6 +435,10 @@ impl InEdge {
             Some(r) if r == round => {
                 self.early_notify = None;
                 self.missing_due = Some(round);
+            }
+            Some(r) if r < round && !drops_late => {
+                self.early_notify = None;
+                self.missing_due = Some(r);
             }
             Some(r) if r < round => {
                 self.early_notify = None;

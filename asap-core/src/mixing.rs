@@ -55,9 +55,29 @@ impl Masses<'_> {
     }
 }
 
+/// Below this mass a chunk gives nothing away: it keeps its whole mass and sends its
+/// values at weight 0 until in-neighbours give it mass again. Push-sum drains mass from
+/// nodes no one sends to (a partition can leave a few that only feed the rest); left to
+/// halve, their masses would reach subnormal floats, where `w·x` and the normalised mix
+/// lose every digit. Keeping is always allowed (a column of weight 1 on the node
+/// itself), so the sums stay exact. 2⁻⁶⁴: far below any share that matters, far above
+/// the subnormals.
+pub(crate) const MASS_FLOOR: f32 = 5.421_011e-20;
+
+/// The share of its mass chunk `c` gives to an out-neighbour whose share is `share`
+/// (none below [`MASS_FLOOR`]).
+fn giving(at_snapshot: f32, share: f32) -> f32 {
+    if at_snapshot < MASS_FLOOR {
+        0.0
+    } else {
+        share
+    }
+}
+
 /// The weight chunk `c` of an update carries to an out-neighbour whose share is `share`.
 pub(crate) fn carried(masses: &[f32], c: usize, share: f32) -> f32 {
-    share * masses[masses.len() / 2 + c]
+    let at = masses[masses.len() / 2 + c];
+    giving(at, share) * at
 }
 
 /// A share of the snapshot's masses sent after the round's mix: taken from the masses
@@ -67,7 +87,7 @@ pub(crate) fn give_between_rounds(masses: &mut [f32], share: f32) {
     let mut masses = Masses(masses);
     let (now, at_snapshot) = masses.split();
     for (m, at) in now.iter_mut().zip(at_snapshot.iter()) {
-        *m = (*m - share * *at).max(0.0);
+        *m = (*m - giving(*at, share) * *at).max(0.0);
     }
 }
 
@@ -90,7 +110,7 @@ pub(crate) fn take_back(
         .zip(chunk_weights.iter_mut())
         .zip(at_snapshot);
     for (((acc, s), w), at) in parts {
-        let weight = share * *at;
+        let weight = giving(*at, share) * *at;
         if weight == 0.0 {
             continue;
         }
@@ -172,7 +192,8 @@ pub(crate) fn mix(
         Some((kept_share, mut masses)) => {
             let (now, at_snapshot) = masses.split();
             for ((((p, s), a), w), (mass, at)) in parts.zip(now.iter_mut().zip(at_snapshot.iter())) {
-                let kept = kept_share * *at;
+                // A chunk below the floor gave nothing: it keeps it all.
+                let kept = if *at < MASS_FLOOR { *at } else { kept_share * *at };
                 let mixed = reduce::mix_chunk_normalised(p, s, a, kept, *w);
                 overflowed += u64::from(mixed.is_err());
                 *mass = if mixed.is_ok() { kept + *w } else { kept };

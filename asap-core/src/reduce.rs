@@ -194,8 +194,12 @@ pub fn mix_chunk_normalised(
     if received == 0.0 {
         return Ok(());
     }
+    // `(kept·s + acc) / total − s`, as `(acc − received·s) / total`: the difference
+    // first, so a chunk whose neighbours differ by a few ulps still moves (dividing the
+    // whole sum and subtracting `s` after rounds such a step away, and replicas stall
+    // apart by tens of ulps on a poorly mixing graph).
     let total = kept + received;
-    commit_if_finite(params, snapshot, acc, |p, s, a| p + ((kept * s + a) / total - s))
+    commit_if_finite(params, snapshot, acc, |p, s, a| p + (a - received * s) / total)
 }
 
 /// The compressed mode's mix, `p + γ·(hi + lo)` with `hi + lo` the disagreement between

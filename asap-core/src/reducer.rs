@@ -77,6 +77,12 @@ pub trait Reducer {
     fn leave(&mut self, now: Instant);
     /// Counters.
     fn stats(&self) -> &Stats;
+    /// Whether the engine holds a model to train: `false` only while an ASAP node that
+    /// joins a running cluster (`Config::join`) waits for its in-neighbours' model. Run
+    /// rounds without training until it holds.
+    fn has_model(&self) -> bool {
+        true
+    }
 
     /// Moves the application's round along: finishes the running round if it is ready
     /// (writing the reduced replica into `params`), or, when none is running, `start`
@@ -159,6 +165,9 @@ impl<const P: usize> Reducer for Node<'_, P> {
     }
     fn stats(&self) -> &Stats {
         Node::stats(self)
+    }
+    fn has_model(&self) -> bool {
+        Node::has_model(self)
     }
     fn round(&self) -> u32 {
         Node::round(self)

@@ -55,7 +55,7 @@ fn asap_error(e: MemberError) -> PyErr {
     topology="one-peer-exp", degree=None, wait="all", engine="asap", transport="udp",
     key_file=None, encrypt=false, cipher="aes-256-gcm", compress="none",
     consensus_step=None, max_frame=None, clip=None, pace=None, seed=1, cluster=0xa5a9,
-    round_timeout=30.0, linger=0.5,
+    round_timeout=30.0, linger=0.5, elastic=false, join=false,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn init(
@@ -85,6 +85,8 @@ fn init(
     cluster: u32,
     round_timeout: f64,
     linger: f64,
+    elastic: bool,
+    join: bool,
 ) -> PyResult<(u32, u32)> {
     let mut member = member_lock();
     if member.is_some() {
@@ -185,6 +187,8 @@ fn init(
         incarnation: py.detach(launch::fresh_incarnation),
         clip,
         identity,
+        elastic,
+        join,
     };
     spec.check().map_err(value_error)?;
     let socket = Socket::listen(transport, spec.peers[rank as usize]).map_err(AsapError::new_err)?;
@@ -356,7 +360,8 @@ fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 
 /// The engine's events since the last call, oldest first, as `(kind, peer)` pairs
 /// (`peer` the node id, or `None`): `peer-down`, `peer-up`, `peer-restarted`,
-/// `peer-incompatible`, `update-rejected`.
+/// `peer-incompatible`, `update-rejected`, `joined` (a joining member received the
+/// cluster's model).
 #[pyfunction]
 fn events() -> PyResult<Vec<(&'static str, Option<u16>)>> {
     let member = member_lock();
@@ -372,6 +377,7 @@ fn events() -> PyResult<Vec<(&'static str, Option<u16>)>> {
             Event::PeerRestarted(p) => Some(("peer-restarted", Some(p.0))),
             Event::PeerIncompatible(p) => Some(("peer-incompatible", Some(p.0))),
             Event::UpdateRejected { peer, .. } => Some(("update-rejected", Some(peer.0))),
+            Event::Joined { .. } => Some(("joined", None)),
             // Round progress is what the application's own calls return.
             _ => None,
         })

@@ -97,6 +97,12 @@ pub struct MemberSpec {
     /// Per-node identities instead of a cluster key (`asap_core::Config::identities`):
     /// this member's secret and every member's public key.
     pub identity: Option<Arc<Identity>>,
+    /// Elastic membership (`asap_core::Config::elastic`): members absent at the start
+    /// are not waited for, and members may join and leave.
+    pub elastic: bool,
+    /// Joins a running elastic cluster (`asap_core::Config::join`): the first rounds
+    /// fetch the model from the neighbours.
+    pub join: bool,
 }
 
 /// A member's identity in a cluster of per-node keys: its static secret, and every
@@ -163,6 +169,8 @@ impl MemberSpec {
             incarnation: self.incarnation,
             clip: self.clip,
             identities: self.identity.is_some(),
+            elastic: self.elastic || self.join,
+            join: self.join,
             ..Config::new(self.cluster, NodeId(self.rank as u16), model_len)
         }
     }
@@ -643,7 +651,13 @@ impl Drive for Serving<'_> {
                     // SAFETY: `Member::submit`'s contract lends this memory to the
                     // thread until `answer` is sent.
                     let params = unsafe { std::slice::from_raw_parts_mut(model.ptr, model.len) };
-                    let done = runtime.run_round(params, self.spec.round_timeout);
+                    // A member joining a running cluster takes its model first: its
+                    // first average is the cluster's.
+                    let done = if runtime.node().has_model() {
+                        runtime.run_round(params, self.spec.round_timeout)
+                    } else {
+                        runtime.join(params, self.spec.round_timeout).map(drop)
+                    };
                     self.publish(&mut runtime, true);
                     match done {
                         Ok(()) => drop(answer.send(Ok(()))),

@@ -323,6 +323,19 @@ impl<R: Reducer, L: Link> Runtime<R, L> {
         }
     }
 
+    /// Joins a running cluster (an engine configured with `join`): runs rounds, each
+    /// within `limit`, until the engine holds the model its in-neighbours sent, which
+    /// it writes into `params`. Returns the rounds it took (0 for an engine that holds
+    /// a model already).
+    pub fn join(&mut self, params: &mut [f32], limit: Duration) -> Result<u32, RuntimeError> {
+        let mut rounds = 0;
+        while !self.node.has_model() {
+            self.run_round(params, limit)?;
+            rounds += 1;
+        }
+        Ok(rounds)
+    }
+
     /// Ends the engine's part in the cluster: keeps serving peers (answering
     /// retransmission requests, acknowledging) until the engine owes them nothing
     /// ([`Reducer::is_drained`]: its last update delivered) or `linger` passed, then

@@ -29,6 +29,8 @@ fn spec(rank: u32, peers: &[SocketAddr], engine: Engine, transport: Transport) -
         incarnation: 1,
         clip: None,
         identity: None,
+        elastic: false,
+        join: false,
     }
 }
 

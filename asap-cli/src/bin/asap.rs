@@ -490,6 +490,16 @@ struct NodeArgs {
     /// ASAP_NODE_KEY_FILE.
     #[arg(long, value_name = "FILE")]
     node_key: Option<PathBuf>,
+    /// Elastic membership: members of the peer list (or membership file) absent at the
+    /// start are not waited for, members may join later (--join) and leave, and the
+    /// average of the members present is what converges (push-sum). Run every member
+    /// of such a cluster with it. Not with --compress or the all-reduce.
+    #[arg(long)]
+    elastic: bool,
+    /// Join a running elastic cluster (implies --elastic): the first rounds fetch the
+    /// model from this node's neighbours; training starts from it.
+    #[arg(long)]
+    join: bool,
     /// With a key: encrypt every payload instead of only authenticating it (--cipher);
     /// update values are then hidden from the network (headers are not). Every member
     /// must agree. On servers also the fastest way to authenticate: AES-256-GCM seals a
@@ -847,6 +857,8 @@ fn node(args: NodeArgs, log: Option<&str>) -> Result<ExitCode, String> {
         incarnation: launch::fresh_incarnation(),
         clip: args.clip,
         identity,
+        elastic: args.elastic,
+        join: args.join,
     };
     let spec = WorkerSpec {
         member,

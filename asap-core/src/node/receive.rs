@@ -382,6 +382,19 @@ impl<const P: usize> Node<'_, P> {
             }
             inc.received += 1;
         }
+        // Push-sum in exact rounds keeps an update of a round this node passed (its
+        // sender gave that share up). Once whole it is in the accumulator, mixed at the
+        // next finish like the round's own: acknowledged now, so its sender, which is
+        // behind and may be what this node waits for, is not held up by it.
+        let (chunks, keeps_late) = (self.chunks, self.exact_rounds());
+        let p = &mut self.peers[i];
+        if let Some(inc) = p
+            .inn
+            .incoming
+            .filter(|inc| keeps_late && inc.finished(chunks) && inc.round < self.round)
+        {
+            p.inn.consume(inc.round, self.round, None);
+        }
         Ok(())
     }
 
@@ -403,7 +416,12 @@ impl<const P: usize> Node<'_, P> {
         let round = match self.snapshot_round {
             Some(r) if self.started => r,
             // Between rounds, only the round just finished (not one skipped over).
-            Some(r) if r.wrapping_add(1) == self.round && (came_back || !push_sum_between) => r,
+            // (Elastic members come up at first contact: they get the next round's.)
+            Some(r)
+                if r.wrapping_add(1) == self.round && ((came_back && !self.config.elastic) || !push_sum_between) =>
+            {
+                r
+            }
             _ => return,
         };
         let Some(share) = self.send_weight(i, round) else {
@@ -464,6 +482,7 @@ impl<const P: usize> Node<'_, P> {
             return Err(FrameError::Violation(id, Violation::ChunkCount));
         }
         let late = self.is_late(round);
+        let push_sum = self.is_push_sum();
         let p = &mut self.peers[i];
         let place = p.inn.place(round);
         if late && place == Place::Newer {
@@ -492,9 +511,14 @@ impl<const P: usize> Node<'_, P> {
             Place::Newer if p.inn.incoming.is_some_and(|inc| inc.received > 0) => {
                 // The partly folded update waits for the next mix; the newer one is
                 // dropped but acknowledged, so its sender is not held up (it may be
-                // what this node waits for to be able to mix at all).
+                // what this node waits for to be able to mix at all). Not under
+                // push-sum: its sender gave that share up, and an acknowledgement says
+                // it was mixed. It is asked for again after the next finish (a round
+                // counts a superseded update as arrived, so none waits for it).
                 Self::supersede(&mut p.inn, &mut self.stats);
-                p.inn.ack_due = Some(round);
+                if !push_sum {
+                    p.inn.ack_due = Some(round);
+                }
             }
             Place::Newer => {
                 if p.inn.incoming.is_some() {

@@ -147,13 +147,22 @@ impl<const P: usize> Node<'_, P> {
     }
 
     /// An update for a round this node has passed (its sender was behind): never mixed,
-    /// but acknowledged so the sender can move on (and catch up).
+    /// but acknowledged so the sender can move on (and catch up). Not under push-sum:
+    /// its sender gave that share up, so dropping it would lose mass (an elastic member
+    /// that started late, or a node cut off for a while). It is folded instead,
+    /// acknowledged once whole, and mixed at the next finish with the round's own.
     pub(super) fn is_late(&self, round: u32) -> bool {
-        self.exact_rounds() && round < self.round
+        self.drops_late() && round < self.round
+    }
+
+    /// Whether updates of rounds this node passed are dropped (see [`is_late`]).
+    fn drops_late(&self) -> bool {
+        self.exact_rounds() && !self.is_push_sum()
     }
 
     /// Moves to `round` (the next one, or further when catching up): updates of rounds
-    /// now passed are acknowledged and dropped; early NOTIFYs of this round are answered.
+    /// now passed are acknowledged and dropped (not under push-sum: they are mixed when
+    /// they are whole); early NOTIFYs of this round are answered.
     pub(super) fn advance_to(&mut self, round: u32) {
         if round > self.round.saturating_add(1) {
             self.stats.rounds_skipped += u64::from(round.wrapping_sub(self.round).wrapping_sub(1));
@@ -170,10 +179,21 @@ impl<const P: usize> Node<'_, P> {
                 self.peers.iter_mut().for_each(|p| p.choco.excluded = true);
             }
         }
-        let exact = self.exact_rounds();
+        let (drops_late, chunks) = (self.drops_late(), self.chunks);
+        let keeps_late = self.exact_rounds() && !drops_late;
         for p in self.peers.iter_mut() {
-            if p.inn.advance(round, exact) {
+            if p.inn.advance(round, drops_late) {
                 self.stats.late += 1;
+            }
+            // Push-sum in exact rounds: an update of a passed round that is here in full
+            // is in the accumulator, mixed at the next finish: acknowledged now (see
+            // `is_late`).
+            if let Some(inc) = p
+                .inn
+                .incoming
+                .filter(|inc| keeps_late && inc.finished(chunks) && inc.round < round)
+            {
+                p.inn.consume(inc.round, round, None);
             }
         }
     }

@@ -70,6 +70,8 @@ OPTIONS = (
     "cluster",
     "round_timeout",
     "linger",
+    "elastic",
+    "join",
     "period",
 )
 
@@ -115,8 +117,12 @@ def init(**options: Any) -> Cluster:
     "xchacha20-poly1305"), `compress` ("none", "f16", "bf16", "q8", "topk:F"),
     `consensus_step`, `max_frame` (bytes; 1,400 over UDP), `clip` (relative, a
     (relative, absolute) pair, or "RELATIVE[:ABSOLUTE]" as the command spells it),
-    `pace` (Mbit/s), `seed`, `cluster` (id), `round_timeout` and `linger` (seconds), and
-    `period`: the default `every` of `DistributedOptimizer`.
+    `pace` (Mbit/s), `seed`, `cluster` (id), `round_timeout` and `linger` (seconds),
+    `elastic` (members may be absent at the start, join later and leave: run every
+    member of such a cluster with it), `join` (this member joins a running elastic
+    cluster: its first `average_` fetches the model from its neighbours, so
+    `DistributedOptimizer`, which averages once at construction, starts from the
+    cluster's model), and `period`: the default `every` of `DistributedOptimizer`.
 
     Raises `ValueError` for a bad option (with the same one-line message as the
     command), `AsapError` if the member cannot start (e.g. its port is taken).
