@@ -184,3 +184,42 @@ while True:
     except asap.AsapError:
         pass
 """
+
+
+# Elastic membership: ranks 0-3 found the cluster; rank 4 starts half a second later and
+# joins it. Each prints its distance to the founders' exact mean, and the joiner also
+# that distance right after its first `average_` (which fetches the model).
+ELASTIC = r"""
+import json, os, sys, time
+import numpy as np
+import asap
+
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+join = os.environ["RANK"] == "4"
+if join:
+    time.sleep(0.5)
+    rounds //= 5
+with asap.init(elastic=True, join=join) as cluster:
+    start = lambda r: np.random.default_rng(r).standard_normal(n).astype(np.float32)
+    x = start(cluster.rank)
+    founders = np.mean([start(r).astype(np.float64) for r in range(4)], axis=0)
+    first = None
+    for _ in range(rounds):
+        asap.average_(x)
+        if first is None:
+            first = float(np.max(np.abs(x - founders)))
+        time.sleep(0.005)
+    events = [kind for kind, _ in asap.events()]
+print(json.dumps({"rank": cluster.rank, "error": float(np.max(np.abs(x - founders))),
+                  "first": first, "joined": "joined" in events}))
+"""
+
+
+def test_a_member_joins_a_running_cluster_with_its_model():
+    out = results(spawn(ELASTIC, 5, args=(10_000, 300)))
+    for code, line, err in out:
+        assert code == 0, err
+        assert line["error"] < 1e-5, (line, err)
+    joiner = out[4][1]
+    assert joiner["first"] < 1e-5, joiner
+    assert joiner["joined"], joiner

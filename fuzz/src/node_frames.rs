@@ -1,9 +1,11 @@
 //! `node_frames`: one node (id 1, peer 0 both ways with weight 1/2, a 300-value model
 //! in three chunks of 512-byte frames) driven by a fuzzed sequence of operations: raw
 //! bytes as a frame, well-formed frames built from fuzzed header fields, time passing,
-//! and the application starting and finishing rounds. The first byte's low bit picks the
-//! wait policy: all (plain averaging), or none (asynchronous rounds, which run push-sum:
-//! weights are shares of a mass, set aside for busy edges and taken back).
+//! and the application starting and finishing rounds. The first byte picks the mode: its
+//! low bit the wait policy, all (plain averaging) or none (asynchronous rounds, which run
+//! push-sum: weights are shares of a mass, set aside for busy edges and taken back); bit
+//! 1 elastic membership (push-sum in exact rounds, the peer counted once heard from,
+//! late updates mixed); bit 2 with it, joining (no mass until the model came).
 //!
 //! After every operation: nothing panicked; the parameters the application holds after a
 //! successful `finish_round` are finite (and the push-sum mass); a failed call left them alone; the round never
@@ -247,7 +249,7 @@ fn tick(now: Instant, t: &Tick, deadline: Option<Instant>) -> Instant {
 
 /// Sends everything the node has to send, checking each frame; then drains events.
 fn drain(node: &mut Node<'_, 4>, now: Instant, buf: &mut [u8]) {
-    let push_sum = node.config().wait == Wait::None;
+    let push_sum = node.config().wait == Wait::None || node.config().elastic;
     for sent in 0.. {
         match node.poll_transmit(now, buf) {
             Ok(Some(t)) => {
@@ -275,25 +277,26 @@ pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let wait = if mode & 1 == 1 { Wait::None } else { Wait::All };
+    let config = Config {
+        wait: if mode & 1 == 1 { Wait::None } else { Wait::All },
+        elastic: mode & 2 != 0,
+        join: mode & 6 == 6,
+        ..common::config(ME, MODEL)
+    };
     let Ok(ops) = Vec::<Op>::arbitrary_take_rest(Unstructured::new(rest)) else {
         return;
     };
-    run_ops_waiting(&ops[..ops.len().min(MAX_OPS)], wait);
+    run_ops_with(&ops[..ops.len().min(MAX_OPS)], config);
 }
 
 /// Runs one scenario waiting for every update; returns the node's counters (the seed
 /// generator ranks inputs by them).
 pub fn run_ops(ops: &[Op]) -> Stats {
-    run_ops_waiting(ops, Wait::All)
+    run_ops_with(ops, common::config(ME, MODEL))
 }
 
-/// Runs one scenario under the wait policy `wait`.
-pub fn run_ops_waiting(ops: &[Op], wait: Wait) -> Stats {
-    let config = Config {
-        wait,
-        ..common::config(ME, MODEL)
-    };
+/// Runs one scenario on a node configured as `config`.
+pub fn run_ops_with(ops: &[Op], config: Config) -> Stats {
     let mut mem = Mem::new(&config, 1);
     let mut node = Node::<4>::new(config, &common::peers_of(ME), mem.buffers(), T0).expect("fixture node");
     assert_eq!(node.layout().chunks, CHUNKS as usize);
