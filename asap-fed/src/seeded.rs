@@ -51,10 +51,17 @@ impl Iterator for Replica {
 /// The largest distance of `values` from the exact mean, value by value, of the
 /// replicas of ranks `0..world`.
 pub fn max_error_to_mean(values: &[f32], seed: u64, world: u32) -> f64 {
+    max_error_to_mean_of(values, seed, 0..world)
+}
+
+/// The largest distance of `values` from the exact mean, value by value, of the
+/// replicas of `ranks` (a cluster's founders, when a member joined it later).
+pub fn max_error_to_mean_of(values: &[f32], seed: u64, ranks: core::ops::Range<u32>) -> f64 {
+    let n = f64::from(ranks.len().max(1) as u32);
     let mut worst = 0.0f64;
     for (k, &v) in values.iter().enumerate() {
-        let sum: f64 = (0..world).map(|r| f64::from(value(seed, r, k as u64))).sum();
-        worst = worst.max((f64::from(v) - sum / f64::from(world.max(1))).abs());
+        let sum: f64 = ranks.clone().map(|r| f64::from(value(seed, r, k as u64))).sum();
+        worst = worst.max((f64::from(v) - sum / n).abs());
     }
     worst
 }

@@ -14,6 +14,9 @@
 //! With the `keyed` feature every frame carries a keyed BLAKE3 tag under the test key
 //! in `test.key` (build.rs bakes it in; the host processes get `--key-file test.key`).
 //! A real board would keep its key in provisioned flash or OTP, never in its image.
+//! With the `join` feature the board joins the three hosts' running cluster (all of it
+//! elastic): its first rounds fetch their model, and the 30 rounds count from there;
+//! the mean it checks against is then the hosts' (ranks 1–3).
 //! The board takes a new incarnation at every boot (the host's clock through
 //! semihosting SYS_TIME; a real board: a boot counter in flash): with a key, peers would
 //! otherwise refuse a restarted board's frames as replays of its previous life.
@@ -27,9 +30,9 @@ mod key {
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use asap_board::lan9118;
-use asap_fed::seeded::{max_error_to_mean, Replica};
+use asap_fed::seeded::{max_error_to_mean_of, Replica};
 use asap_core::topology::{Family, Topology, TopologySpec};
-use asap_core::{Buffers, Config, Node, NodeId};
+use asap_core::{Buffers, Config, Node, NodeId, Reducer};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln, nr};
@@ -60,8 +63,13 @@ const CONFIG: Config = Config {
         Some(bytes) => Some(asap_core::Key::new(bytes)),
         None => None,
     },
+    elastic: cfg!(feature = "join"),
+    join: cfg!(feature = "join"),
     ..Config::new(0xa5a9, NodeId(0), MODEL)
 };
+/// The members whose starting replicas make the mean the cluster converges to: all of
+/// them, or the hosts alone when the board joins their cluster.
+const FOUNDERS: core::ops::Range<u32> = if cfg!(feature = "join") { 1..WORLD as u32 } else { 0..WORLD as u32 };
 const CHUNKS: usize = MODEL.div_ceil(CONFIG.chunk_len());
 const PEERS: usize = WORLD - 1;
 const BITMAP_WORDS: usize = CHUNKS.div_ceil(32) * PEERS;
@@ -236,7 +244,8 @@ fn main() -> ! {
     loop {
         let t = now();
         driver.poll(t, &mut iface, device, &mut sockets);
-        if rounds < ROUNDS && driver.step(t, params).unwrap() == Step::Finished {
+        // A joining board's rounds count once it holds the cluster's model.
+        if rounds < ROUNDS && driver.step(t, params).unwrap() == Step::Finished && driver.engine().has_model() {
             rounds += 1;
             if rounds == ROUNDS {
                 // Keep answering the host nodes' last retransmissions a while.
@@ -252,7 +261,7 @@ fn main() -> ! {
         }
     }
 
-    let max_error = max_error_to_mean(params, SEED, WORLD as u32);
+    let max_error = max_error_to_mean_of(params, SEED, FOUNDERS);
     let stats = driver.engine().stats();
     let ok = max_error <= 1e-5;
     hprintln!(
