@@ -304,8 +304,10 @@ impl<const P: usize> Node<'_, P> {
                 self.stats.stale += 1;
                 return Ok(());
             }
-            Place::Newer if inn.incoming.is_some_and(|inc| inc.received > 0) => {
+            Place::Newer if !push_sum && inn.incoming.is_some_and(|inc| inc.received > 0) => {
                 // The sender abandoned an update we partly folded: wait for the mix.
+                // (Under push-sum both are folded: each is a share its sender gave
+                // up, and the chunks folded stay in the accumulator for the next mix.)
                 Self::supersede(inn, &mut self.stats);
                 return Ok(());
             }
@@ -508,17 +510,14 @@ impl<const P: usize> Node<'_, P> {
                 self.stats.duplicates += 1;
             }
             Place::Stale => self.stats.stale += 1,
-            Place::Newer if p.inn.incoming.is_some_and(|inc| inc.received > 0) => {
+            Place::Newer if !push_sum && p.inn.incoming.is_some_and(|inc| inc.received > 0) => {
                 // The partly folded update waits for the next mix; the newer one is
                 // dropped but acknowledged, so its sender is not held up (it may be
-                // what this node waits for to be able to mix at all). Not under
-                // push-sum: its sender gave that share up, and an acknowledgement says
-                // it was mixed. It is asked for again after the next finish (a round
-                // counts a superseded update as arrived, so none waits for it).
+                // what this node waits for to be able to mix at all). Under push-sum
+                // the newer one is received too (an acknowledgement would say its
+                // share was mixed): the older one's chunks stay in the accumulator.
                 Self::supersede(&mut p.inn, &mut self.stats);
-                if !push_sum {
-                    p.inn.ack_due = Some(round);
-                }
+                p.inn.ack_due = Some(round);
             }
             Place::Newer => {
                 if p.inn.incoming.is_some() {
