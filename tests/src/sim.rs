@@ -27,6 +27,12 @@
 //! within a bound (see `Sim::round_bound`). At the end of [`Sim::run`]: every round
 //! done, and consensus when the gap says it is due.
 //!
+//! Elastic membership ([`Scenario::elastic`]): members may join the running cluster
+//! ([`Join`]) and leave it ([`Leave`]). Whatever ranges over "the nodes" for judging —
+//! rounds done, errors, spread, the range, the mean, the staleness bound — ranges over
+//! the members present: founders, and joiners once they hold the model
+//! (`Node::has_model`); not a node that is still absent, or left.
+//!
 //! `ASAP_SIM_TRACE=1` prints every frame (and whether the link lost it) and every round
 //! started and finished; `ASAP_SIM_DUMP=1` prints every node's state when liveness
 //! fails.
@@ -115,6 +121,32 @@ pub struct Crash {
     pub down_for: Duration,
 }
 
+/// Elastic membership: node `node` is absent from the start and joins the running
+/// cluster at `at` (`Config::join`: it brings no mass, and takes the model its
+/// in-neighbours send). Until it holds the model it takes no local step and is not
+/// judged; then it is a member like the others, and counts the cluster's rounds from
+/// the one it joined in, not from 0. Every life of it joins: a crash and restart makes
+/// it fetch the model again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Join {
+    /// The node.
+    pub node: u32,
+    /// When it joins.
+    pub at: Instant,
+}
+
+/// Elastic membership: node `node` leaves the cluster for good at `at` (`Node::leave`:
+/// its Leave frames go out, then it is gone). Mid-round a leave costs exactness (shares
+/// in flight to or from it go with it), so a scenario with leaves is not judged against
+/// the exact mean; [`Sim::leave`], between rounds, is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leave {
+    /// The node.
+    pub node: u32,
+    /// When it leaves.
+    pub at: Instant,
+}
+
 /// What each node computes between rounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Workload {
@@ -185,6 +217,14 @@ pub struct Scenario {
     /// Run the synchronous ring all-reduce baseline instead of ASAP (same links, faults,
     /// stragglers and workload).
     pub allreduce: bool,
+    /// Elastic membership on every node (`Config::elastic`: push-sum on any graph, a
+    /// peer counts once heard from). Needed by `joins` and `leaves`; not with
+    /// compression or the all-reduce baseline (they refuse it).
+    pub elastic: bool,
+    /// Members that join the running cluster.
+    pub joins: Vec<Join>,
+    /// Members that leave it for good.
+    pub leaves: Vec<Leave>,
 }
 
 impl Scenario {
@@ -212,6 +252,9 @@ impl Scenario {
             time_limit: Duration::from_secs(3_600),
             workload: Workload::Average,
             allreduce: false,
+            elastic: false,
+            joins: Vec::new(),
+            leaves: Vec::new(),
         }
     }
 
@@ -296,23 +339,49 @@ impl Scenario {
             // Drawn only here, so unkeyed seeds stay what they were.
             s.encrypt = rng.random_bool(0.5);
         }
+        // Elastic membership, drawn after everything else so every seed keeps what it
+        // drew before. The all-reduce ring refuses it. A leave needs four nodes, so that
+        // a joiner keeps an in-neighbour with the model on every graph; the leaver is
+        // not the joiner.
+        if !s.allreduce && rng.random_bool(0.2) {
+            s.elastic = true;
+            let joiner = rng.random_bool(0.6).then(|| rng.random_range(0..nodes));
+            if let Some(node) = joiner {
+                let at = Instant::from_millis(rng.random_range(0..300));
+                s.joins.push(Join { node, at });
+            }
+            if nodes >= 4 && rng.random_bool(0.6) {
+                let node = match joiner {
+                    Some(j) => (j + 1 + rng.random_range(0..nodes - 1)) % nodes,
+                    None => rng.random_range(0..nodes),
+                };
+                let at = Instant::from_millis(rng.random_range(0..300));
+                s.leaves.push(Leave { node, at });
+            }
+        }
         s
     }
 
-    /// When the last fault heals (partitions end, crashed nodes restart).
+    /// When the last fault heals (partitions end, crashed nodes restart) or the
+    /// membership last changed (a join is a node down from the start until it joins; a
+    /// leave makes its neighbours stop waiting for it, within `peer_timeout`).
     pub fn healed_at(&self) -> Instant {
         let partitions = self.partitions.iter().map(|p| p.end);
         partitions
             .chain(self.crashes.iter().map(|c| c.at + c.down_for))
+            .chain(self.joins.iter().map(|j| j.at))
+            .chain(self.leaves.iter().map(|l| l.at))
             .max()
             .unwrap_or(Instant::ZERO)
     }
 
-    /// Whether the exact average can be expected: no crash lost a replica's mass. (A
+    /// Whether the exact average can be expected: no crash lost a replica's mass, and no
+    /// member left mid-round, taking the shares in flight to it. A join keeps it: the
+    /// joiner brings no mass, so the mean of the founding members is the target. (A
     /// peer declared down during a long partition costs exactness too; the simulator
     /// checks that at run time.)
     pub fn conserves_mean(&self) -> bool {
-        self.crashes.is_empty() && self.workload == Workload::Average
+        self.crashes.is_empty() && self.leaves.is_empty() && self.workload == Workload::Average
     }
 }
 
@@ -338,11 +407,14 @@ impl fmt::Display for Scenario {
             self.partitions,
             self.crashes
         )?;
-        // Only when set: every scenario without it prints as it always did.
-        match self.consensus_step {
-            Some(step) => write!(f, " consensus_step={step}"),
-            None => Ok(()),
+        // Only when set: every scenario without them prints as it always did.
+        if let Some(step) = self.consensus_step {
+            write!(f, " consensus_step={step}")?;
         }
+        if self.elastic {
+            write!(f, " elastic joins={:?} leaves={:?}", self.joins, self.leaves)?;
+        }
+        Ok(())
     }
 }
 
@@ -365,8 +437,11 @@ pub struct Report {
     /// Frames the network dropped.
     pub dropped: u64,
     /// Times a node declared a peer down (each one may cost exactness: see
-    /// [`Scenario::conserves_mean`]).
+    /// [`Scenario::conserves_mean`]), not counting members that left.
     pub peers_down: u64,
+    /// Times a node noted that a member left (its Leave, or its silence past
+    /// `peer_timeout` once it was gone).
+    pub departures: u64,
     /// Rounds every node finished.
     pub rounds: u32,
     /// Rounds each node finished (in its last life), at the end.
@@ -414,6 +489,10 @@ enum What {
     Restart(u32),
     /// A node crashes.
     Crash(u32),
+    /// An absent node joins the cluster.
+    Join(u32),
+    /// A member leaves it.
+    Leave(u32),
 }
 
 /// Per-edge record for the NOTIFY-ACK invariant.
@@ -478,20 +557,43 @@ impl Engine {
         }
     }
 
-    /// Peers the engine declared down since the last call.
-    fn peers_down(&mut self, mut down: impl FnMut(NodeId)) {
+    /// The engine's events since the last call (the ring has none).
+    fn events(&mut self, mut on: impl FnMut(Event)) {
         if let Engine::Asap(n) = self {
             while let Some(event) = n.poll_event() {
-                if let Event::PeerDown(p) = event {
-                    down(p);
-                }
+                on(event);
             }
+        }
+    }
+
+    /// Whether it holds a model to train (`Node::has_model`: a joiner once every chunk
+    /// came).
+    fn has_model(&self) -> bool {
+        match self {
+            Engine::Asap(n) => n.has_model(),
+            Engine::AllReduce(_) => true,
         }
     }
 }
 
+/// Where a node stands in the cluster's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Membership {
+    /// Not there yet: it joins later ([`Scenario::joins`]).
+    Absent,
+    /// Up (or crashed) without the model: it runs rounds to fetch it, takes no local
+    /// step, and is not judged.
+    Joining,
+    /// A member: a founder, or a joiner that holds the model. Judged (crashed too: a
+    /// crashed node is a member that will be back).
+    Present,
+    /// Left for good.
+    Left,
+}
+
 struct SimNode {
     node: Option<Engine>,
+    member: Membership,
     params: Vec<f32>,
     rounds_done: u32,
     /// When it last finished a round (or restarted).
@@ -510,12 +612,19 @@ struct SimNode {
 
 impl SimNode {
     /// The push-sum mass of its parameter `k`: 1 unless it runs ASAP with push-sum
-    /// (a graph that needs it, or asynchronous rounds).
+    /// (a graph that needs it, asynchronous rounds, elastic membership); none when it is
+    /// not there.
     fn mass_at(&self, k: usize) -> f64 {
-        match &self.node {
-            Some(Engine::Asap(n)) => n.mass_at(k),
+        match (&self.node, self.member) {
+            (_, Membership::Absent | Membership::Left) => 0.0,
+            (Some(Engine::Asap(n)), _) => n.mass_at(k),
             _ => 1.0,
         }
+    }
+
+    /// A member judged: present, whether up or crashed.
+    fn is_present(&self) -> bool {
+        self.member == Membership::Present
     }
 }
 
@@ -526,8 +635,14 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     initial: Vec<Vec<f32>>,
     /// Per value, the exact mean of the replicas the run started from (or that
-    /// [`Sim::change_replicas`] left).
+    /// [`Sim::change_replicas`] or a departure left), weighted by push-sum mass.
     target: Vec<f64>,
+    /// Per value, the members' total mass when `target` was taken: what averaging
+    /// conserves with it.
+    target_mass: Vec<f64>,
+    /// Nothing the simulator did cost exactness so far (a departure mid-round does).
+    /// With [`Scenario::conserves_mean`] and no peer declared down, the target is exact.
+    exact: bool,
     rng: ChaCha8Rng,
     now: Instant,
     queue: BinaryHeap<Reverse<(Instant, u64, What)>>,
@@ -571,6 +686,7 @@ impl Sim {
     /// Builds the cluster of a scenario.
     pub fn new(scenario: Scenario) -> Result<Sim, String> {
         let n = scenario.nodes;
+        check_membership(&scenario)?;
         let spec = TopologySpec {
             degree: scenario.degree,
             seed: scenario.seed,
@@ -598,6 +714,8 @@ impl Sim {
             topology,
             nodes: Vec::new(),
             target: Vec::new(),
+            target_mass: Vec::new(),
+            exact: true,
             now: Instant::ZERO,
             queue: BinaryHeap::with_capacity(slots + EVENTS_PER_NODE * n as usize),
             seq: 0,
@@ -636,9 +754,14 @@ impl Sim {
             })
             .collect();
         for i in 0..n {
-            let node = sim.build_node(i, 0)?;
+            // A joiner is absent until it joins.
+            let (node, member) = match sim.joins_later(i) {
+                true => (None, Membership::Absent),
+                false => (Some(sim.build_node(i, 0)?), Membership::Present),
+            };
             sim.nodes.push(SimNode {
-                node: Some(node),
+                node,
+                member,
                 params: sim.initial[i as usize].clone(),
                 rounds_done: 0,
                 finished_at: Instant::ZERO,
@@ -650,10 +773,18 @@ impl Sim {
                 down: vec![false; n as usize],
                 started_before: Vec::new(),
             });
-            sim.begin_compute(i);
+            if member == Membership::Present {
+                sim.begin_compute(i);
+            }
         }
         for c in sim.scenario.crashes.clone() {
             sim.push(c.at, What::Crash(c.node));
+        }
+        for j in sim.scenario.joins.clone() {
+            sim.push(j.at, What::Join(j.node));
+        }
+        for l in sim.scenario.leaves.clone() {
+            sim.push(l.at, What::Leave(l.node));
         }
         sim.take_replicas_as_reference();
         if sim.problem.is_some() {
@@ -664,17 +795,45 @@ impl Sim {
         Ok(sim)
     }
 
-    /// The replicas as they are become what the run is judged against: their exact
-    /// mean the target, their range the hull.
+    /// The members' replicas as they are become what the run is judged against: their
+    /// exact mean the target, their range the hull.
     fn take_replicas_as_reference(&mut self) {
-        let replicas: Vec<&[f32]> = self.nodes.iter().map(|s| &s.params[..]).collect();
-        self.target = crate::mean(&replicas);
+        self.take_target();
+        let replicas: Vec<&[f32]> = self
+            .nodes
+            .iter()
+            .filter(|s| s.is_present())
+            .map(|s| &s.params[..])
+            .collect();
         self.hull = (0..self.scenario.model_len)
             .map(|k| {
                 let values = replicas.iter().map(|v| v[k]);
                 (values.clone().fold(f32::MAX, f32::min), values.fold(f32::MIN, f32::max))
             })
             .collect();
+    }
+
+    /// The target becomes the mean of the replicas as they are, each value weighted by
+    /// its push-sum mass (`Σ m·x / Σ m`, over every node that holds mass: members, and a
+    /// joiner with part of the model): what averaging converges to from here. With
+    /// every mass 1 it is the plain mean.
+    fn take_target(&mut self) {
+        let (target, mass) = (0..self.scenario.model_len)
+            .map(|k| {
+                let (sum, mass) = self.nodes.iter().fold((0.0, 0.0), |(sum, mass), s| {
+                    let m = s.mass_at(k);
+                    (sum + m * f64::from(s.params[k]), mass + m)
+                });
+                (sum / mass, mass)
+            })
+            .unzip();
+        self.target = target;
+        self.target_mass = mass;
+    }
+
+    /// Node `i` is absent at the start: it joins later.
+    fn joins_later(&self, i: u32) -> bool {
+        self.scenario.joins.iter().any(|j| j.node == i)
     }
 
     fn config(&self, i: u32, incarnation: u32) -> Config {
@@ -688,6 +847,9 @@ impl Sim {
             encrypt: self.scenario.encrypt,
             compression: self.scenario.compression,
             consensus_step: self.scenario.consensus_step,
+            elastic: self.scenario.elastic,
+            // Every life of a joiner joins: it has no model of its own.
+            join: self.joins_later(i),
             ..Config::new(0xa5a9, NodeId(i as u16), self.scenario.model_len)
         }
     }
@@ -750,7 +912,7 @@ impl Sim {
         let synchronous = matches!(self.scenario.wait, Wait::All | Wait::Barrier);
         if synchronous && self.scenario.workload == Workload::Average && self.expected_error_bound(clean_rounds) < 1e-5
         {
-            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+            let exact = self.is_exact();
             let err = if exact { self.error() } else { self.spread() };
             if err > 1e-4 {
                 let what = if exact {
@@ -763,7 +925,7 @@ impl Sim {
         }
         // Asynchronous rounds run push-sum: replicas that agree agree on the exact
         // average, however stale the updates they mixed.
-        let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+        let exact = self.is_exact();
         if !synchronous && exact && !self.compressed() && self.spread() < 1e-6 && self.error() > 1e-4 {
             let err = self.error();
             return Err(self.violation(format!(
@@ -867,6 +1029,10 @@ impl Sim {
                     }
                 }
                 What::Crash(i) => {
+                    // A node that is not there (yet, or any more) cannot crash.
+                    if matches!(self.nodes[i as usize].member, Membership::Absent | Membership::Left) {
+                        continue;
+                    }
                     let down_for = self
                         .scenario
                         .crashes
@@ -881,28 +1047,25 @@ impl Sim {
                     node.computing_until = None;
                     self.push(self.now + down_for.unwrap_or(Duration::ZERO), What::Restart(i));
                 }
+                // One that left while down stays gone.
+                What::Restart(i) if self.nodes[i as usize].member == Membership::Left => {}
                 What::Restart(i) => {
                     let incarnation = self.nodes[i as usize].incarnation + 1;
-                    let fresh = self.build_node(i, incarnation).map_err(|e| self.violation(e))?;
-                    let node = &mut self.nodes[i as usize];
-                    node.node = Some(fresh);
-                    node.incarnation = incarnation;
-                    node.params = self.initial[i as usize].clone();
-                    node.rounds_done = 0;
-                    node.finished_at = self.now;
-                    // It heard nothing yet in its new life.
-                    let n = self.scenario.nodes;
-                    self.heard[(i * n) as usize..((i + 1) * n) as usize].fill(0);
-                    // Both directions of its edges start afresh: it forgot what it owed,
-                    // and its peers drop what they had in flight to it once its Hello
-                    // arrives.
-                    let n = self.scenario.nodes;
-                    for j in 0..n {
-                        self.edges[(i * n + j) as usize] = EdgeLog::default();
-                        self.edges[(j * n + i) as usize] = EdgeLog::default();
+                    self.start_life(i, incarnation)?;
+                }
+                What::Join(i) => {
+                    if self.nodes[i as usize].member == Membership::Absent {
+                        self.start_life(i, 0)?;
                     }
-                    self.begin_compute(i);
-                    self.service(i)?;
+                }
+                What::Leave(i) => {
+                    if self.nodes[i as usize].member != Membership::Left {
+                        self.depart(i)?;
+                        // Shares in flight to or from it may go with it: the mean of those
+                        // present is the best target there is, not an exact one
+                        // (`Scenario::conserves_mean`).
+                        self.take_target();
+                    }
                 }
             }
             if self.now >= self.next_stall_check {
@@ -913,6 +1076,62 @@ impl Sim {
                 return Ok(true);
             }
         }
+    }
+
+    /// Node `i` starts a life as `incarnation`: a crashed node restarts with its
+    /// initial replica, a joiner (every life of it) joins with no model. It heard
+    /// nothing yet, and owes nothing.
+    fn start_life(&mut self, i: u32, incarnation: u32) -> Result<(), Violation> {
+        let fresh = self.build_node(i, incarnation).map_err(|e| self.violation(e))?;
+        let joining = self.joins_later(i);
+        let node = &mut self.nodes[i as usize];
+        node.node = Some(fresh);
+        node.member = if joining {
+            Membership::Joining
+        } else {
+            Membership::Present
+        };
+        node.incarnation = incarnation;
+        node.params = self.initial[i as usize].clone();
+        node.rounds_done = 0;
+        node.finished_at = self.now;
+        // It heard nothing yet in its new life.
+        let n = self.scenario.nodes;
+        self.heard[(i * n) as usize..((i + 1) * n) as usize].fill(0);
+        // Both directions of its edges start afresh: it forgot what it owed, and its
+        // peers drop what they had in flight to it once its Hello arrives.
+        for j in 0..n {
+            self.edges[(i * n + j) as usize] = EdgeLog::default();
+            self.edges[(j * n + i) as usize] = EdgeLog::default();
+        }
+        // A joiner has no model to take a step on: it starts its first round at once.
+        if !joining {
+            self.begin_compute(i);
+        }
+        self.service(i)
+    }
+
+    /// Node `i` leaves for good: `leave`, its Leave frames out, gone. (Down at the
+    /// time, it just never comes back: its peers give up on it after `peer_timeout`.)
+    fn depart(&mut self, i: u32) -> Result<(), Violation> {
+        if self.trace {
+            eprintln!("{} node {i}: leaves", self.now);
+        }
+        if self.nodes[i as usize].node.is_some() {
+            // The staleness check judges it, in this life, by how far it got.
+            let started = self.rounds_started(i);
+            self.nodes[i as usize].started_before.push(started);
+            if let Some(node) = self.nodes[i as usize].node.as_mut() {
+                node.reducer().leave(self.now);
+            }
+            self.flush(i)?;
+        }
+        let node = &mut self.nodes[i as usize];
+        node.member = Membership::Left;
+        node.node = None;
+        node.timer = None;
+        node.computing_until = None;
+        Ok(())
     }
 
     /// What the run measured so far (the counters as they stand; `rounds`: what every
@@ -985,6 +1204,41 @@ impl Sim {
         self.take_replicas_as_reference();
     }
 
+    /// Member `i` leaves the cluster now, between rounds (after [`Sim::run_until`]):
+    /// `leave`, its Leave frames out, gone for good. The others, held between rounds,
+    /// are served until none holds it live any more (its Leave arrived, or it was
+    /// silent past `peer_timeout`), so no round of theirs gives it a share it would take
+    /// away. The target becomes the mass-weighted mean of those present (`Σ m·x / Σ m`
+    /// per value). In `Wait::All` (or `Barrier`) that is exact: between rounds every
+    /// update sent was folded, so their masses and replicas hold all there is, and from
+    /// here on a share meant for the one that left stays with its sender. In the
+    /// asynchronous modes updates may be in flight, so the run is no longer judged
+    /// against the exact mean. The hull stays: every replica is still a convex mix of
+    /// initial ones. `Err` on a broken invariant, or when the others do not note the
+    /// departure within the time limit.
+    pub fn leave(&mut self, i: u32) -> Result<(), Violation> {
+        let held = self
+            .members()
+            .all(|s| s.rounds_done >= self.stop_at && s.node.as_ref().is_some_and(|n| !n.is_started()));
+        assert!(held, "a member leaves between rounds only, after run_until");
+        assert!(
+            self.nodes[i as usize].is_present() && self.nodes[i as usize].node.is_some(),
+            "node {i} is not a member that is up"
+        );
+        self.depart(i)?;
+        if !self.process_until(|sim| !sim.holds_live(i))? {
+            return Err(self.violation(format!("node {i} left, and a member still waits for it")));
+        }
+        self.exact &= matches!(self.scenario.wait, Wait::All | Wait::Barrier);
+        self.take_target();
+        Ok(())
+    }
+
+    /// Some node that is up holds peer `i` live (sends to it, waits for it).
+    fn holds_live(&self, i: u32) -> bool {
+        self.nodes().any(|n| n.peer(NodeId(i as u16)).is_some_and(|p| p.up))
+    }
+
     /// Every node did the scenario's rounds and, when faults were injected, enough
     /// rounds after the last one healed to settle (ten periods, plus ten).
     fn done(&self) -> bool {
@@ -992,16 +1246,30 @@ impl Sim {
             && (!self.has_faults() || (self.healed_rounds() >= self.settle() && self.now >= self.healed + SETTLE_TIME))
     }
 
+    /// Whether the run is judged against the exact (mass-weighted) mean: the scenario
+    /// conserves it, no peer was declared down, and no departure cost it.
+    fn is_exact(&self) -> bool {
+        self.exact && self.scenario.conserves_mean() && self.report.peers_down == 0
+    }
+
+    /// Faults, or changes of membership, that a run must settle after.
     fn has_faults(&self) -> bool {
-        !self.scenario.partitions.is_empty() || !self.scenario.crashes.is_empty()
+        let s = &self.scenario;
+        !s.partitions.is_empty() || !s.crashes.is_empty() || !s.joins.is_empty() || !s.leaves.is_empty()
     }
 
     fn settle(&self) -> u32 {
         10 * self.topology.period() + 10
     }
 
+    /// Rounds every member present finished.
     fn min_rounds(&self) -> u32 {
-        self.nodes.iter().map(|s| s.rounds_done).min().unwrap_or(0)
+        self.members().map(|s| s.rounds_done).min().unwrap_or(0)
+    }
+
+    /// The members present (up or crashed): what the run is judged on.
+    fn members(&self) -> impl Iterator<Item = &SimNode> + Clone + '_ {
+        self.nodes.iter().filter(|s| s.is_present())
     }
 
     /// The consensus error the gap predicts after `rounds` (from an initial spread of 2).
@@ -1012,8 +1280,67 @@ impl Sim {
         if self.compressed() {
             return f64::INFINITY; // its rate is not the gap's: the caller judges the end
         }
-        let rho = 1.0 - self.topology.spectral_gap();
-        2.0 * f64::from(self.scenario.nodes).sqrt() * rho.powi(rounds as i32)
+        let members = self.members().count();
+        let rho = if members == self.nodes.len() {
+            1.0 - self.topology.spectral_gap()
+        } else {
+            // Some left (or never joined): the graph between the others is not the one
+            // the gap was computed for, and mixes slower.
+            self.members_contraction()
+        };
+        2.0 * (members as f64).sqrt() * rho.powi(rounds as i32)
+    }
+
+    /// What `1 − gap` is for the graph of the members present: the per-round shrinking
+    /// of a disagreement between them under push-sum, where a share meant for a node
+    /// that is not a member stays with its sender (as elastic nodes do). Measured the
+    /// way power iteration finds an eigenvalue: a seeded disagreement is mixed round
+    /// after round and rescaled as it shrinks; its rate over the second half of the
+    /// rounds, once the faster modes died out, is the slowest mode's.
+    fn members_contraction(&self) -> f64 {
+        const ROUNDS: u32 = 256;
+        let t = &self.topology;
+        let member: Vec<bool> = self.nodes.iter().map(SimNode::is_present).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.scenario.seed);
+        // Push-sum pairs: value times mass, and mass.
+        let mut z: Vec<f64> = member
+            .iter()
+            .map(|&m| if m { rng.random_range(-1.0..1.0) } else { 0.0 })
+            .collect();
+        let mut y: Vec<f64> = member.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+        let mut log_rate = 0.0;
+        for r in 0..ROUNDS {
+            let (mut next_z, mut next_y) = (vec![0.0; z.len()], vec![0.0; z.len()]);
+            for j in (0..member.len()).filter(|&j| member[j]) {
+                let share = t.weight(j as u32, r);
+                let mut kept = 1.0;
+                for i in t.out_neighbours(j as u32, r).filter(|&i| member[i as usize]) {
+                    next_z[i as usize] += share * z[j];
+                    next_y[i as usize] += share * y[j];
+                    kept -= share;
+                }
+                next_z[j] += kept * z[j];
+                next_y[j] += kept * y[j];
+            }
+            (z, y) = (next_z, next_y);
+            // What the members converge to (mixing keeps both sums; taken afresh, so
+            // rounding does not add up), and the disagreement with it, rescaled to 1.
+            let target = z.iter().sum::<f64>() / y.iter().sum::<f64>();
+            let apart = (0..z.len())
+                .filter(|&i| member[i])
+                .map(|i| (z[i] / y[i] - target).abs())
+                .fold(0.0, f64::max);
+            if apart == 0.0 || !apart.is_finite() {
+                return 0.0; // exact consensus (or nothing left to agree)
+            }
+            for i in 0..z.len() {
+                z[i] = target * y[i] + (z[i] - target * y[i]) / apart;
+            }
+            if r >= ROUNDS / 2 {
+                log_rate += apart.ln();
+            }
+        }
+        (log_rate / f64::from(ROUNDS / 2)).exp().min(1.0)
     }
 
     fn violation(&self, what: String) -> Violation {
@@ -1029,7 +1356,7 @@ impl Sim {
         let idx = i as usize;
         // Peers declared down by the input just handled count before the round it lets
         // finish is judged (a peer given up on costs exactness).
-        self.drain_events(i);
+        self.drain_events(i)?;
         let s = &mut self.nodes[idx];
         let Some(node) = s.node.as_mut() else { return Ok(()) };
         // Nodes keep going until the slowest is done, as training does: one that stopped
@@ -1075,12 +1402,16 @@ impl Sim {
             if s.params.iter().any(|x| !x.is_finite()) {
                 return Err(self.violation(format!("node {i}: non-finite replica")));
             }
-            self.check_hull(i)?;
-            self.begin_compute(i);
+            // The finish that completes a joiner's model makes it a member.
+            self.drain_events(i)?;
+            if self.nodes[idx].is_present() {
+                self.check_hull(i)?;
+                self.begin_compute(i);
+            }
             self.on_round_finished()?;
         }
         self.flush(i)?;
-        self.drain_events(i);
+        self.drain_events(i)?;
         let node = self.nodes[idx].node.as_ref().expect("checked above");
         let deadline = node.poll_timeout();
         if let Some(deadline) = deadline.filter(|d| Some(*d) != self.nodes[idx].timer) {
@@ -1215,15 +1546,61 @@ impl Sim {
         }
     }
 
-    /// Takes node `i`'s events: the peers it declared down.
-    fn drain_events(&mut self, i: u32) {
-        let s = &mut self.nodes[i as usize];
-        let Some(node) = s.node.as_mut() else { return };
-        let (down, peers_down) = (&mut s.down, &mut self.report.peers_down);
-        node.peers_down(|p| {
-            down[usize::from(p.0)] = true;
-            *peers_down += 1;
+    /// Takes node `i`'s events: the peers it declared down (a member that left is a
+    /// departure, not a fault), and a joiner's `Joined`, which must come exactly with
+    /// the finish that gave it the model (`Node::has_model`): then it is a member.
+    fn drain_events(&mut self, i: u32) -> Result<(), Violation> {
+        // Out of its slot while its events are read, which look at the other nodes.
+        let Some(mut node) = self.nodes[i as usize].node.take() else {
+            return Ok(());
+        };
+        let mut joined = None;
+        node.events(|event| match event {
+            Event::PeerDown(p) => {
+                let p = usize::from(p.0);
+                self.nodes[i as usize].down[p] = true;
+                match self.nodes[p].member {
+                    Membership::Left => self.report.departures += 1,
+                    _ => self.report.peers_down += 1,
+                }
+            }
+            Event::Joined { round } => joined = Some(round),
+            _ => {}
         });
+        let has_model = node.has_model();
+        let round = node.reducer().round();
+        self.nodes[i as usize].node = Some(node);
+        let joining = self.nodes[i as usize].member == Membership::Joining;
+        match joined {
+            Some(r) if !joining || !has_model => Err(self.violation(format!(
+                "node {i}: Joined {{ round: {r} }} without a model to join with (member {:?}, has_model {has_model})",
+                self.nodes[i as usize].member
+            ))),
+            Some(r) => {
+                self.become_member(i, r, round);
+                Ok(())
+            }
+            None if joining && has_model => Err(self.violation(format!("node {i}: holds the model, no Joined event"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Joiner `i` holds the model since its round `joined` finished (it is at `round`
+    /// now): a member from here on. It counts the cluster's rounds, not its own: the
+    /// round it is at (exact-round modes caught it up to its in-neighbours), and at
+    /// least what every member present finished (it is not asked to redo the rounds it
+    /// was absent for).
+    fn become_member(&mut self, i: u32, joined: u32, round: u32) {
+        let members = self.min_rounds();
+        let s = &mut self.nodes[i as usize];
+        s.member = Membership::Present;
+        s.rounds_done = round.max(members);
+        if self.trace {
+            eprintln!(
+                "{} node {i}: joined in round {joined} (counts {} rounds done)",
+                self.now, s.rounds_done
+            );
+        }
     }
 
     /// When the slowest node finished a round: record the error, check the mean.
@@ -1236,12 +1613,13 @@ impl Sim {
                 self.report.loss_per_round.push(loss);
             }
             self.report.time_per_round.push(self.now - Instant::ZERO);
-            // Quiescent: every node finished the same rounds and none is mid-round.
+            // Quiescent: every member finished the same rounds and none is mid-round; no
+            // joiner is fetching the model (what it folded is mass in flight).
             let quiet = self
-                .nodes
-                .iter()
-                .all(|s| s.rounds_done as usize == min && s.node.as_ref().is_some_and(|n| !n.is_started()));
-            let exact = self.scenario.conserves_mean() && self.report.peers_down == 0;
+                .members()
+                .all(|s| s.rounds_done as usize == min && s.node.as_ref().is_some_and(|n| !n.is_started()))
+                && self.nodes.iter().all(|s| s.member != Membership::Joining);
+            let exact = self.is_exact();
             if quiet && exact && self.scenario.wait == Wait::All {
                 let drift = self.mean_drift();
                 if drift > 1e-4 {
@@ -1304,19 +1682,15 @@ impl Sim {
     }
 
     /// Largest distance of the replicas' mean from the target, each value weighted by
-    /// its chunk's push-sum mass (1 unless push-sum runs): what averaging conserves.
-    /// Exact only between rounds, when nothing cost exactness.
+    /// its chunk's push-sum mass (1 unless push-sum runs) and divided by the mass there
+    /// was when the target was taken: what averaging conserves, mass and all. Over every
+    /// node that holds mass (a joiner with part of the model too). Exact only between
+    /// rounds, when nothing cost exactness.
     pub fn mean_drift(&self) -> f64 {
-        let n = self.nodes.len() as f64;
         (0..self.scenario.model_len)
             .map(|k| {
-                let mean: f64 = self
-                    .nodes
-                    .iter()
-                    .map(|s| s.mass_at(k) * f64::from(s.params[k]))
-                    .sum::<f64>()
-                    / n;
-                (mean - self.target[k]).abs()
+                let sum: f64 = self.nodes.iter().map(|s| s.mass_at(k) * f64::from(s.params[k])).sum();
+                (sum / self.target_mass[k] - self.target[k]).abs()
             })
             .fold(0.0, f64::max)
     }
@@ -1339,39 +1713,41 @@ impl Sim {
             return;
         };
         let s = &mut self.nodes[i as usize];
+        if !s.is_present() {
+            return; // a joiner trains once it holds the model
+        }
         problem.local_step(&mut s.params, i, s.rounds_done, rate, batch);
     }
 
-    /// Logistic loss of the average replica on the problem's held-out test set.
+    /// Logistic loss of the members' average replica on the problem's held-out test set.
     fn loss(&mut self) -> f64 {
         let Some(problem) = &self.problem else {
             return 0.0;
         };
-        let n = self.nodes.len() as f64;
+        let members = self.nodes.iter().filter(|s| s.is_present());
+        let n = members.clone().count() as f64;
         for (k, a) in self.average.iter_mut().enumerate() {
-            *a = (self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n) as f32;
+            *a = (members.clone().map(|s| f64::from(s.params[k])).sum::<f64>() / n) as f32;
         }
         problem.evaluate(&self.average).loss
     }
 
-    /// Largest distance of any replica from the replicas' own mean.
+    /// Largest distance of any member's replica from the members' own mean.
     fn spread(&self) -> f64 {
-        let n = self.nodes.len() as f64;
+        let n = self.members().count() as f64;
         (0..self.scenario.model_len)
             .map(|k| {
-                let mean = self.nodes.iter().map(|s| f64::from(s.params[k])).sum::<f64>() / n;
-                self.nodes
-                    .iter()
+                let mean = self.members().map(|s| f64::from(s.params[k])).sum::<f64>() / n;
+                self.members()
                     .map(|s| (f64::from(s.params[k]) - mean).abs())
                     .fold(0.0, f64::max)
             })
             .fold(0.0, f64::max)
     }
 
-    /// Largest distance of any replica value from the target ([`Sim::target`]).
+    /// Largest distance of any member's replica value from the target ([`Sim::target`]).
     pub fn error(&self) -> f64 {
-        self.nodes
-            .iter()
+        self.members()
             .flat_map(|s| {
                 s.params
                     .iter()
@@ -1531,11 +1907,15 @@ impl Sim {
         let mut out = String::new();
         for (i, s) in self.nodes.iter().enumerate() {
             let Some(Engine::Asap(n)) = s.node.as_ref() else {
-                out.push_str(&format!("node {i}: crashed, or all-reduce\n"));
+                out.push_str(&format!(
+                    "node {i}: {:?}: crashed, absent, left, or all-reduce\n",
+                    s.member
+                ));
                 continue;
             };
             out.push_str(&format!(
-                "node {i}: done {} round {} started {} ready {} can_start {:?} computing {:?} timer {:?}\n",
+                "node {i}: {:?} done {} round {} started {} ready {} can_start {:?} computing {:?} timer {:?}\n",
+                s.member,
                 s.rounds_done,
                 n.round(),
                 n.is_started(),
@@ -1555,6 +1935,43 @@ impl Sim {
     }
 }
 
+/// A scenario's joins and leaves make sense: elastic, of nodes that exist, each node
+/// joining and leaving at most once, a joiner leaving only after it joined, and at
+/// least one founding member.
+fn check_membership(s: &Scenario) -> Result<(), String> {
+    if s.joins.is_empty() && s.leaves.is_empty() {
+        return Ok(());
+    }
+    if !s.elastic {
+        return Err("joins and leaves need elastic membership".into());
+    }
+    let mut nodes = s.joins.iter().map(|j| j.node).chain(s.leaves.iter().map(|l| l.node));
+    if let Some(i) = nodes.find(|&i| i >= s.nodes) {
+        return Err(format!("node {i} joins or leaves, of {}", s.nodes));
+    }
+    let twice = |ids: Vec<u32>| {
+        ids.iter()
+            .enumerate()
+            .find(|(k, i)| ids[..*k].contains(i))
+            .map(|(_, &i)| i)
+    };
+    if let Some(i) = twice(s.joins.iter().map(|j| j.node).collect()) {
+        return Err(format!("node {i} joins twice"));
+    }
+    if let Some(i) = twice(s.leaves.iter().map(|l| l.node).collect()) {
+        return Err(format!("node {i} leaves twice"));
+    }
+    for l in &s.leaves {
+        if s.joins.iter().any(|j| j.node == l.node && j.at >= l.at) {
+            return Err(format!("node {} leaves before it joins", l.node));
+        }
+    }
+    if s.joins.len() >= s.nodes as usize {
+        return Err("no founding member: every node joins".into());
+    }
+    Ok(())
+}
+
 /// Runs one scenario; `Err` carries the violation with its replay seed.
 pub fn run(scenario: Scenario) -> Result<Report, Violation> {
     let seed = scenario.seed;
@@ -1564,4 +1981,62 @@ pub fn run(scenario: Scenario) -> Result<Report, Violation> {
         what,
     })?;
     sim.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Joins and leaves need elastic membership, nodes that exist, a leave after the
+    /// join, and someone there from the start.
+    #[test]
+    fn membership_changes_that_make_no_sense_are_refused() {
+        let at = |ms| Instant::from_millis(ms);
+        let base = Scenario {
+            elastic: true,
+            ..Scenario::new(1, 4, Family::Ring)
+        };
+        let refused = |s: Scenario| Sim::new(s).err().unwrap_or_default();
+        let joins = |joins: Vec<Join>| Scenario { joins, ..base.clone() };
+        assert!(refused(Scenario {
+            elastic: false,
+            ..joins(vec![Join { node: 1, at: at(5) }])
+        })
+        .contains("elastic"));
+        assert!(refused(joins(vec![Join { node: 4, at: at(5) }])).contains("node 4"));
+        assert!(refused(joins(vec![Join { node: 1, at: at(5) }, Join { node: 1, at: at(9) }])).contains("twice"));
+        assert!(refused(Scenario {
+            leaves: vec![Leave { node: 1, at: at(5) }],
+            ..joins(vec![Join { node: 1, at: at(9) }])
+        })
+        .contains("before it joins"));
+        assert!(refused(joins((0..4).map(|node| Join { node, at: at(5) }).collect())).contains("founding"));
+        assert!(Sim::new(Scenario {
+            leaves: vec![Leave { node: 1, at: at(9) }],
+            ..joins(vec![Join { node: 1, at: at(5) }])
+        })
+        .is_ok());
+    }
+
+    /// With every node a member, the measured contraction is the spectral gap's
+    /// `1 − gap` (the expander's within 3%: its parallel edges).
+    #[test]
+    fn members_contraction_is_the_gap_when_all_are_members() {
+        for family in [
+            Family::Ring,
+            Family::Exponential,
+            Family::OnePeerExponential,
+            Family::Expander,
+            Family::Hypercube,
+        ] {
+            for n in [8, 16, 32] {
+                let sim = Sim::new(Scenario::new(3, n, family)).unwrap();
+                let (expected, measured) = (1.0 - sim.topology.spectral_gap(), sim.members_contraction());
+                assert!(
+                    (measured - expected).abs() <= 0.03 * expected.max(1e-9),
+                    "{family:?} n={n}: {measured} vs {expected}"
+                );
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Seeded simulations across fault mixes: loss, duplication, reordering, bandwidth,
-//! stragglers, partitions, crashes with restart, every wait policy, staleness bounds.
+//! stragglers, partitions, crashes with restart, every wait policy, staleness bounds,
+//! members joining and leaving.
 //! Each scenario derives from one seed; every invariant is checked as the run goes (see
 //! `asap_tests::sim`).
 //!
@@ -8,7 +9,7 @@
 
 use asap_core::topology::Family;
 use asap_core::{Duration, Instant, Wait};
-use asap_tests::sim::{self, Crash, Network, Scenario, Sim};
+use asap_tests::sim::{self, Crash, Join, Network, Scenario, Sim};
 
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("ASAP_SIM_SEED") {
@@ -329,4 +330,160 @@ fn asynchronous_rounds_keep_the_exact_average_with_a_straggler() {
             assert!(error < 1e-5, "{text}: replicas {error:e} from the average");
         }
     }
+}
+
+/// Largest distance between any value of replica `a` and the same value of `b`.
+fn distance(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Elastic membership: node 5 of 16 joins the running cluster when the others have
+/// finished 50 rounds, and all go on to 200. The joiner brings no mass: its first round
+/// takes the model its in-neighbours send, so it ends with the others (within 1e-5),
+/// and everyone ends within 1e-5 of the founding members' initial average: the join
+/// did not move it. On one-peer-exp and exp, waiting for all in-neighbours or none.
+#[test]
+fn a_member_joins_at_round_50_of_200_and_ends_within_1e5_of_the_others() {
+    const JOINER: u32 = 5;
+    for family in [Family::OnePeerExponential, Family::Exponential] {
+        for wait in [Wait::All, Wait::None] {
+            let scenario = |at| Scenario {
+                elastic: true,
+                wait,
+                rounds: 200,
+                joins: vec![Join { node: JOINER, at }],
+                ..Scenario::new(22, 16, family)
+            };
+            // When the founders finish round 50 (the joiner absent, as it will be up to
+            // then: the run is the same until it joins).
+            let mut probe = Sim::new(scenario(Instant::from_millis(3_600_000))).unwrap();
+            probe.run_until(50).unwrap_or_else(|v| panic!("{v}"));
+            let at = probe.now();
+            let scenario = scenario(at);
+            let text = scenario.to_string();
+            let mut sim = Sim::new(scenario).unwrap();
+            sim.run_until(200).unwrap_or_else(|v| panic!("{text}: {v}"));
+            let joiner = sim.node(JOINER).expect("the joiner is up");
+            assert!(joiner.has_model(), "{text}: the joiner holds no model");
+            // It joined when the others had done 50 rounds, not before: it finished
+            // about 150 of the 200 (it counts the cluster's rounds from its join).
+            let rounds = joiner.stats().rounds;
+            assert!(rounds < 160, "{text}: the joiner finished {rounds} rounds");
+            let others = (0..16).filter(|&i| i != JOINER);
+            let apart = others
+                .clone()
+                .map(|i| distance(sim.replica(JOINER), sim.replica(i)))
+                .fold(0.0, f64::max);
+            assert!(apart < 1e-5, "{text}: the joiner ends {apart:e} from the others");
+            // The target is the founders' initial average, and the replicas are there.
+            let initial = asap_tests::random_vectors(16, sim.scenario().model_len, 22);
+            let founders: Vec<&Vec<f32>> = others.map(|i| &initial[i as usize]).collect();
+            assert_eq!(sim.target(), asap_tests::mean(&founders), "{text}");
+            let error = sim.error();
+            assert!(error < 1e-5, "{text}: replicas {error:e} from the founders' average");
+        }
+    }
+}
+
+/// Elastic membership: a join while the founders' replicas still differ (3 ms in, their
+/// third round) must not move their average either — the joiner brings no mass, and
+/// every share given to it or by it arrives somewhere. The join at round 50 above comes
+/// when the replicas agree, where a share lost on the way moves nothing visible; here it
+/// would. Everyone must end within 1e-5 of the founders' initial average (the sim also
+/// checks the mass-weighted mean between rounds in `Wait::All`).
+#[test]
+fn a_join_while_the_replicas_differ_keeps_the_founders_average() {
+    let mut failures = Vec::new();
+    for family in [Family::OnePeerExponential, Family::Exponential] {
+        for wait in [Wait::All, Wait::None] {
+            let scenario = Scenario {
+                elastic: true,
+                wait,
+                rounds: 200,
+                joins: vec![Join {
+                    node: 5,
+                    at: Instant::from_millis(3),
+                }],
+                ..Scenario::new(22, 16, family)
+            };
+            let text = scenario.to_string();
+            let mut sim = Sim::new(scenario).unwrap();
+            match sim.run_until(200) {
+                Err(v) => failures.push(format!("{text}: {v}")),
+                Ok(()) if sim.error() > 1e-5 => failures.push(format!(
+                    "{text}: replicas {:e} from the founders' average (spread {:e})",
+                    sim.error(),
+                    sim.report().spread
+                )),
+                Ok(()) => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Elastic membership: node 9 of 16 leaves at round 100 and the others go on to 200.
+/// So that the leave matters, the replicas are first changed to fresh values (a stand-in
+/// for the training that makes members differ), so the mean of those who stay is not
+/// the mean of all. They end within 1e-5 of the mass-weighted mean of those present at
+/// the leave. That is exact in `Wait::All`: between rounds every update sent was folded
+/// (no mass in flight), the one that leaves takes only its own mass, and the others,
+/// held between rounds until they heard its Leave, never give it a share again — a
+/// share meant for it stays with its sender — so `Σ m·x` and `Σ m` of those present
+/// are conserved from then on, and push-sum drives every replica to their ratio.
+#[test]
+fn a_member_leaves_at_round_100_and_the_rest_converge_to_the_mean_of_those_present() {
+    const LEAVER: u32 = 9;
+    for family in [Family::OnePeerExponential, Family::Exponential] {
+        let scenario = Scenario {
+            elastic: true,
+            rounds: 200,
+            ..Scenario::new(23, 16, family)
+        };
+        let text = scenario.to_string();
+        let model_len = scenario.model_len;
+        let mut sim = Sim::new(scenario).unwrap();
+        sim.run_until(100).unwrap_or_else(|v| panic!("{text}: {v}"));
+        let fresh = asap_tests::random_vectors(16, model_len, 99);
+        sim.change_replicas(|i, replica| replica.copy_from_slice(&fresh[i as usize]));
+        let all = sim.target().to_vec();
+        sim.leave(LEAVER).unwrap_or_else(|v| panic!("{text}: {v}"));
+        // The mean of those present, weighted by mass, reckoned here from outside.
+        let rest: Vec<u32> = (0..16).filter(|&i| i != LEAVER).collect();
+        let target: Vec<f64> = (0..model_len)
+            .map(|k| {
+                let node = |i: u32| sim.node(i).expect("up");
+                let mass: f64 = rest.iter().map(|&i| node(i).mass_at(k)).sum();
+                let sum: f64 = rest
+                    .iter()
+                    .map(|&i| node(i).mass_at(k) * f64::from(sim.replica(i)[k]))
+                    .sum();
+                sum / mass
+            })
+            .collect();
+        let moved = distance_f64(&target, &all);
+        assert!(moved > 1e-2, "{text}: the leave moved the mean by {moved:e} only");
+        assert!(distance_f64(&target, sim.target()) < 1e-9, "{text}");
+        sim.run_until(200).unwrap_or_else(|v| panic!("{text}: {v}"));
+        assert!(sim.node(LEAVER).is_none(), "{text}: gone");
+        for i in rest {
+            let error = sim
+                .replica(i)
+                .iter()
+                .zip(&target)
+                .map(|(x, t)| (f64::from(*x) - t).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                error < 1e-5,
+                "{text}: node {i} ends {error:e} from the mean of those present"
+            );
+        }
+    }
+}
+
+fn distance_f64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }

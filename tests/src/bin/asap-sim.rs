@@ -10,7 +10,7 @@ use std::time::Instant as WallClock;
 
 use asap_core::topology::Family;
 use asap_core::{Duration, Instant, Wait};
-use asap_tests::sim::{self, Crash, Network, Partition, Scenario, Workload};
+use asap_tests::sim::{self, Crash, Join, Leave, Network, Partition, Scenario, Workload};
 use clap::Parser;
 use serde_json::json;
 
@@ -69,6 +69,16 @@ struct Args {
     /// NODE:AT_MS:DOWN_MS — that node crashes and restarts (repeatable).
     #[arg(long, value_parser = parse_crash)]
     crash: Vec<Crash>,
+    /// Elastic membership on every node (on with any --join or --leave).
+    #[arg(long)]
+    elastic: bool,
+    /// NODE:AT_MS — that node is absent until then, and joins the running cluster
+    /// (repeatable).
+    #[arg(long, value_parser = parse_join)]
+    join: Vec<Join>,
+    /// NODE:AT_MS — that node leaves the cluster for good then (repeatable).
+    #[arg(long, value_parser = parse_leave)]
+    leave: Vec<Leave>,
     /// Seed of every random choice (ASAP_SIM_SEED overrides it).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -154,6 +164,23 @@ fn parse_crash(s: &str) -> Result<Crash, String> {
     })
 }
 
+/// NODE:AT_MS, of a join or a leave.
+fn parse_node_at(s: &str) -> Result<(u32, Instant), String> {
+    let (node, at) = s.split_once(':').ok_or("NODE:AT_MS")?;
+    Ok((
+        node.parse().map_err(|_| "NODE")?,
+        Instant::from_millis(at.parse().map_err(|_| "AT_MS")?),
+    ))
+}
+
+fn parse_join(s: &str) -> Result<Join, String> {
+    parse_node_at(s).map(|(node, at)| Join { node, at })
+}
+
+fn parse_leave(s: &str) -> Result<Leave, String> {
+    parse_node_at(s).map(|(node, at)| Leave { node, at })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let seed = std::env::var("ASAP_SIM_SEED")
@@ -178,6 +205,9 @@ fn main() -> ExitCode {
     scenario.stragglers = args.straggler;
     scenario.partitions = args.partition;
     scenario.crashes = args.crash;
+    scenario.elastic = args.elastic || !args.join.is_empty() || !args.leave.is_empty();
+    scenario.joins = args.join;
+    scenario.leaves = args.leave;
     scenario.workload = match args.workload.as_str() {
         "average" => Workload::Average,
         "logistic" => Workload::Logistic {
@@ -238,6 +268,7 @@ fn main() -> ExitCode {
             "wall_s": seconds,
             "dropped": report.dropped,
             "peers_down": report.peers_down,
+            "departures": report.departures,
             "longest_round_s": seconds_of(&report.longest_round),
             "final_spread": report.spread,
         });
