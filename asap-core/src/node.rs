@@ -488,6 +488,14 @@ impl<'a, const P: usize> Node<'a, P> {
         self.joined
     }
 
+    /// Whether updates were folded since the last finish, to be mixed at the next: the
+    /// replica does not show them yet. (Between rounds under push-sum, an update of a
+    /// round this node passed is such; so is whatever arrived while the node computes.)
+    /// Always `false` in the compressed mode, whose sums stay from round to round.
+    pub fn holds_unmixed(&self) -> bool {
+        self.choco.is_none() && self.buffers.chunk_weights.iter().any(|&w| w != 0.0)
+    }
+
     /// Whether [`leave`](Self::leave) was called.
     pub fn has_left(&self) -> bool {
         self.left

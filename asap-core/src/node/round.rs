@@ -169,6 +169,14 @@ impl<const P: usize> Node<'_, P> {
         }
         let skipped = round > self.round.saturating_add(1);
         self.round = round;
+        if skipped {
+            // Out-neighbours of the rounds skipped wait for updates that will not come;
+            // a heartbeat (it counts the rounds started) tells them now rather than at
+            // the next heartbeat interval.
+            for p in self.peers.iter_mut().filter(|p| p.spec.send_weight.is_some()) {
+                p.control.heartbeat = true;
+            }
+        }
         if let Some(choco) = &mut self.choco {
             if choco.enter(round, self.buffers.accumulator, self.buffers.chunk_weights) {
                 self.peers.iter_mut().for_each(|p| p.choco = Membership::default());
@@ -258,10 +266,11 @@ impl<const P: usize> Node<'_, P> {
             // Far behind an out-neighbour that was not held back: likewise.
             return true;
         }
-        if !self.joined {
-            // Joining: whatever the policy, a round waits for the model, every chunk of
-            // it from some in-neighbour (a joining neighbour's update weighs nothing).
-            return self.buffers.chunk_weights.iter().all(|&w| w > 0.0);
+        // Joining: a round waits for the model too, every chunk of it from some
+        // in-neighbour (a joining neighbour's update weighs nothing), whatever else its
+        // policy waits for.
+        if !self.joined && !self.buffers.chunk_weights.iter().all(|&w| w > 0.0) {
+            return false;
         }
         // In exact-round modes an update belongs to one round; otherwise the next update
         // of each in-neighbour is the one to wait for.
