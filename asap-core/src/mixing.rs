@@ -80,17 +80,6 @@ pub(crate) fn carried(masses: &[f32], c: usize, share: f32) -> f32 {
     giving(at, share) * at
 }
 
-/// A share of the snapshot's masses sent after the round's mix: taken from the masses
-/// now (the replica is not at hand to re-weigh, so this is exact only if it did not
-/// move since the snapshot).
-pub(crate) fn give_between_rounds(masses: &mut [f32], share: f32) {
-    let mut masses = Masses(masses);
-    let (now, at_snapshot) = masses.split();
-    for (m, at) in now.iter_mut().zip(at_snapshot.iter()) {
-        *m = (*m - giving(*at, share) * *at).max(0.0);
-    }
-}
-
 /// Folds `share` of the snapshot (at the snapshot's masses) into the accumulator, as an
 /// update from the node itself: a share it set aside to send and could not. Returns
 /// the chunks it could not fold without overflowing (their share is lost).

@@ -29,6 +29,8 @@ struct Peer {
     up: bool,
     left: bool,
     incompatible: bool,
+    /// A frame of it was handled (elastic membership; always `true` otherwise).
+    heard: bool,
     /// Rounds the peer started, as far as its frames told us.
     rounds_started: u32,
     incarnation: Option<u32>,
@@ -45,13 +47,36 @@ struct Peer {
     /// this out-neighbour when the round started while the edge was still busy. The
     /// edge sends it once acknowledged; a round that starts first takes it back.
     reserved: Option<f32>,
+    /// Push-sum: the update on this edge carries no mass (sent between rounds, after
+    /// the round's mix kept the share; see `resume_sending`).
+    weightless: bool,
     /// What frames to and from it are sealed with.
     link: Link,
 }
 
 impl Peer {
+    /// Sent to and waited for.
     fn live(&self) -> bool {
-        self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
+        self.heard && self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
+    }
+
+    /// Elastic membership: not heard from yet, but still expected (within
+    /// `first_contact` of the start): waited for, not sent to (a share sent to a
+    /// member that is not there would be lost).
+    fn expected(&self) -> bool {
+        !self.heard && self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
+    }
+}
+
+/// Elastic membership: how long a member waits at its start for a peer it has not
+/// heard from before counting it absent (members started together hear each other
+/// within a round trip; waiting that long keeps them from running rounds alone).
+fn first_contact(config: &Config) -> crate::time::Duration {
+    let three_beats = crate::time::Duration::from_micros(3 * config.heartbeat_interval.total_micros());
+    if three_beats < config.peer_timeout {
+        three_beats
+    } else {
+        config.peer_timeout
     }
 }
 
@@ -260,8 +285,10 @@ impl<'a, const P: usize> Node<'a, P> {
                 spec: *spec,
                 out: OutEdge::new(RtoBounds::of(&config)),
                 inn: InEdge::default(),
-                // Elastic membership: a member counts once heard from.
-                up: !config.elastic,
+                up: true,
+                // Elastic membership: a member counts once heard from (and is
+                // expected until `first_contact`).
+                heard: !config.elastic,
                 left: false,
                 incompatible: false,
                 rounds_started: 0,
@@ -272,13 +299,19 @@ impl<'a, const P: usize> Node<'a, P> {
                 replay: crate::auth::ReplayWindow::default(),
                 choco: Membership::default(),
                 reserved: None,
+                weightless: false,
                 link: if config.identities {
                     Link::Missing
                 } else {
                     Link::Cluster
                 },
             };
-            peer.timers.set(Timer::PeerDown, now + config.peer_timeout);
+            let silence = if config.elastic {
+                first_contact(&config)
+            } else {
+                config.peer_timeout
+            };
+            peer.timers.set(Timer::PeerDown, now + silence);
             peer.timers.set(Timer::Heartbeat, now + config.heartbeat_interval);
             peer.timers.set(Timer::Hello, now + config.heartbeat_interval);
             // Cannot fail: the length was checked against P above.
@@ -592,6 +625,7 @@ impl<'a, const P: usize> Node<'a, P> {
             if update {
                 p.out.begin(self.round);
                 p.sent_round = Some(self.round);
+                p.weightless = false;
                 given += share.unwrap_or(0.0);
             } else if push_sum && p.live() {
                 // Busy with an earlier update (asynchronous modes): this round's share
@@ -782,6 +816,11 @@ impl<'a, const P: usize> Node<'a, P> {
             }
             if p.out.on_timeout(now) {
                 self.stats.retransmit_timeouts += 1;
+            }
+            if p.up && !p.heard && p.timers.is_due(Timer::PeerDown, now) {
+                // Elastic membership: never heard from, it is not there (yet). Nothing
+                // was sent to it, so nothing is lost: no peer went down.
+                p.up = false;
             }
             if p.up && p.timers.is_due(Timer::PeerDown, now) {
                 p.up = false;

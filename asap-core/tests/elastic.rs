@@ -181,6 +181,9 @@ fn a_member_joins_at_round_50_and_ends_on_the_founders_average() {
             members[4].node = Some(build(&topology, 4, true));
             let ran = run(&mut members, |m| m.iter().all(|m| m.rounds >= 150), &mut now, &mut seed);
             let rounds: Vec<u32> = members.iter().map(|m| m.rounds).collect();
+            if !ran {
+                dump(&members);
+            }
             assert!(ran, "{family:?} case {case}: stalled at rounds {rounds:?}");
             let err = error(&members, &founders);
             assert!(err < 1e-5, "{family:?} case {case}: {err:e} from the founders' average");

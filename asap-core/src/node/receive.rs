@@ -104,8 +104,9 @@ impl<const P: usize> Node<'_, P> {
         }
         let p = &mut self.peers[i];
         p.timers.set(Timer::PeerDown, now + self.config.peer_timeout);
-        if !p.up || p.left {
+        if !p.up || p.left || !p.heard {
             p.up = true;
+            p.heard = true;
             // (A restart, above, is what brings a peer that left back.)
             p.left = false;
             self.push_event(Event::PeerUp(h.from));
@@ -388,13 +389,16 @@ impl<const P: usize> Node<'_, P> {
         // sender gave that share up). Once whole it is in the accumulator, mixed at the
         // next finish like the round's own: acknowledged now, so its sender, which is
         // behind and may be what this node waits for, is not held up by it.
+        // A massless update (sent between rounds, or by a member still joining) has
+        // nothing to mix: acknowledged once whole too, or its sender would wait on this
+        // node's next finish, which may wait on the sender (a joiner's for the model).
         let (chunks, keeps_late) = (self.chunks, self.exact_rounds());
+        let round = self.round;
         let p = &mut self.peers[i];
-        if let Some(inc) = p
-            .inn
-            .incoming
-            .filter(|inc| keeps_late && inc.finished(chunks) && inc.round < self.round)
-        {
+        let early_ack = |inc: &flow::Incoming| {
+            inc.finished(chunks) && ((keeps_late && inc.round < round) || (push_sum && inc.weight == 0.0))
+        };
+        if let Some(inc) = p.inn.incoming.filter(early_ack) {
             p.inn.consume(inc.round, self.round, None);
         }
         Ok(())
@@ -409,21 +413,16 @@ impl<const P: usize> Node<'_, P> {
     /// Push-sum: an edge that was busy as the round started had its share set aside
     /// (`Peer::reserved`); it sends that now. Any other share is given up as it is
     /// sent: during the round, from the share the round keeps. Between rounds the
-    /// round's mix counted it as kept, and only a peer that `came_back` gets it (it may
-    /// be waiting for this update: a restart under a staleness bound, say), its share
-    /// taken from the masses now. That is not exact, as nothing is once a peer was down.
+    /// round's mix counted it as kept, so the update goes without mass (`weightless`):
+    /// a peer that came back (or, with elastic membership, was first heard from) may be
+    /// waiting for it, having heard of this node before this node heard of it.
     pub(super) fn resume_sending(&mut self, i: usize, came_back: bool) {
         let reserved = self.peers[i].reserved.is_some();
         let push_sum_between = !self.started && self.is_push_sum() && !reserved;
         let round = match self.snapshot_round {
             Some(r) if self.started => r,
             // Between rounds, only the round just finished (not one skipped over).
-            // (Elastic members come up at first contact: they get the next round's.)
-            Some(r)
-                if r.wrapping_add(1) == self.round && ((came_back && !self.config.elastic) || !push_sum_between) =>
-            {
-                r
-            }
+            Some(r) if r.wrapping_add(1) == self.round && (came_back || !push_sum_between) => r,
             _ => return,
         };
         let Some(share) = self.send_weight(i, round) else {
@@ -433,13 +432,14 @@ impl<const P: usize> Node<'_, P> {
         if p.live() && p.out.is_idle() && p.sent_round != Some(round) {
             p.out.begin(round);
             p.sent_round = Some(round);
+            p.weightless = false;
             self.sending = Some(round);
             if p.reserved.take().is_some() {
                 // Set aside when the round started.
             } else if self.started {
                 self.kept_share = (self.kept_share - share).max(0.0);
             } else if push_sum_between {
-                mixing::give_between_rounds(self.buffers.chunk_mass, share);
+                p.weightless = true;
             }
         }
     }

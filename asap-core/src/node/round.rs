@@ -268,8 +268,14 @@ impl<const P: usize> Node<'_, P> {
         }
         // Joining: a round waits for the model too, every chunk of it from some
         // in-neighbour (a joining neighbour's update weighs nothing), whatever else its
-        // policy waits for.
-        if !self.joined && !self.buffers.chunk_weights.iter().all(|&w| w > 0.0) {
+        // policy waits for — if an in-neighbour of this round is there to send it (on
+        // a time-varying graph another round's may be).
+        // (One held back by a staleness bound on this node sends nothing before it moves.)
+        let senders = (0..self.peers.len())
+            .filter(|&i| self.receives_from(i, self.round))
+            .map(|i| &self.peers[i])
+            .any(|p| (p.live() || p.expected()) && !self.holds_back(p));
+        if !self.joined && senders && !self.buffers.chunk_weights.iter().all(|&w| w > 0.0) {
             return false;
         }
         // In exact-round modes an update belongs to one round; otherwise the next update
@@ -277,6 +283,8 @@ impl<const P: usize> Node<'_, P> {
         let exact = self.exact_rounds().then_some(self.round);
         let arrived = |p: &Peer| {
             p.inn.incoming.is_some_and(|inc| inc.finished(chunks) && exact.is_none_or(|r| inc.round == r))
+                // (Or consumed already: a massless one is acknowledged as it completes.)
+                || exact.is_some_and(|r| p.inn.consumed.is_some_and(|c| c >= r))
                 // An in-neighbour that already started a later round will never send
                 // this one's update: it was delivered (then it is here) or abandoned
                 // while we were down for it. Waiting for it could wait forever.
@@ -289,10 +297,11 @@ impl<const P: usize> Node<'_, P> {
                 // or a straggler). Waiting for its next update would wait for ourselves.
                 || self.holds_back(p)
         };
+        // (An elastic peer not heard from yet is expected for a moment at the start.)
         let mut waiting = (0..self.peers.len())
             .filter(|&i| self.receives_from(i, self.round))
             .map(|i| &self.peers[i])
-            .filter(|p| p.live());
+            .filter(|p| p.live() || p.expected());
         match self.config.wait {
             Wait::All => waiting.all(arrived),
             Wait::AtLeast(k) => {

@@ -153,7 +153,9 @@ impl<const P: usize> Node<'_, P> {
                 let share = self.send_weight(i, round).unwrap_or(0.0);
                 // Push-sum: the share of the mass travels as the weight. Compressed
                 // on a time-varying graph: the edge's weight in the period's union.
-                let weight = if self.is_push_sum() {
+                let weight = if self.peers[i].weightless {
+                    0.0
+                } else if self.is_push_sum() {
                     mixing::carried(self.buffers.chunk_mass, c as usize, share)
                 } else if let Some(w) = self.union_weight() {
                     w
