@@ -15,6 +15,7 @@ fn main() {
         "node_frames" => asap_fuzz::node_frames::run,
         "topology" => asap_fuzz::topology::run,
         "reduce" => asap_fuzz::reduce::run,
+        "codec" => asap_fuzz::codec::run,
         "pair" => asap_fuzz::pair::run,
         other => {
             eprintln!("no target {other}");

@@ -133,7 +133,9 @@ pub fn check(mut input: Input) {
     let result = reduce::mix_chunk_normalised(&mut normalised, &snapshot, &acc, kept, received);
     let total = kept + received;
     check_mix(result, &params, &normalised, n, received == 0.0, |i| {
-        params[i] + ((kept * snapshot[i] + acc[i]) / total - snapshot[i])
+        // `(kept·s + acc) / total − s`, computed as the difference first (see
+        // `reduce::mix_chunk_normalised`).
+        params[i] + (acc[i] - received * snapshot[i]) / total
     });
 }
 
