@@ -554,8 +554,11 @@ pub fn check(encoding: Encoding, payload: &[u8], values: usize) -> Result<(), Co
     match encoding {
         Encoding::Q8 => {
             let (lo, step) = q8_header(payload);
-            // Codes are 0..=255: the extremes finite means every value is.
-            if !(lo.is_finite() && step.is_finite() && step >= 0.0 && (lo + 255.0 * step).is_finite()) {
+            // The extremes finite means every value is: `lo` and the largest code the
+            // payload holds (not 255: a range just under f32::MAX may overflow at 255
+            // and never use it, and the sender's own decode of its codes is finite).
+            let top = payload[Q8_HEADER..].iter().copied().max().unwrap_or(0);
+            if !(lo.is_finite() && step.is_finite() && step >= 0.0 && (lo + step * f32::from(top)).is_finite()) {
                 return Err(CodecError::NonFinite);
             }
         }
