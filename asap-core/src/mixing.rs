@@ -40,7 +40,7 @@ impl Masses<'_> {
 
     /// Whether every chunk has mass (a joining node received the whole model).
     pub(crate) fn all_positive(&self) -> bool {
-        self.0[..self.0.len() / 2].iter().all(|&m| m > 0.0)
+        halves(self.0).0.iter().all(|&m| m > 0.0)
     }
 
     fn split(&mut self) -> (&mut [f32], &mut [f32]) {
@@ -74,9 +74,14 @@ fn giving(at_snapshot: f32, share: f32) -> f32 {
     }
 }
 
+/// The masses now and the masses at the snapshot (`Buffers::chunk_mass`'s two halves).
+fn halves(masses: &[f32]) -> (&[f32], &[f32]) {
+    masses.split_at(masses.len() / 2)
+}
+
 /// The weight chunk `c` of an update carries to an out-neighbour whose share is `share`.
 pub(crate) fn carried(masses: &[f32], c: usize, share: f32) -> f32 {
-    let at = masses[masses.len() / 2 + c];
+    let at = halves(masses).1[c];
     giving(at, share) * at
 }
 
@@ -91,7 +96,7 @@ pub(crate) fn take_back(
     share: f32,
     chunk_len: usize,
 ) -> u64 {
-    let at_snapshot = &masses[masses.len() / 2..];
+    let at_snapshot = halves(masses).1;
     let mut lost = 0;
     let parts = accumulator
         .chunks_mut(chunk_len)
@@ -116,7 +121,7 @@ pub(crate) fn take_back(
 
 /// The mean of the chunks' masses now (1 when push-sum does not run, or has no drift).
 pub(crate) fn mean_mass(masses: &[f32]) -> f64 {
-    let now = &masses[..masses.len() / 2];
+    let now = halves(masses).0;
     if now.is_empty() {
         return 1.0;
     }

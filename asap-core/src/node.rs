@@ -55,16 +55,16 @@ struct Peer {
 }
 
 impl Peer {
-    /// Sent to and waited for.
-    fn live(&self) -> bool {
-        self.heard && self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
+    /// Waited for: live, or (elastic membership) not heard from yet but still expected
+    /// within `first_contact` of the start.
+    fn counts(&self) -> bool {
+        self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
     }
 
-    /// Elastic membership: not heard from yet, but still expected (within
-    /// `first_contact` of the start): waited for, not sent to (a share sent to a
-    /// member that is not there would be lost).
-    fn expected(&self) -> bool {
-        !self.heard && self.up && !self.left && !self.incompatible && !matches!(self.link, Link::Missing)
+    /// Sent to and waited for. (An expected peer is not sent to: a share sent to a
+    /// member that is not there would be lost.)
+    fn live(&self) -> bool {
+        self.heard && self.counts()
     }
 }
 
@@ -73,11 +73,7 @@ impl Peer {
 /// within a round trip; waiting that long keeps them from running rounds alone).
 fn first_contact(config: &Config) -> crate::time::Duration {
     let three_beats = crate::time::Duration::from_micros(3 * config.heartbeat_interval.total_micros());
-    if three_beats < config.peer_timeout {
-        three_beats
-    } else {
-        config.peer_timeout
-    }
+    three_beats.min(config.peer_timeout)
 }
 
 /// The key of a peer's link.

@@ -271,11 +271,14 @@ impl<const P: usize> Node<'_, P> {
         // policy waits for — if an in-neighbour of this round is there to send it (on
         // a time-varying graph another round's may be).
         // (One held back by a staleness bound on this node sends nothing before it moves.)
-        let senders = (0..self.peers.len())
-            .filter(|&i| self.receives_from(i, self.round))
-            .map(|i| &self.peers[i])
-            .any(|p| (p.live() || p.expected()) && !self.holds_back(p));
-        if !self.joined && senders && !self.buffers.chunk_weights.iter().all(|&w| w > 0.0) {
+        // (Evaluated only while joining: `is_ready` is called on every event.)
+        let senders = || {
+            (0..self.peers.len())
+                .filter(|&i| self.receives_from(i, self.round))
+                .map(|i| &self.peers[i])
+                .any(|p| p.counts() && !self.holds_back(p))
+        };
+        if !self.joined && !self.buffers.chunk_weights.iter().all(|&w| w > 0.0) && senders() {
             return false;
         }
         // In exact-round modes an update belongs to one round; otherwise the next update
@@ -301,7 +304,7 @@ impl<const P: usize> Node<'_, P> {
         let mut waiting = (0..self.peers.len())
             .filter(|&i| self.receives_from(i, self.round))
             .map(|i| &self.peers[i])
-            .filter(|p| p.live() || p.expected());
+            .filter(|p| p.counts());
         match self.config.wait {
             Wait::All => waiting.all(arrived),
             Wait::AtLeast(k) => {
